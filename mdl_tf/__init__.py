@@ -1,0 +1,11 @@
+"""mdl-tf: MDL, the Multi-Distribution Learner (arXiv 2602.07520), in TensorFlow/Keras 2 and TFX.
+
+Importing this package guarantees Keras 2: it sets `TF_USE_LEGACY_KERAS=1` when TensorFlow is not loaded yet, and
+raises `LegacyKerasError` with the fix when `tf.keras` is already bound to Keras 3.
+"""
+from mdl_tf._keras_guard import LegacyKerasError, ensure_legacy_keras
+
+ensure_legacy_keras()
+
+__version__ = "0.1.0"
+__all__ = ["LegacyKerasError", "__version__"]

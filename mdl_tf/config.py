@@ -1,0 +1,299 @@
+"""The feature config: one source of truth for the roles of a dataset's columns.
+
+`schemas/<dataset>/features.yaml` declares every column's role (categorical, numeric, multi-hot, sequence), its token
+group, whether it feeds the scenario or task tokens (`important_for`), the scenario column (and an optional
+multi-scenario membership column) and the task labels. The preprocessing, the model builders, the serving signatures
+and the evaluator all read it through `FeatureConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+FEATURE_KINDS = ("categorical", "numeric", "multi_hot", "sequence")
+DOMAINS = ("scenario", "task")
+CONFIG_FILE = "features.yaml"
+
+
+class ConfigError(ValueError):
+    """A feature config that cannot be used; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """One raw input column.
+
+    kind:          categorical (one id), numeric (one float), multi_hot (a `separator`-joined id set) or sequence
+                   (a `separator`-joined id list, oldest first).
+    group:         the semantic token group the feature's embedding goes to.
+    important_for: domains ("scenario", "task") whose tokens re-embed this feature in their own tables (ê_imp).
+    min_frequency: ids seen fewer times in training map to the OOV id.
+    max_len:       multi_hot/sequence length after truncation and padding.
+    shares_vocab_with: a sequence of ids of another categorical feature (e.g. the history of `item_id`); it uses that
+                   feature's vocabulary and embedding table, and that feature is the DIN target.
+    """
+
+    name: str
+    kind: str
+    group: str
+    important_for: tuple = ()
+    min_frequency: int = 1
+    max_len: int = 1
+    separator: str = "|"
+    shares_vocab_with: Optional[str] = None
+    dtype: str = "string"  # raw column type in the files: string | int | float
+
+    @property
+    def is_id_feature(self) -> bool:
+        return self.kind != "numeric"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenarioSpec:
+    column: str
+    values: tuple
+    membership_column: Optional[str] = None
+    separator: str = "|"
+    dtype: str = "string"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    name: str
+    version: int
+    token_groups: tuple
+    features: tuple
+    scenario: ScenarioSpec
+    tasks: tuple
+    user_column: Optional[str] = None
+    query_column: Optional[str] = None
+    time_column: Optional[str] = None
+    embedding_dim: int = 16
+
+    # -- derived views -------------------------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list:
+        return [t.name for t in self.tasks]
+
+    @property
+    def label_columns(self) -> list:
+        return [t.label for t in self.tasks]
+
+    @property
+    def scenario_names(self) -> list:
+        return list(self.scenario.values)
+
+    @property
+    def num_scenarios(self) -> int:
+        return len(self.scenario.values)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def num_token_groups(self) -> int:
+        return len(self.token_groups)
+
+    def feature(self, name: str) -> FeatureSpec:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def features_of_kind(self, *kinds) -> list:
+        return [f for f in self.features if f.kind in kinds]
+
+    def important_features(self, domain: str) -> list:
+        return [f for f in self.features if domain in f.important_for]
+
+    def vocab_owner(self, spec: FeatureSpec) -> str:
+        """The feature whose vocabulary (and embedding table) `spec` uses."""
+        return spec.shares_vocab_with or spec.name
+
+    @property
+    def raw_feature_columns(self) -> list:
+        """Every raw column the model may read: the features, the scenario column and the membership column.
+
+        Labels are never part of it (validated at load time)."""
+        cols = [f.name for f in self.features]
+        for c in (self.scenario.column, self.scenario.membership_column):
+            if c and c not in cols:
+                cols.append(c)
+        return cols
+
+    @property
+    def required_columns(self) -> list:
+        cols = self.raw_feature_columns + self.label_columns
+        for c in (self.user_column, self.query_column, self.time_column):
+            if c and c not in cols:
+                cols.append(c)
+        return cols
+
+    def to_dict(self) -> dict:
+        def feat(f: FeatureSpec) -> dict:
+            d = {"name": f.name, "kind": f.kind, "group": f.group}
+            if f.important_for:
+                d["important_for"] = list(f.important_for)
+            if f.min_frequency != 1:
+                d["min_frequency"] = f.min_frequency
+            if f.kind in ("multi_hot", "sequence"):
+                d["max_len"] = f.max_len
+                d["separator"] = f.separator
+            if f.shares_vocab_with:
+                d["shares_vocab_with"] = f.shares_vocab_with
+            if f.dtype != _default_dtype(f.kind):
+                d["dtype"] = f.dtype
+            return d
+
+        scenario = {"column": self.scenario.column, "values": list(self.scenario.values)}
+        if self.scenario.dtype != "string":
+            scenario["dtype"] = self.scenario.dtype
+        if self.scenario.membership_column:
+            scenario["membership_column"] = self.scenario.membership_column
+            scenario["separator"] = self.scenario.separator
+        out = {"name": self.name, "version": self.version, "embedding_dim": self.embedding_dim,
+               "token_groups": list(self.token_groups), "scenario": scenario,
+               "tasks": [{"name": t.name, "label": t.label} for t in self.tasks],
+               "features": [feat(f) for f in self.features]}
+        for key in ("user_column", "query_column", "time_column"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+
+DTYPES = ("string", "int", "float")
+
+
+def _default_dtype(kind: str) -> str:
+    return "float" if kind == "numeric" else "string"
+
+
+def _require(mapping: dict, key: str, where: str):
+    if key not in mapping:
+        raise ConfigError(f"{where}: missing required field '{key}'")
+    return mapping[key]
+
+
+def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    groups = tuple(_require(raw, "token_groups", source))
+    if not groups or len(set(groups)) != len(groups):
+        raise ConfigError(f"{source}: 'token_groups' must be a non-empty list of distinct names")
+
+    sc = _require(raw, "scenario", source)
+    scenario = ScenarioSpec(column=str(_require(sc, "column", f"{source} scenario")),
+                            values=tuple(str(v) for v in _require(sc, "values", f"{source} scenario")),
+                            membership_column=sc.get("membership_column"), separator=sc.get("separator", "|"),
+                            dtype=sc.get("dtype", "string"))
+    if scenario.dtype not in ("string", "int"):
+        raise ConfigError(f"{source}: scenario.dtype must be 'string' or 'int'")
+    if not scenario.values or len(set(scenario.values)) != len(scenario.values):
+        raise ConfigError(f"{source}: 'scenario.values' must list at least one distinct scenario value")
+
+    tasks = []
+    for i, t in enumerate(_require(raw, "tasks", source)):
+        tasks.append(TaskSpec(name=str(_require(t, "name", f"{source} tasks[{i}]")),
+                              label=str(t.get("label", t.get("name")))))
+    if not tasks:
+        raise ConfigError(f"{source}: 'tasks' must declare at least one task")
+    if len({t.name for t in tasks}) != len(tasks):
+        raise ConfigError(f"{source}: task names must be distinct")
+
+    features = []
+    for i, f in enumerate(_require(raw, "features", source)):
+        where = f"{source} features[{i}]"
+        name = str(_require(f, "name", where))
+        kind = _require(f, "kind", f"{where} ({name})")
+        if kind not in FEATURE_KINDS:
+            raise ConfigError(f"{where} ({name}): kind '{kind}' is not one of {FEATURE_KINDS}")
+        group = _require(f, "group", f"{where} ({name})")
+        if group not in groups:
+            raise ConfigError(f"{where} ({name}): group '{group}' is not in token_groups {list(groups)}")
+        important = tuple(f.get("important_for", ()))
+        for d in important:
+            if d not in DOMAINS:
+                raise ConfigError(f"{where} ({name}): important_for '{d}' must be one of {DOMAINS}")
+        if important and kind != "categorical":
+            raise ConfigError(f"{where} ({name}): only categorical features can be important_for domain tokens")
+        max_len = int(f.get("max_len", 1))
+        if kind in ("multi_hot", "sequence") and max_len < 1:
+            raise ConfigError(f"{where} ({name}): max_len must be >= 1")
+        dtype = f.get("dtype", _default_dtype(kind))
+        if dtype not in DTYPES or (kind == "numeric") != (dtype == "float"):
+            raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}' "
+                              f"(numeric features are float; id features are string or int)")
+        features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
+                                    min_frequency=int(f.get("min_frequency", 1)), max_len=max_len,
+                                    separator=str(f.get("separator", "|")),
+                                    shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype))
+
+    cfg = FeatureConfig(name=str(_require(raw, "name", source)), version=int(raw.get("version", 1)),
+                        token_groups=groups, features=tuple(features), scenario=scenario, tasks=tuple(tasks),
+                        user_column=raw.get("user_column"), query_column=raw.get("query_column"),
+                        time_column=raw.get("time_column"), embedding_dim=int(raw.get("embedding_dim", 16)))
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
+    names = [f.name for f in cfg.features]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{source}: feature names must be distinct; repeated: {sorted(dup)}")
+    labels = set(cfg.label_columns)
+    # Labels must never reach the feature tokens: reject any config that would feed one to the model.
+    leaked = labels.intersection(cfg.raw_feature_columns)
+    if leaked:
+        raise ConfigError(f"{source}: label column(s) {sorted(leaked)} are also declared as features or as the "
+                          f"scenario/membership column; remove them from 'features' (labels never feed the model)")
+    by_name = {f.name: f for f in cfg.features}
+    for f in cfg.features:
+        if f.shares_vocab_with:
+            owner = by_name.get(f.shares_vocab_with)
+            if owner is None or owner.kind != "categorical":
+                raise ConfigError(f"{source}: feature '{f.name}' shares_vocab_with '{f.shares_vocab_with}', "
+                                  f"which must be a categorical feature of this config")
+            if f.kind not in ("sequence", "multi_hot"):
+                raise ConfigError(f"{source}: feature '{f.name}': shares_vocab_with is only for sequence/multi_hot")
+    used = {f.group for f in cfg.features}
+    empty = [g for g in cfg.token_groups if g not in used]
+    if empty:
+        raise ConfigError(f"{source}: token group(s) {empty} have no feature; every group becomes a token and needs "
+                          f"at least one feature (or remove the group)")
+    for domain in DOMAINS:
+        if not cfg.important_features(domain):
+            raise ConfigError(f"{source}: no feature is important_for '{domain}'; domain tokens must be "
+                              f"sample-dependent, so mark at least one categorical feature (e.g. user_id)")
+
+
+def load(path) -> FeatureConfig:
+    """Load `features.yaml` from a file or from a schema directory that holds one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{path}: feature config not found; a schema directory holds {CONFIG_FILE} and "
+                          f"schema.pbtxt (see schemas/README.md)")
+    with open(path) as fh:
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return from_dict(raw, str(path))
+
+
+def dump(cfg: FeatureConfig, path) -> None:
+    from mdl_tf.utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,78 @@
+"""Per-token linear maps and FFNs: every token has its own weights, applied in one einsum (no loop over tokens)."""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def per_token_glorot(num_tokens: int, fan_in: int, fan_out: int, seed=None):
+    """Glorot-uniform for a [N, fan_in, fan_out] kernel, with fans of one token's matrix (Keras would count N in)."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return tf.keras.initializers.RandomUniform(-limit, limit, seed=seed)
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class PerTokenDense(tf.keras.layers.Layer):
+    """y[:, n] = x[:, n] @ W[n] + b[n].
+
+    Input  [B, N, d_in]; output [B, N, units]. Kernel [N, d_in, units], bias [N, units].
+    """
+
+    def __init__(self, units: int, use_bias: bool = True, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.use_bias = bool(use_bias)
+        self.activation = tf.keras.activations.get(activation)
+
+    def build(self, input_shape):
+        num_tokens, d_in = int(input_shape[-2]), int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", shape=(num_tokens, d_in, self.units),
+                                      initializer=per_token_glorot(num_tokens, d_in, self.units))
+        self.bias = (self.add_weight("bias", shape=(num_tokens, self.units), initializer="zeros")
+                     if self.use_bias else None)
+        super().build(input_shape)
+
+    def call(self, x):
+        y = tf.einsum("bnd,ndh->bnh", x, self.kernel)
+        if self.bias is not None:
+            y = y + self.bias
+        return self.activation(y)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
+                "activation": tf.keras.activations.serialize(self.activation)}
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class PerTokenFFN(tf.keras.layers.Layer):
+    """Per-token MLP: v_n = W2[n] · GELU(W1[n] x_n + b1[n]) + b2[n]  (RankMixer's PFFN).
+
+    Input [B, N, d]; output [B, N, output_dim or d]. `num_layers=1` gives a single per-token linear map.
+    """
+
+    def __init__(self, hidden_dim: int, output_dim: int | None = None, num_layers: int = 2,
+                 activation="gelu", **kwargs):
+        super().__init__(**kwargs)
+        if num_layers not in (1, 2):
+            raise ValueError(f"PerTokenFFN num_layers must be 1 or 2, got {num_layers}")
+        self.hidden_dim = int(hidden_dim)
+        self.output_dim = output_dim
+        self.num_layers = num_layers
+        self.activation = activation
+
+    def build(self, input_shape):
+        out = int(self.output_dim or input_shape[-1])
+        if self.num_layers == 2:
+            self.inner = PerTokenDense(self.hidden_dim, activation=self.activation, name="inner")
+        self.outer = PerTokenDense(out, name="outer")
+        super().build(input_shape)
+
+    def call(self, x):
+        if self.num_layers == 2:
+            x = self.inner(x)
+        return self.outer(x)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
+                "num_layers": self.num_layers, "activation": self.activation}

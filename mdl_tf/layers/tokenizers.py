@@ -1,0 +1,191 @@
+"""Tokenization (MDL_SPEC §3): feature tokens T_f, scenario tokens T_s (+ global), task tokens T_t."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mdl_tf.config import FeatureConfig
+from mdl_tf.data.transform import PAD_ID
+from mdl_tf.layers.embedding import SparseEmbedding, TargetAttentionPooling, masked_mean
+from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
+
+TOKENIZERS = ("group", "slice")
+GLOBAL_INPUTS = ("mean_spec", "id")
+
+
+def _config_dict(cfg) -> dict:
+    return cfg if isinstance(cfg, dict) else cfg.to_dict()
+
+
+def _config(cfg) -> FeatureConfig:
+    from mdl_tf.config import from_dict
+
+    return from_dict(cfg, "layer config") if isinstance(cfg, dict) else cfg
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class FeatureEmbedder(tf.keras.layers.Layer):
+    """Embeds every feature of the config: transformed features -> {feature name: [B, width]}.
+
+    Categorical ids use their own table; multi-hot ids are mean-pooled; a sequence uses the table of the feature it
+    `shares_vocab_with` and is pooled by target attention against that feature's embedding (DIN, `seq_encoder`);
+    numeric features pass through as width-1 vectors.
+    """
+
+    def __init__(self, feature_config, vocab_sizes: dict, embedding_dim: int | None = None,
+                 seq_encoder: str = "din", **kwargs):
+        super().__init__(**kwargs)
+        self.feature_config = _config_dict(feature_config)
+        self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
+        self.cfg = _config(feature_config)
+        self.embedding_dim = int(embedding_dim or self.cfg.embedding_dim)
+        self.seq_encoder = seq_encoder
+        self.tables = {}
+        for f in self.cfg.features:
+            if f.is_id_feature and f.shares_vocab_with is None:
+                self.tables[f.name] = SparseEmbedding(self.vocab_sizes[f.name], self.embedding_dim,
+                                                      name=f"emb_{f.name}")
+        self.poolers = {f.name: TargetAttentionPooling(seq_encoder, name=f"seq_{f.name}")
+                        for f in self.cfg.features_of_kind("sequence")}
+
+    def feature_width(self, name: str) -> int:
+        return 1 if self.cfg.feature(name).kind == "numeric" else self.embedding_dim
+
+    def call(self, features):
+        out = {}
+        for f in self.cfg.features:
+            x = features[f.name]
+            if f.kind == "numeric":
+                out[f.name] = tf.cast(tf.reshape(x, [-1, 1]), self.compute_dtype)
+                continue
+            table = self.tables[self.cfg.vocab_owner(f)]
+            if f.kind == "categorical":
+                out[f.name] = table(tf.reshape(x, [-1]))
+            elif f.kind == "multi_hot":
+                out[f.name] = masked_mean(table(x), tf.not_equal(x, PAD_ID))
+            else:
+                target_name = self.cfg.vocab_owner(f)
+                target = table(tf.reshape(features[target_name], [-1]))
+                out[f.name] = self.poolers[f.name](table(x), tf.not_equal(x, PAD_ID), target)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "feature_config": self.feature_config, "vocab_sizes": self.vocab_sizes,
+                "embedding_dim": self.embedding_dim, "seq_encoder": self.seq_encoder}
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class FeatureTokenizer(tf.keras.layers.Layer):
+    """Feature embeddings {name: [B, w]} -> feature tokens T_f [B, N_f, d] (MDL_SPEC §3.1).
+
+    mode="group" (default): the embeddings of each `token_group` are concatenated, zero-padded to the widest group and
+    projected by that group's own Dense (one per-token einsum). mode="slice" (RankMixer): the concatenation of all
+    embeddings is cut into N_f equal slices, each projected by its own Dense.
+    """
+
+    def __init__(self, feature_config, d_model: int, feature_widths: dict, mode: str = "group", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {mode!r}")
+        self.feature_config = _config_dict(feature_config)
+        self.cfg = _config(feature_config)
+        self.d_model = int(d_model)
+        self.feature_widths = {k: int(v) for k, v in feature_widths.items()}
+        self.mode = mode
+        self.groups = [[f.name for f in self.cfg.features if f.group == g] for g in self.cfg.token_groups]
+        self.num_tokens = len(self.groups)
+        group_widths = [sum(self.feature_widths[n] for n in names) for names in self.groups]
+        total = sum(group_widths)
+        if mode == "group":
+            self.token_input_width = max(group_widths)
+            self._pads = [self.token_input_width - w for w in group_widths]
+        else:
+            self.token_input_width = -(-total // self.num_tokens)
+            self._pads = [self.token_input_width * self.num_tokens - total]
+        self.projection = PerTokenDense(self.d_model, name="group_projection")
+
+    def call(self, embedded):
+        if self.mode == "group":
+            rows = []
+            for names, pad in zip(self.groups, self._pads):
+                parts = [embedded[n] for n in names]
+                if pad:
+                    parts.append(tf.zeros([tf.shape(parts[0])[0], pad], parts[0].dtype))
+                rows.append(tf.concat(parts, axis=-1))
+            x = tf.stack(rows, axis=1)
+        else:
+            parts = [embedded[n] for names in self.groups for n in names]
+            if self._pads[0]:
+                parts.append(tf.zeros([tf.shape(parts[0])[0], self._pads[0]], parts[0].dtype))
+            x = tf.reshape(tf.concat(parts, axis=-1), [-1, self.num_tokens, self.token_input_width])
+        return self.projection(x)
+
+    def get_config(self):
+        return {**super().get_config(), "feature_config": self.feature_config, "d_model": self.d_model,
+                "feature_widths": self.feature_widths, "mode": self.mode}
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class DomainTokenizer(tf.keras.layers.Layer):
+    """Sample-dependent domain tokens (MDL_SPEC §3.2-3.3): t_k = ReLU(FFN_k(ê_imp ⊕ ê_spec^k)), k = 1..N.
+
+    ê_imp re-embeds the domain's important features in this layer's own tables (never the feature tokens' tables);
+    ê_spec^k is a learnable per-domain id embedding, optionally concatenated with per-domain numeric priors
+    `priors` [B, N, P]. With `global_token=True` a shared token is appended last, its spec input the mean of the
+    ê_spec^k (`global_input="mean_spec"`) or its own learnable embedding (`"id"`). FFN_k is per token.
+
+    ids: {feature: int ids [B]} -> [B, N (+1), d].
+    """
+
+    def __init__(self, num_domains: int, important_vocab_sizes: dict, d_model: int, embedding_dim: int = 16,
+                 spec_dim: int | None = None, ffn_multiplier: int = 4, ffn_layers: int = 2,
+                 global_token: bool = False, global_input: str = "mean_spec", **kwargs):
+        super().__init__(**kwargs)
+        if global_input not in GLOBAL_INPUTS:
+            raise ValueError(f"global_input must be one of {GLOBAL_INPUTS}, got {global_input!r}")
+        if not important_vocab_sizes:
+            raise ValueError("DomainTokenizer needs at least one important feature; domain tokens must be "
+                             "sample-dependent (MDL_SPEC §3)")
+        self.num_domains = int(num_domains)
+        self.important_vocab_sizes = {k: int(v) for k, v in important_vocab_sizes.items()}
+        self.d_model = int(d_model)
+        self.embedding_dim = int(embedding_dim)
+        self.spec_dim = int(spec_dim or embedding_dim)
+        self.ffn_multiplier = int(ffn_multiplier)
+        self.ffn_layers = int(ffn_layers)
+        self.global_token = bool(global_token)
+        self.global_input = global_input
+        self.important_tables = {name: SparseEmbedding(size, self.embedding_dim, name=f"imp_{name}")
+                                 for name, size in self.important_vocab_sizes.items()}
+        spec_rows = self.num_domains + (1 if self.global_token and global_input == "id" else 0)
+        self.spec_embedding = SparseEmbedding(spec_rows, self.spec_dim, name="spec_embedding")
+        self.ffn = PerTokenFFN(self.ffn_multiplier * self.d_model, output_dim=self.d_model,
+                               num_layers=self.ffn_layers, name="init_ffn")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_domains + int(self.global_token)
+
+    def call(self, ids, priors=None):
+        imp = tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
+        batch = tf.shape(imp)[0]
+        spec_rows = self.spec_embedding(tf.range(self.spec_embedding.input_dim))        # [R, e]
+        spec = tf.broadcast_to(spec_rows[None, : self.num_domains], [batch, self.num_domains, self.spec_dim])
+        if priors is not None:
+            spec = tf.concat([spec, tf.cast(priors, spec.dtype)], axis=-1)                  # [B, N, e + P]
+        if self.global_token:
+            if self.global_input == "mean_spec":
+                glob = tf.reduce_mean(spec, axis=1, keepdims=True)
+            else:
+                glob = tf.broadcast_to(spec_rows[None, self.num_domains:], [batch, 1, self.spec_dim])
+                if priors is not None:
+                    glob = tf.concat([glob, tf.reduce_mean(tf.cast(priors, glob.dtype), 1, keepdims=True)], -1)
+            spec = tf.concat([spec, glob], axis=1)
+        imp = tf.broadcast_to(imp[:, None, :], [batch, self.num_tokens, imp.shape[-1]])
+        return tf.nn.relu(self.ffn(tf.concat([imp, spec], axis=-1)))
+
+    def get_config(self):
+        return {**super().get_config(), "num_domains": self.num_domains,
+                "important_vocab_sizes": self.important_vocab_sizes, "d_model": self.d_model,
+                "embedding_dim": self.embedding_dim, "spec_dim": self.spec_dim,
+                "ffn_multiplier": self.ffn_multiplier, "ffn_layers": self.ffn_layers,
+                "global_token": self.global_token, "global_input": self.global_input}

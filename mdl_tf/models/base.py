@@ -1,0 +1,200 @@
+"""The shared model contract and training step of every model in mdl_tf (MDL and the baselines).
+
+A model maps the transformed feature dict (see `mdl_tf.data.transform`) to logits [B, N_t] in `compute_logits`;
+`call` returns {task: probability}. Training uses one GradientTape and two optimizers: RMSprop for dense weights and
+Adagrad for the `SparseEmbedding` tables, whose gradients stay `IndexedSlices` (MDL_SPEC §5.2). Under the
+`mixed_float16` policy the loss is scaled dynamically and a step with non-finite gradients is skipped.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+from mdl_tf.config import FeatureConfig, from_dict
+from mdl_tf.data.transform import PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
+from mdl_tf.training.losses import masked_multitask_loss, per_task_bce
+
+
+@contextlib.contextmanager
+def precision_policy(name: str | None):
+    """Build layers under a dtype policy ("mixed_float16", "mixed_bfloat16") and restore the previous one."""
+    if not name or name == "float32":
+        yield
+        return
+    old = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(old)
+
+
+def dummy_features(cfg: FeatureConfig, batch: int = 2) -> dict:
+    """A batch of valid transformed features (all ids = OOV, scenario 0), used to build a model's weights."""
+    out = {}
+    for f in cfg.features:
+        if f.kind == "numeric":
+            out[f.name] = tf.zeros([batch], tf.float32)
+        elif f.kind == "categorical":
+            out[f.name] = tf.ones([batch], tf.int64)
+        else:
+            out[f.name] = tf.fill([batch, f.max_len], tf.constant(PAD_ID, tf.int64))
+    out[SCENARIO_MASK] = tf.one_hot(tf.zeros([batch], tf.int64), cfg.num_scenarios)
+    out[SCENARIO_INDEX] = tf.zeros([batch], tf.int64)
+    return out
+
+
+class _DynamicLossScale(tf.Module):
+    """Loss scaling for float16: x2 after `period` finite steps, /2 on a non-finite step (which is skipped)."""
+
+    def __init__(self, initial: float = 2.0 ** 15, period: int = 2000):
+        super().__init__(name="loss_scale")
+        self.scale = tf.Variable(initial, trainable=False, dtype=tf.float32, name="scale")
+        self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="good_steps")
+        self.period = period
+
+    def update(self, finite: tf.Tensor) -> None:
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.period)
+        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
+                                   tf.maximum(self.scale / 2.0, 1.0)))
+        self.good_steps.assign(tf.where(finite, tf.where(grow, tf.zeros_like(self.good_steps),
+                                                         self.good_steps + 1), tf.zeros_like(self.good_steps)))
+
+
+def _map_grad(g, fn):
+    if g is None:
+        return None
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(fn(g.values), g.indices, g.dense_shape)
+    return fn(g)
+
+
+def _all_finite(grads) -> tf.Tensor:
+    checks = [tf.reduce_all(tf.math.is_finite(g.values if isinstance(g, tf.IndexedSlices) else g))
+              for g in grads if g is not None]
+    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
+class MultiDistributionModel(tf.keras.Model):
+    """Base class: transformed features -> logits [B, N_t]; {task: probability} from `call`."""
+
+    model_name = "base"
+
+    def __init__(self, feature_config, vocab_sizes: dict, task_weights=None, loss_norm: str = "batch", **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = from_dict(feature_config, "model config") if isinstance(feature_config, dict) else feature_config
+        self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
+        self.task_names = self.cfg.task_names
+        if task_weights is not None:
+            if isinstance(task_weights, dict):
+                unknown = set(task_weights) - set(self.task_names)
+                if unknown:
+                    raise ValueError(f"task_weights names unknown task(s) {sorted(unknown)}; tasks are "
+                                     f"{self.task_names}")
+                task_weights = [float(task_weights.get(t, 1.0)) for t in self.task_names]
+            if len(task_weights) != len(self.task_names):
+                raise ValueError(f"task_weights has {len(task_weights)} entries for {len(self.task_names)} tasks")
+        self.task_weights = task_weights
+        self.loss_norm = loss_norm
+        self._loss_scale = None
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        # Every task owns its metric state: its own AUC and its own masked-BCE mean.
+        self.task_auc = [tf.keras.metrics.AUC(num_thresholds=500, name=f"auc_{t}") for t in self.task_names]
+        self.task_bce = [tf.keras.metrics.Mean(name=f"bce_{t}") for t in self.task_names]
+
+    # -- to implement --------------------------------------------------------------------------------------------
+    def compute_logits(self, features: dict, training=False) -> tf.Tensor:
+        raise NotImplementedError
+
+    # -- model contract ------------------------------------------------------------------------------------------
+    def call(self, features, training=False):
+        probs = tf.sigmoid(tf.cast(self.compute_logits(features, training=training), tf.float32))
+        return {t: probs[:, i] for i, t in enumerate(self.task_names)}
+
+    def build_with_dummy_batch(self) -> "MultiDistributionModel":
+        self(dummy_features(self.cfg), training=False)
+        return self
+
+    def variable_groups(self):
+        """(dense, sparse) trainable variables; sparse = the variables of every SparseEmbedding table."""
+        sparse_refs = set()
+        for module in self._flatten_layers(include_self=False, recursive=True):
+            if getattr(module, "is_sparse_table", False):
+                sparse_refs.update(v.ref() for v in module.trainable_variables)
+        dense = [v for v in self.trainable_variables if v.ref() not in sparse_refs]
+        sparse = [v for v in self.trainable_variables if v.ref() in sparse_refs]
+        return dense, sparse
+
+    def param_counts(self) -> dict:
+        dense, sparse = self.variable_groups()
+        return {"dense": int(sum(np.prod(v.shape) for v in dense)),
+                "embedding": int(sum(np.prod(v.shape) for v in sparse))}
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def compile(self, dense_lr: float = 1e-2, sparse_lr: float = 0.05, dense_optimizer=None, sparse_optimizer=None,
+                **kwargs):
+        dense_opt = dense_optimizer or tf.keras.optimizers.RMSprop(dense_lr, rho=0.9, momentum=0.0, epsilon=1e-7)
+        self.sparse_optimizer = sparse_optimizer or tf.keras.optimizers.Adagrad(
+            sparse_lr, initial_accumulator_value=0.1)
+        if self.compute_dtype == "float16" and self._loss_scale is None:
+            self._loss_scale = _DynamicLossScale()
+        super().compile(optimizer=dense_opt, **kwargs)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.task_auc, *self.task_bce]
+
+    def _loss(self, labels, logits, mask):
+        return masked_multitask_loss(labels, logits, mask, self.task_weights, self.loss_norm)
+
+    def _update_metrics(self, loss, labels, logits, mask):
+        self.loss_tracker.update_state(loss)
+        probs = tf.sigmoid(tf.cast(logits, tf.float32))
+        bce = per_task_bce(labels, logits, mask)
+        for i in range(len(self.task_names)):
+            w = mask[:, i]
+            self.task_auc[i].update_state(labels[:, i], probs[:, i], sample_weight=w)
+            self.task_bce[i].update_state(bce[:, i], sample_weight=w)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        features, targets = data
+        labels, mask = targets["labels"], targets["label_mask"]
+        dense_vars, sparse_vars = self.variable_groups()
+        with tf.GradientTape() as tape:
+            logits = self.compute_logits(features, training=True)
+            loss = self._loss(labels, logits, mask)
+            objective = loss * self._loss_scale.scale if self._loss_scale is not None else loss
+        grads = tape.gradient(objective, dense_vars + sparse_vars)
+        if self._loss_scale is not None:
+            inv = 1.0 / self._loss_scale.scale
+            grads = [_map_grad(g, lambda x: x * tf.cast(inv, x.dtype)) for g in grads]
+        dense_pairs = [(g, v) for g, v in zip(grads[: len(dense_vars)], dense_vars) if g is not None]
+        sparse_pairs = [(g, v) for g, v in zip(grads[len(dense_vars):], sparse_vars) if g is not None]
+
+        def apply():
+            if dense_pairs:
+                self.optimizer.apply_gradients(dense_pairs)
+            if sparse_pairs:
+                self.sparse_optimizer.apply_gradients(sparse_pairs)
+            return tf.constant(True)
+
+        if self._loss_scale is None:
+            apply()
+        else:
+            finite = _all_finite(grads)
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            self._loss_scale.update(finite)
+        return self._update_metrics(loss, labels, logits, mask)
+
+    def test_step(self, data):
+        features, targets = data
+        labels, mask = targets["labels"], targets["label_mask"]
+        logits = self.compute_logits(features, training=False)
+        return self._update_metrics(self._loss(labels, logits, mask), labels, logits, mask)
+
+    def predict_step(self, data):
+        features = data[0] if isinstance(data, tuple) else data
+        return self(features, training=False)

@@ -1,0 +1,97 @@
+"""MDLModel: the Multi-Distribution Learner (MDL_SPEC §2-§4), with every default of the spec's decision table and a
+flag for each alternative (§8)."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mdl_tf.data.transform import SCENARIO_MASK
+from mdl_tf.layers import DomainTokenizer, FeatureEmbedder, FeatureTokenizer, MDLBlock, TaskHeads
+from mdl_tf.models.base import MultiDistributionModel
+
+# The spec's defaults (MDL_SPEC §5.3, §8), except d: 256 is the production default, the registry's smaller
+# datasets use 128 (a multiple of every N_f we ship).
+MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, tokenizer="group", seq_encoder="din",
+                    feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
+                    domain_prenorm=False, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
+                    fuse_state="pre_ffn", head="linear", last_scenario_ffn=False, use_global_token=True,
+                    embedding_dim=None)
+
+
+class MDLModel(MultiDistributionModel):
+    """Transformed features -> logits [B, N_t] through L MDL blocks (MDL_SPEC §4.8).
+
+        T_f = FeatureTokenizer(embeddings)       [B, N_f, d]
+        T_s = ScenarioTokenizer(ê_imp, ê_spec)   [B, N_s + 1, d]   (global token last)
+        T_t = TaskTokenizer(ê_imp', ê_task)      [B, N_t, d]
+        L x MDLBlock; logits = TaskHeads(T_t)    [B, N_t]
+    """
+
+    model_name = "mdl"
+
+    def __init__(self, feature_config, vocab_sizes, d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4,
+                 tokenizer="group", seq_encoder="din", feature_block="rankmixer", kv_source="updated",
+                 attn_out_proj=False, attn_bias=False, domain_prenorm=False, share_kv=False, init_ffn_layers=2,
+                 global_input="mean_spec", fuse_state="pre_ffn", head="linear", last_scenario_ffn=False,
+                 use_global_token=True, embedding_dim=None, **kwargs):
+        super().__init__(feature_config, vocab_sizes, **kwargs)
+        cfg = self.cfg
+        n_f = cfg.num_token_groups if tokenizer == "group" else None
+        if n_f and d_model % n_f:
+            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the token groups of "
+                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
+        self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
+                            attn_heads=attn_heads, tokenizer=tokenizer, seq_encoder=seq_encoder,
+                            feature_block=feature_block, kv_source=kv_source, attn_out_proj=attn_out_proj,
+                            attn_bias=attn_bias, domain_prenorm=domain_prenorm, share_kv=share_kv,
+                            init_ffn_layers=init_ffn_layers, global_input=global_input, fuse_state=fuse_state,
+                            head=head, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
+                            embedding_dim=embedding_dim)
+        emb_dim = embedding_dim or cfg.embedding_dim
+        self.embedder = FeatureEmbedder(cfg, vocab_sizes, emb_dim, seq_encoder=seq_encoder, name="embedder")
+        widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
+        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
+        n_f = self.feature_tokenizer.num_tokens
+        if d_model % n_f:
+            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f}")
+
+        def important(domain):
+            return {f.name: vocab_sizes[f.name] for f in cfg.important_features(domain)}
+
+        self.scenario_tokenizer = DomainTokenizer(
+            cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
+            ffn_layers=init_ffn_layers, global_token=use_global_token, global_input=global_input,
+            name="scenario_tokenizer")
+        self.task_tokenizer = DomainTokenizer(
+            cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
+            ffn_layers=init_ffn_layers, name="task_tokenizer")
+        self.blocks = [
+            MDLBlock(n_f, d_model, ffn_multiplier, feature_block=feature_block, attn_heads=attn_heads,
+                     attn_bias=attn_bias, attn_out_proj=attn_out_proj, domain_prenorm=domain_prenorm,
+                     share_kv=share_kv, kv_source=kv_source, fuse_state=fuse_state,
+                     scenario_ffn=last_scenario_ffn or layer < num_layers - 1, use_global_token=use_global_token,
+                     name=f"mdl_block_{layer}")
+            for layer in range(num_layers)]
+        self.heads = TaskHeads(head, name="task_heads")
+
+    def tokens(self, features, return_attention=False):
+        """Run the backbone; returns the final (T_f, T_s, T_t) and, if asked, per-layer attention weights."""
+        t_f = self.feature_tokenizer(self.embedder(features))
+        t_s = self.scenario_tokenizer(features)
+        t_t = self.task_tokenizer(features)
+        membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
+        attention = []
+        for block in self.blocks:
+            if return_attention:
+                t_f, t_s, t_t, att = block(t_f, t_s, t_t, membership, return_attention=True)
+                attention.append(att)
+            else:
+                t_f, t_s, t_t = block(t_f, t_s, t_t, membership)
+        return (t_f, t_s, t_t, attention) if return_attention else (t_f, t_s, t_t)
+
+    def compute_logits(self, features, training=False):
+        _, _, t_t = self.tokens(features)
+        return self.heads(t_t)
+
+    def attention_maps(self, features) -> list:
+        """Per layer: {"scenario": [B, A, N_s+1, N_f], "task": [B, A, N_t, N_f]} attention weights."""
+        return self.tokens(features, return_attention=True)[3]

@@ -1,0 +1,61 @@
+"""Derive the TFMD schema (`schema.pbtxt`, what ImportSchemaGen and TFDV read) from the feature config.
+
+The feature config is the source of truth; the schema is generated from it so the two can never disagree.
+`mdl-tf schema export --schema schemas/<name>` rewrites it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from mdl_tf.config import FeatureConfig
+from mdl_tf.utils import atomic_write_text
+
+SCHEMA_FILE = "schema.pbtxt"
+_TYPES = {"string": schema_pb2.BYTES, "int": schema_pb2.INT, "float": schema_pb2.FLOAT}
+
+
+def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
+    schema = schema_pb2.Schema()
+    schema.default_environment.extend(["TRAINING", "SERVING"])
+
+    def add(name: str, dtype: str, required: bool = True) -> schema_pb2.Feature:
+        feat = schema.feature.add(name=name, type=_TYPES[dtype])
+        # A fixed [1] shape makes TF Transform see dense tensors rather than SparseTensors.
+        feat.shape.dim.add(size=1)
+        feat.presence.min_fraction = 1.0 if required else 0.0
+        return feat
+
+    for f in cfg.features:
+        if f.name == cfg.scenario.column:
+            continue
+        # Multi-hot and sequence columns are one joined string each ("a|b|c"), possibly empty.
+        add(f.name, f.dtype)
+    sc = add(cfg.scenario.column, cfg.scenario.dtype)
+    if cfg.scenario.dtype == "string":
+        sc.domain = "scenario"
+        schema.string_domain.add(name="scenario", value=list(cfg.scenario.values))
+    if cfg.scenario.membership_column:
+        add(cfg.scenario.membership_column, "string")
+    for col, dtype in ((cfg.user_column, "string"), (cfg.query_column, "string"), (cfg.time_column, "int")):
+        if col and col not in cfg.raw_feature_columns:
+            add(col, dtype)
+    for t in cfg.tasks:
+        # Labels may be missing for a row (task undefined there); never served.
+        lab = add(t.label, "int", required=False)
+        lab.not_in_environment.append("SERVING")
+        lab.int_domain.min = 0
+        lab.int_domain.max = 1
+    return schema
+
+
+def schema_text(cfg: FeatureConfig) -> str:
+    return text_format.MessageToString(build_schema(cfg))
+
+
+def write_schema(cfg: FeatureConfig, schema_dir) -> Path:
+    path = Path(schema_dir) / SCHEMA_FILE
+    atomic_write_text(path, schema_text(cfg))
+    return path
