@@ -110,11 +110,13 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
 
     # Entities. Users and items keep joining: an entity with index i exists from time i / count onward (a warm
     # start of 60% exists at time 0), so the latest rows (the test split) meet ids never seen in training.
-    user_vec = rng.normal(size=(n_users, LATENT))
-    item_vec = rng.normal(size=(n_items, LATENT))
-    user_age = rng.uniform(18, 70, size=n_users).round()
+    # Latent tastes come mostly from low-cardinality attributes (segment, category), plus an id-specific part,
+    # so the structure is learnable from a few epochs while ids still matter.
     user_segment = rng.integers(0, 8, size=n_users)
     item_category = rng.integers(0, n_categories, size=n_items)
+    user_vec = rng.normal(size=(8, LATENT))[user_segment] + 0.4 * rng.normal(size=(n_users, LATENT))
+    item_vec = rng.normal(size=(n_categories, LATENT))[item_category] + 0.4 * rng.normal(size=(n_items, LATENT))
+    user_age = rng.uniform(18, 70, size=n_users).round()
     item_price = np.exp(rng.normal(3.0, 0.8, size=n_items)).round(2)
     item_tags = [rng.choice(n_tags, size=rng.integers(1, 5), replace=False) for _ in range(n_items)]
     maps = _bilinear_maps(rng)

@@ -10,7 +10,7 @@ from mdl_tf.models.mdl import MDL_DEFAULTS, MDLModel
 
 REGISTRY = {"mdl": MDLModel}
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from mdl_tf.constants import PRECISIONS  # noqa: E402
 
 
 def available_models() -> list:

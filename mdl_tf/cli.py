@@ -1,0 +1,227 @@
+"""The `mdl-tf` command line. `mdl-tf --help` lists every subcommand."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-api-core (a TFX dependency) warns on every import that Python 3.10 is old; TFX 1.16 requires 3.10.
+warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+import mdl_tf  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+class CLIError(Exception):
+    pass
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+def cmd_data(args) -> None:
+    from mdl_tf.data import aliccp, movielens, synthetic
+
+    started = time.time()
+    if args.dataset == "synth":
+        info = synthetic.write(args.out, rows=args.rows, seed=args.seed)
+    elif args.dataset == "movielens":
+        info = movielens.write(args.out, src=args.src)
+    else:
+        info = aliccp.write(args.out, src=args.src)
+    info["seconds"] = round(time.time() - started, 2)
+    _print(info)
+
+
+def cmd_schema_export(args) -> None:
+    from mdl_tf import config as cfgmod
+    from mdl_tf.data import DATASETS
+    from mdl_tf.schema import write_schema
+
+    names = [args.dataset] if args.dataset else sorted(DATASETS)
+    for name in names:
+        out = Path(args.out) / name
+        cfg = DATASETS[name].feature_config()
+        cfgmod.dump(cfg, out / cfgmod.CONFIG_FILE)
+        print(write_schema(cfg, out))
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+def _hparams(args) -> dict:
+    hp = {}
+    for item in args.hparam or []:
+        if "=" not in item:
+            raise CLIError(f"--hparam {item!r}: expected NAME=VALUE (e.g. --hparam attn_heads=2)")
+        key, value = item.split("=", 1)
+        try:
+            hp[key] = json.loads(value)
+        except json.JSONDecodeError:
+            hp[key] = value
+    if args.d_model:
+        hp["d_model"] = args.d_model
+    if args.layers:
+        hp["num_layers"] = args.layers
+    return hp
+
+
+def _train_config(args):
+    from mdl_tf.training.trainer import TrainConfig
+
+    return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, dense_lr=args.dense_lr,
+                       sparse_lr=args.sparse_lr, seed=args.seed, precision=args.precision,
+                       jit_compile=args.jit_compile, early_stopping_patience=args.patience,
+                       verbose=1 if sys.stdout.isatty() else 2)
+
+
+def cmd_train(args) -> None:
+    from mdl_tf.training.trainer import train
+
+    metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), _hparams(args))
+    _print({k: metrics[k] for k in ("model", "params", "overall", "gauc", "mean_scenario_task_auc")})
+    print(f"wrote {Path(args.out) / 'saved_model'} and {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_run(args) -> None:
+    """The README's main job on the embedded synthetic data: data -> train -> export -> one prediction."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mdl_tf.data import synthetic
+    from mdl_tf.data.io import read_split
+    from mdl_tf.training.trainer import TrainConfig, train
+
+    out = Path(args.out)
+    data_dir, model_dir = out / "data", out / "model"
+    steps = []
+    print(f"[1/3] synthetic data ({args.rows} rows) -> {data_dir}")
+    synthetic.write(data_dir, rows=args.rows, seed=args.seed)
+    steps.append("data synth")
+    print(f"[2/3] train MDL -> {model_dir}")
+    tc = TrainConfig(model="mdl", epochs=args.epochs, seed=args.seed, verbose=2)
+    metrics = train(data_dir, data_dir, model_dir, tc, {"d_model": 64})
+    steps.append("train + evaluate + export")
+    print("[3/3] load the exported SavedModel and answer one prediction through its serving_default signature")
+    cfg = synthetic.feature_config()
+    row = read_split(data_dir, "test", cfg).iloc[:1]
+    from mdl_tf.serving.examples import rows_to_examples
+
+    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
+    pred = loaded.signatures["serving_default"](examples=tf.constant(rows_to_examples(row, cfg)))
+    steps.append("predict (in-process SavedModel)")
+    answer = {k: float(np.asarray(v)[0]) for k, v in pred.items()}
+    summary = {"ran": steps,
+               "not_yet": ["TFX pipeline (issue 5)", "TF Serving gRPC round trip (issue 6)"],
+               "eval_auc": {t: metrics["overall"][t]["auc"] for t in cfg.task_names},
+               "mean_scenario_task_auc": metrics["mean_scenario_task_auc"],
+               "prediction": answer, "row": {c: str(row[c].iloc[0]) for c in ("user_id", "item_id", "scenario")}}
+    _print(summary)
+
+
+def cmd_bench_speed(args) -> None:
+    from mdl_tf.bench.speed import run_speed_bench
+
+    _print(run_speed_bench(args.out, batch_size=args.batch_size, steps=args.steps, d_model=args.d_model,
+                           precision=args.precision, jit_compile=args.jit_compile))
+
+
+# -- parser ----------------------------------------------------------------------------------------------------------
+def _add_train_args(p) -> None:
+    from mdl_tf.constants import MODEL_NAMES, PRECISIONS
+
+    p.add_argument("--model", default="mdl", choices=MODEL_NAMES, help="registered model name")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--dense-lr", type=float, default=1e-3, help="RMSprop learning rate for dense weights")
+    p.add_argument("--sparse-lr", type=float, default=0.05, help="Adagrad learning rate for embedding tables")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="float32", choices=PRECISIONS)
+    p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--d-model", type=int, help="token width d")
+    p.add_argument("--layers", type=int, help="number of MDL blocks L")
+    p.add_argument("--hparam", action="append", metavar="NAME=VALUE",
+                   help="any model flag, e.g. --hparam kv_source=previous (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdl-tf", description="MDL multi-scenario, multi-task ranking: data, "
+                                     "training, pipeline, serving and benchmarks.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="write a dataset (synthetic, MovieLens-100K, Ali-CCP) in the feature-config "
+                          "format").add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    p = data.add_parser("synth", help="seeded synthetic multi-scenario, multi-task data (the embedded default)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--rows", type=int, default=50_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+    p = data.add_parser("movielens", help="MovieLens-100K: scenario = age group, tasks click (>=4) and like (5)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--src", help="folder with ml-100k.{inter,user,item}; fetched from the recbole wheel if omitted")
+    p.set_defaults(func=cmd_data)
+    p = data.add_parser("aliccp", help="the real Ali-CCP sample: scenario column 301, tasks click and purchase")
+    p.add_argument("--src", required=True, help="folder with ali_ccp_{train,test}_sample.csv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data)
+
+    schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
+                            ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
+    p.add_argument("--dataset", help="one dataset (default: all)")
+    p.add_argument("--out", default=str(REPO_SCHEMAS))
+    p.set_defaults(func=cmd_schema_export)
+
+    p = sub.add_parser("train", help="train a model on a dataset folder, evaluate on its eval split, export")
+    p.add_argument("--data", required=True, help="dataset folder from `mdl-tf data ...`")
+    p.add_argument("--schema", help="schema folder with features.yaml (default: the dataset's own)")
+    p.add_argument("--out", required=True)
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, train, export, predict")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--rows", type=int, default=50_000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="benchmarks (speed)").add_subparsers(dest="bench", metavar="BENCH",
+                                                                              required=True)
+    p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
+    p.add_argument("--out", default="benchmarks/results/speed")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--precision", default="float32")
+    p.add_argument("--jit-compile", action="store_true")
+    p.set_defaults(func=cmd_bench_speed)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from mdl_tf.config import ConfigError
+    from mdl_tf.data.io import DataError
+
+    try:
+        args.func(args)
+    except (CLIError, ConfigError, DataError) as e:
+        print(f"mdl-tf: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

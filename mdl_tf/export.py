@@ -1,0 +1,95 @@
+"""SavedModel export: the transform and the model in one servable artefact.
+
+Signatures (all Predict signatures, as TF Serving expects):
+* `serving_default`: serialized `tf.Example`s of raw features -> {"<task>_probability": [B]}
+* `serving_raw`: raw feature tensors [B] -> the same outputs
+* `transform_features`: serialized `tf.Example`s -> the transformed features the model reads
+A directory is written under a temporary name and renamed into place, so a reader never sees a partial model.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from mdl_tf.config import FeatureConfig
+from mdl_tf.data.transform import FeatureTransform
+
+OUTPUT_SUFFIX = "_probability"
+METADATA_FILE = "mdl_metadata.json"
+
+
+def raw_feature_spec(cfg: FeatureConfig) -> dict:
+    """tf.Example parsing spec of the raw serving inputs (labels never included)."""
+    numeric = {f.name for f in cfg.features_of_kind("numeric")}
+    dtypes = {f.name: f.dtype for f in cfg.features}
+    dtypes[cfg.scenario.column] = cfg.scenario.dtype
+    spec = {}
+    for col in cfg.raw_feature_columns:
+        if col in numeric:
+            spec[col] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
+        elif dtypes.get(col) == "int":
+            spec[col] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+        else:
+            spec[col] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    return spec
+
+
+class ServingModule(tf.Module):
+    """What gets saved: the fitted transform, the trained model and their signatures."""
+
+    def __init__(self, model: tf.keras.Model, transform: FeatureTransform, cfg: FeatureConfig):
+        super().__init__(name="mdl_serving")
+        self.model = model
+        self.transform = transform
+        self._cfg = cfg
+        self._spec = raw_feature_spec(cfg)
+
+    def _outputs(self, transformed):
+        probs = self.model(transformed, training=False)
+        return {f"{t}{OUTPUT_SUFFIX}": tf.cast(probs[t], tf.float32) for t in self._cfg.task_names}
+
+    def signatures(self) -> dict:
+        examples = tf.TensorSpec([None], tf.string, name="examples")
+        raw_specs = {k: tf.TensorSpec([None], v.dtype, name=k) for k, v in self._spec.items()}
+
+        @tf.function(input_signature=[examples])
+        def serving_default(serialized):
+            return self._outputs(self.transform(tf.io.parse_example(serialized, self._spec)))
+
+        @tf.function(input_signature=[raw_specs])
+        def serving_raw(raw):
+            return self._outputs(self.transform(raw))
+
+        @tf.function(input_signature=[examples])
+        def transform_features(serialized):
+            return self.transform(tf.io.parse_example(serialized, self._spec))
+
+        return {"serving_default": serving_default, "serving_raw": serving_raw,
+                "transform_features": transform_features}
+
+
+def export_saved_model(model, transform: FeatureTransform, cfg: FeatureConfig, path, metadata: dict = None) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    module = ServingModule(model, transform, cfg)
+    tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+    meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
+            "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], **(metadata or {})}
+    extra = tmp / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+    return path

@@ -1,0 +1,123 @@
+"""`mdl-tf train`: read a dataset, fit the transform, train any registered model, evaluate, export.
+
+OUT/ gets `saved_model/` (transform + model + signatures), `metrics.json`, `transform.json` and `train_config.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from mdl_tf import config as cfgmod
+from mdl_tf.data.io import read_split
+from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, save_stats,
+                                   vocab_sizes)
+from mdl_tf.evaluation import evaluate_predictions, mean_auc
+from mdl_tf.export import export_saved_model
+from mdl_tf.models import build_model
+from mdl_tf.training.data import make_dataset
+from mdl_tf.utils import write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "mdl"
+    batch_size: int = 512
+    epochs: int = 1                 # the paper trains one pass in time order
+    dense_lr: float = 1e-2          # RMSprop (MDL_SPEC §5.2)
+    sparse_lr: float = 0.05         # Adagrad
+    seed: int = 0
+    precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
+    jit_compile: bool = False
+    early_stopping_patience: int = 0  # epochs without eval mean-AUC gain before stopping; 0 = off
+    max_steps_per_epoch: int | None = None
+    verbose: int = 1
+
+
+class BestEpoch(tf.keras.callbacks.Callback):
+    """Tracks the mean validation AUC over tasks, keeps the best weights, stops after `patience` bad epochs."""
+
+    def __init__(self, task_names, patience: int):
+        super().__init__()
+        self.keys = [f"val_auc_{t}" for t in task_names]
+        self.patience = patience
+        self.best, self.best_epoch, self.best_weights, self.bad = -np.inf, -1, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        vals = [logs[k] for k in self.keys if logs and k in logs]
+        score = float(np.mean(vals)) if vals else -np.inf
+        if score > self.best:
+            self.best, self.best_epoch, self.bad = score, epoch, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.bad += 1
+            if self.patience and self.bad >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def predict_frame(model, frame, cfg, transform, batch_size: int = 2048) -> np.ndarray:
+    """Probabilities [N, N_t] for a validated frame."""
+    ds = make_dataset(frame, cfg, transform, batch_size, cache=False).map(lambda x, y: x)
+    out = model.predict(ds, verbose=0)
+    return np.stack([out[t] for t in cfg.task_names], axis=1)
+
+
+def scenario_masks(frame, cfg, transform, batch_size: int = 4096) -> np.ndarray:
+    ds = make_dataset(frame, cfg, transform, batch_size, cache=False)
+    return np.concatenate([x[SCENARIO_MASK].numpy() for x, _ in ds], axis=0)
+
+
+def evaluate_frame(model, frame, cfg, transform) -> dict:
+    probs = predict_frame(model, frame, cfg, transform)
+    labels, mask = labels_and_mask(frame, cfg)
+    users = frame[cfg.user_column].to_numpy() if cfg.user_column else None
+    return evaluate_predictions(cfg.task_names, cfg.scenario_names, probs, labels, mask,
+                                scenario_masks(frame, cfg, transform), users)
+
+
+def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None) -> dict:
+    """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict."""
+    hparams = dict(hparams or {})
+    cfg = cfgmod.load(schema_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(tc.seed)
+
+    frames = {s: read_split(data_dir, s, cfg) for s in ("train", "eval")}
+    stats = fit_stats(frames["train"], cfg)
+    save_stats(stats, out)
+    transform = FeatureTransform(cfg, stats)
+    sizes = vocab_sizes(cfg, stats)
+
+    model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
+    model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
+    train_ds = make_dataset(frames["train"], cfg, transform, tc.batch_size, shuffle=True, seed=tc.seed)
+    eval_ds = make_dataset(frames["eval"], cfg, transform, max(tc.batch_size, 2048))
+    best = BestEpoch(cfg.task_names, tc.early_stopping_patience)
+    started = time.time()
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=tc.epochs, callbacks=[best],
+                        steps_per_epoch=tc.max_steps_per_epoch, verbose=tc.verbose)
+    train_seconds = time.time() - started
+
+    metrics = {"model": tc.model, "params": model.param_counts(),
+               **evaluate_frame(model, frames["eval"], cfg, transform),
+               "split": "eval", "mean_scenario_task_auc": None, "best_epoch": best.best_epoch + 1,
+               "epochs_run": len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 2),
+               "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams}
+    metrics["mean_scenario_task_auc"] = mean_auc(metrics)
+    export_saved_model(model, transform, cfg, out / "saved_model",
+                       metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams})
+    write_json(out / "train_config.json", {**dataclasses.asdict(tc), "data_dir": str(data_dir),
+                                           "schema_dir": str(schema_dir), "hparams": hparams})
+    write_json(out / "metrics.json", metrics)
+    return metrics
