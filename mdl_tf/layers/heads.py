@@ -30,3 +30,37 @@ class TaskHeads(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind}
+
+
+@tf.keras.utils.register_keras_serializable(package="mdl_tf")
+class ScenarioTowers(tf.keras.layers.Layer):
+    """One d -> d GELU MLP per scenario, shared across tasks, averaged over the instance's scenarios.
+
+    tokens [B, N_t, d], membership [B, N_s] -> [B, N_t, d]. A row with no known scenario averages all towers.
+    Used by the "w/o scenario token" ablation of MDL (MDL_SPEC §11) in place of scenario tokens.
+    """
+
+    def __init__(self, num_scenarios: int, d_model: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_scenarios, self.d_model = int(num_scenarios), int(d_model)
+
+    def build(self, input_shape):
+        from mdl_tf.layers.per_token import per_token_glorot
+
+        k, d = self.num_scenarios, self.d_model
+        # One initializer instance per weight: a reused unseeded Keras initializer returns identical values.
+        self.w1 = self.add_weight("w1", shape=(k, d, d), initializer=per_token_glorot(k, d, d))
+        self.b1 = self.add_weight("b1", shape=(k, d), initializer="zeros")
+        self.w2 = self.add_weight("w2", shape=(k, d, d), initializer=per_token_glorot(k, d, d))
+        self.b2 = self.add_weight("b2", shape=(k, d), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, tokens, membership):
+        h = tf.nn.gelu(tf.einsum("bnd,kde->bkne", tokens, self.w1) + self.b1[None, :, None, :])
+        h = tf.einsum("bkne,kef->bknf", h, self.w2) + self.b2[None, :, None, :]
+        m = tf.cast(membership, h.dtype)
+        m = tf.where(tf.reduce_sum(m, -1, keepdims=True) > 0, m, tf.ones_like(m))
+        return tf.einsum("bk,bknf->bnf", m / tf.reduce_sum(m, -1, keepdims=True), h)
+
+    def get_config(self):
+        return {**super().get_config(), "num_scenarios": self.num_scenarios, "d_model": self.d_model}

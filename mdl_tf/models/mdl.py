@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
-from mdl_tf.layers import DomainTokenizer, FeatureEmbedder, FeatureTokenizer, MDLBlock, TaskHeads
+from mdl_tf.layers import DomainTokenizer, FeatureEmbedder, FeatureTokenizer, MDLBlock, ScenarioTowers, TaskHeads
 from mdl_tf.models.base import MultiDistributionModel
 
 # The spec's defaults (MDL_SPEC §5.3, §8), except d: 256 is the production default, the registry's smaller
@@ -14,7 +14,7 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
                     domain_prenorm=False, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
                     fuse_state="pre_ffn", head="linear", last_scenario_ffn=False, use_global_token=True,
-                    embedding_dim=None)
+                    use_scenario_tokens=True, embedding_dim=None)
 
 
 class MDLModel(MultiDistributionModel):
@@ -32,7 +32,7 @@ class MDLModel(MultiDistributionModel):
                  tokenizer="group", seq_encoder="din", feature_block="rankmixer", kv_source="updated",
                  attn_out_proj=False, attn_bias=False, domain_prenorm=False, share_kv=False, init_ffn_layers=2,
                  global_input="mean_spec", fuse_state="pre_ffn", head="linear", last_scenario_ffn=False,
-                 use_global_token=True, embedding_dim=None, **kwargs):
+                 use_global_token=True, use_scenario_tokens=True, embedding_dim=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         n_f = cfg.num_token_groups if tokenizer == "group" else None
@@ -45,7 +45,8 @@ class MDLModel(MultiDistributionModel):
                             attn_bias=attn_bias, domain_prenorm=domain_prenorm, share_kv=share_kv,
                             init_ffn_layers=init_ffn_layers, global_input=global_input, fuse_state=fuse_state,
                             head=head, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
-                            embedding_dim=embedding_dim)
+                            use_scenario_tokens=use_scenario_tokens, embedding_dim=embedding_dim)
+        self.use_scenario_tokens = bool(use_scenario_tokens)
         emb_dim = embedding_dim or cfg.embedding_dim
         self.embedder = FeatureEmbedder(cfg, vocab_sizes, emb_dim, seq_encoder=seq_encoder, name="embedder")
         widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
@@ -60,7 +61,10 @@ class MDLModel(MultiDistributionModel):
         self.scenario_tokenizer = DomainTokenizer(
             cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
             ffn_layers=init_ffn_layers, global_token=use_global_token, global_input=global_input,
-            name="scenario_tokenizer")
+            name="scenario_tokenizer") if use_scenario_tokens else None
+        # "w/o scenario token" ablation (MDL_SPEC §11): per-scenario towers on the final task tokens instead.
+        self.scenario_towers = (None if use_scenario_tokens else
+                                ScenarioTowers(cfg.num_scenarios, d_model, name="scenario_towers"))
         self.task_tokenizer = DomainTokenizer(
             cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
             ffn_layers=init_ffn_layers, name="task_tokenizer")
@@ -69,16 +73,16 @@ class MDLModel(MultiDistributionModel):
                      attn_bias=attn_bias, attn_out_proj=attn_out_proj, domain_prenorm=domain_prenorm,
                      share_kv=share_kv, kv_source=kv_source, fuse_state=fuse_state,
                      scenario_ffn=last_scenario_ffn or layer < num_layers - 1, use_global_token=use_global_token,
-                     name=f"mdl_block_{layer}")
+                     scenario_path=use_scenario_tokens, name=f"mdl_block_{layer}")
             for layer in range(num_layers)]
         self.heads = TaskHeads(head, name="task_heads")
 
     def tokens(self, features, return_attention=False):
         """Run the backbone; returns the final (T_f, T_s, T_t) and, if asked, per-layer attention weights."""
         t_f = self.feature_tokenizer(self.embedder(features))
-        t_s = self.scenario_tokenizer(features)
         t_t = self.task_tokenizer(features)
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
+        t_s = self.scenario_tokenizer(features) if self.use_scenario_tokens else tf.zeros_like(t_t[:, :0])
         attention = []
         for block in self.blocks:
             if return_attention:
@@ -90,6 +94,8 @@ class MDLModel(MultiDistributionModel):
 
     def compute_logits(self, features, training=False):
         _, _, t_t = self.tokens(features)
+        if self.scenario_towers is not None:
+            t_t = self.scenario_towers(t_t, tf.cast(features[SCENARIO_MASK], t_t.dtype))
         return self.heads(t_t)
 
     def attention_maps(self, features) -> list:

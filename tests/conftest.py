@@ -1,0 +1,50 @@
+"""Test set-up: Keras 2 before TensorFlow loads, quiet logs, shared small datasets."""
+import os
+import warnings
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import mdl_tf  # noqa: E402,F401
+
+# Fail fast: a suite running on Keras 3 would test the wrong library.
+assert tf.keras.Model.__module__.startswith("tf_keras"), "tests must run with tf.keras = Keras 2 (tf_keras)"
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+ALICCP_SRC = os.path.join(SHARED, "data", "aliccp_sample")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic dataset on disk (6,000 rows)."""
+    from mdl_tf.data import synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    synthetic.write(out, rows=6000, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_cfg():
+    from mdl_tf.data import synthetic
+
+    return synthetic.feature_config()
+
+
+@pytest.fixture(scope="session")
+def synth_batch(synth_dir, synth_cfg):
+    """(transform, vocab sizes, one transformed batch of 64 training rows, its frame)."""
+    from mdl_tf.data.io import read_split
+    from mdl_tf.data.transform import FeatureTransform, fit_stats, raw_columns, vocab_sizes
+
+    frame = read_split(synth_dir, "train", synth_cfg)
+    stats = fit_stats(frame, synth_cfg)
+    transform = FeatureTransform(synth_cfg, stats)
+    rows = frame.iloc[:64]
+    batch = transform({k: tf.constant(v) for k, v in raw_columns(rows, synth_cfg).items()})
+    return transform, vocab_sizes(synth_cfg, stats), batch, rows

@@ -1,0 +1,117 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ALICCP_SRC
+from mdl_tf.data import aliccp, movielens
+from mdl_tf.data.io import DataError, read_split, split_path
+
+
+@pytest.fixture(scope="module")
+def ml_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ml")
+    movielens.write(out, src=movielens.fetch())
+    return out
+
+
+def test_movielens_splits_columns_and_time_order(ml_dir):
+    cfg = movielens.feature_config()
+    frames = {s: read_split(ml_dir, s, cfg) for s in ("train", "eval", "test")}
+    assert sum(len(f) for f in frames.values()) == 100_000
+    assert [len(frames[s]) for s in ("train", "eval", "test")] == [80_000, 10_000, 10_000]
+    assert frames["train"].ts.max() <= frames["eval"].ts.min() <= frames["eval"].ts.max() <= frames["test"].ts.min()
+    for f in frames.values():
+        assert set(cfg.required_columns) <= set(f.columns)
+        assert set(f.age_group) <= set(movielens.AGE_GROUPS)
+        assert ((f.like == 1) <= (f.click == 1)).all()
+    assert not set(cfg.label_columns) & set(cfg.raw_feature_columns)
+    genres = frames["train"].genres.str.split("|")
+    assert genres.map(len).max() <= 6 and (genres.map(len) >= 1).mean() > 0.99
+
+
+def test_movielens_history_never_sees_the_future(ml_dir):
+    cfg = movielens.feature_config()
+    frame = pd.concat([read_split(ml_dir, s, cfg) for s in ("train", "eval", "test")], ignore_index=True)
+    first_seen = {}
+    for u, it, t in zip(frame.user_id, frame.item_id, frame.ts):
+        first_seen.setdefault((u, it), t)
+    sample = frame.sample(2000, random_state=0)
+    for u, t, hist in zip(sample.user_id, sample.ts, sample.hist_items):
+        for it in filter(None, hist.split("|")):
+            assert first_seen[(u, it)] < t
+
+
+def test_movielens_missing_file_is_named(tmp_path):
+    src = movielens.fetch()
+    for name in ("ml-100k.inter", "ml-100k.item"):
+        shutil.copy(src / name, tmp_path / name)
+    with pytest.raises(DataError, match=r"ml-100k.user: file not found"):
+        movielens.write(tmp_path / "out", src=tmp_path)
+
+
+def test_aliccp_maps_the_real_sample(tmp_path):
+    info = aliccp.write(tmp_path, ALICCP_SRC)
+    assert info["rows"] == {"train": 100, "eval": 25, "test": 25}
+    cfg = aliccp.feature_config()
+    train = read_split(tmp_path, "train", cfg)
+    assert set(train.f301) == {"1", "2", "3"}
+    assert train.click.sum() == 7 and train.purchase.sum() == 1
+    assert "click" not in cfg.raw_feature_columns and "purchase" not in cfg.raw_feature_columns
+
+
+def _copy_ali(tmp_path, edit):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in (aliccp.TRAIN_FILE, aliccp.TEST_FILE):
+        shutil.copy(f"{ALICCP_SRC}/{name}", src / name)
+    frame = pd.read_csv(src / aliccp.TRAIN_FILE, dtype=str)
+    edit(frame).to_csv(src / aliccp.TRAIN_FILE, index=False)
+    return src
+
+
+def test_aliccp_bad_inputs_name_file_row_and_column(tmp_path):
+    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: file not found"):
+        aliccp.write(tmp_path / "o", tmp_path)
+    src = _copy_ali(tmp_path, lambda f: f.drop(columns=["purchase"]))
+    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: label column\(s\) \['purchase'\] missing"):
+        aliccp.write(tmp_path / "o", src)
+
+    def corrupt(f):
+        f.loc[4, "D508"] = "abc"
+        return f
+
+    shutil.rmtree(tmp_path / "src")
+    src = _copy_ali(tmp_path, corrupt)
+    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row 5 \(line 6\), column 'D508': 'abc'"):
+        aliccp.write(tmp_path / "o", src)
+    shutil.rmtree(tmp_path / "src")
+    src = _copy_ali(tmp_path, lambda f: f.drop(columns=["301"]))
+    with pytest.raises(DataError, match=r"scenario column\(s\) \['301'\] missing"):
+        aliccp.write(tmp_path / "o", src)
+
+
+def test_read_split_errors_name_file_row_and_column(synth_dir, synth_cfg, tmp_path):
+    frame = pd.read_csv(split_path(synth_dir, "train"), dtype=str, keep_default_na=False)
+    bad = frame.copy()
+    bad.loc[2, "item_price"] = "cheap"
+    (tmp_path / "train").mkdir()
+    bad.to_csv(tmp_path / "train" / "data.csv", index=False)
+    with pytest.raises(DataError, match=r"train/data.csv: row 3 \(line 4\), column 'item_price': value 'cheap'"):
+        read_split(tmp_path, "train", synth_cfg)
+    frame.drop(columns=["click"]).to_csv(tmp_path / "train" / "data.csv", index=False)
+    with pytest.raises(DataError, match=r"column\(s\) \['click'\] declared in the feature config are missing"):
+        read_split(tmp_path, "train", synth_cfg)
+    nolabel = frame.copy()
+    nolabel["purchase"] = ""
+    nolabel.to_csv(tmp_path / "train" / "data.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'purchase': every label is missing"):
+        read_split(tmp_path, "train", synth_cfg)
+    two = frame.copy()
+    two.loc[0, "click"] = "2"
+    two.to_csv(tmp_path / "train" / "data.csv", index=False)
+    with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': label 2.0 must be 0 or 1"):
+        read_split(tmp_path, "train", synth_cfg)
+    with pytest.raises(DataError, match=r"eval/data.csv: file not found"):
+        read_split(tmp_path, "eval", synth_cfg)
