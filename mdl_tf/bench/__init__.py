@@ -1,0 +1,1 @@
+"""Benchmarks (`mdl-tf bench ...`): figures come from real runs and say which machine produced them."""
