@@ -76,8 +76,9 @@ def _hparams(args) -> dict:
 def _train_config(args):
     from mdl_tf.training.trainer import TrainConfig
 
-    return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, dense_lr=args.dense_lr,
-                       sparse_lr=args.sparse_lr, seed=args.seed, precision=args.precision,
+    lrs = {k: v for k, v in (("dense_lr", args.dense_lr), ("sparse_lr", args.sparse_lr)) if v is not None}
+    return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, **lrs, seed=args.seed,
+                       precision=args.precision,
                        jit_compile=args.jit_compile, early_stopping_patience=args.patience,
                        verbose=1 if sys.stdout.isatty() else 2)
 
@@ -140,8 +141,8 @@ def _add_train_args(p) -> None:
     p.add_argument("--model", default="mdl", choices=MODEL_NAMES, help="registered model name")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--dense-lr", type=float, default=1e-3, help="RMSprop learning rate for dense weights")
-    p.add_argument("--sparse-lr", type=float, default=0.05, help="Adagrad learning rate for embedding tables")
+    p.add_argument("--dense-lr", type=float, help="RMSprop learning rate for dense weights (default 1e-3)")
+    p.add_argument("--sparse-lr", type=float, help="Adagrad learning rate for embedding tables (default 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")

@@ -19,6 +19,7 @@ from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, l
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
+from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_LR
 from mdl_tf.training.data import make_dataset
 from mdl_tf.utils import write_json
 
@@ -30,10 +31,8 @@ class TrainConfig:
     model: str = "mdl"
     batch_size: int = 512
     epochs: int = 1                 # the paper trains one pass in time order
-    # RMSprop. MDL_SPEC §5.2 starts at 1e-2 and falls back to 1e-3 "if attention diverges": at 1e-2 the loss
-    # blew up to ~375 in the first epoch on the synthetic data (d=128), so 1e-3 is our default.
-    dense_lr: float = 1e-3
-    sparse_lr: float = 0.05         # Adagrad
+    dense_lr: float = DEFAULT_DENSE_LR    # RMSprop (see mdl_tf.models.base for why not the spec's 1e-2)
+    sparse_lr: float = DEFAULT_SPARSE_LR  # Adagrad
     seed: int = 0
     precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
     jit_compile: bool = False
