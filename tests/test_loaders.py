@@ -84,7 +84,7 @@ def test_aliccp_bad_inputs_name_file_row_and_column(tmp_path):
 
     shutil.rmtree(tmp_path / "src")
     src = _copy_ali(tmp_path, corrupt)
-    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row 5 \(line 6\), column 'D508': 'abc'"):
+    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row 5 \(line 6\), column 'D508': value 'abc'"):
         aliccp.write(tmp_path / "o", src)
     shutil.rmtree(tmp_path / "src")
     src = _copy_ali(tmp_path, lambda f: f.drop(columns=["301"]))

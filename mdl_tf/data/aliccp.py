@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import DataError, write_dataset
+from mdl_tf.data.io import DataError, parse_numbers, write_dataset
 
 TRAIN_FILE, TEST_FILE = "ali_ccp_train_sample.csv", "ali_ccp_test_sample.csv"
 LABELS = ("click", "purchase")
@@ -66,19 +66,12 @@ def read_source(path: Path) -> pd.DataFrame:
     if missing:
         kind = ("label" if set(missing) & set(LABELS) else "scenario" if SCENARIO in missing else "feature")
         raise DataError(f"{path}: {kind} column(s) {missing} missing from the header")
-    for col in required:
-        raw = frame[col].str.strip()
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna() & (raw != "" if col in DENSE else True)
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{path}: row {i + 1} (line {i + 2}), column '{col}': {frame[col].iloc[i]!r} is not a "
-                            f"number")
+    parsed = {col: parse_numbers(frame, col, path, allow_empty=col in DENSE) for col in required}
     out = pd.DataFrame({_name(c): frame[c].str.strip() for c in USER + ITEM + CROSS + BEHAVIOUR + [SCENARIO]})
     for c in DENSE:
-        out[_name(c)] = pd.to_numeric(frame[c].str.strip(), errors="coerce")
+        out[_name(c)] = parsed[c]
     for c in LABELS:
-        out[c] = pd.to_numeric(frame[c]).astype(np.int64)
+        out[c] = parsed[c].astype(np.int64)
     return out
 
 

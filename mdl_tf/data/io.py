@@ -63,6 +63,18 @@ def _line(row_index: int) -> int:
     return row_index + 2
 
 
+def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True) -> np.ndarray:
+    """Column `col` as float64 (NaN for empty cells when allowed); a non-number stops with file, row and column."""
+    raw = frame[col].astype(str).str.strip()
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & ((raw != "") | (not allow_empty))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column '{col}': value {frame[col].iloc[i]!r} "
+                        f"is not a number")
+    return values.to_numpy(dtype=np.float64)
+
+
 def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
     """Read one split and check it against the config. Returns a frame with typed columns:
     id columns as str (empty string when missing), numeric and label columns as float (NaN when missing)."""
@@ -83,14 +95,7 @@ def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
     numeric_cols = [f.name for f in cfg.features_of_kind("numeric")]
     label_cols = cfg.label_columns
     for col in numeric_cols + label_cols:
-        raw = frame[col].str.strip()
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna() & (raw != "")
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column '{col}': value {frame[col].iloc[i]!r} "
-                            f"is not a number")
-        frame[col] = values.astype(np.float64)
+        frame[col] = parse_numbers(frame, col, path)
     for col in label_cols:
         vals = frame[col].to_numpy()
         bad = ~np.isnan(vals) & ~np.isin(vals, (0.0, 1.0))
@@ -101,12 +106,7 @@ def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
         if split == "train" and np.isnan(vals).all():
             raise DataError(f"{path}: column '{col}': every label is missing; task '{col}' cannot be trained")
     if cfg.time_column:
-        ts = pd.to_numeric(frame[cfg.time_column], errors="coerce")
-        if ts.isna().any():
-            i = int(np.flatnonzero(ts.isna().to_numpy())[0])
-            raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column '{cfg.time_column}': "
-                            f"timestamp {frame[cfg.time_column].iloc[i]!r} is not a number")
-        frame[cfg.time_column] = ts.astype(np.int64)
+        frame[cfg.time_column] = parse_numbers(frame, cfg.time_column, path, allow_empty=False).astype(np.int64)
     return frame
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import DataError, write_dataset
+from mdl_tf.data.io import DataError, parse_numbers, write_dataset
 
 RECBOLE = "recbole==1.2.1"
 FILES = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
@@ -90,16 +90,6 @@ def _read_atomic(path: Path, required: list) -> pd.DataFrame:
     return frame
 
 
-def _numbers(frame: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    raw = frame[col].str.strip()
-    values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: row {i + 1} (line {i + 2}), column '{col}': {frame[col].iloc[i]!r} is not a number")
-    return values.to_numpy(dtype=np.float64)
-
-
 def age_group(age: float) -> str:
     return AGE_GROUPS[0] if age < 25 else AGE_GROUPS[1] if age < 35 else AGE_GROUPS[2]
 
@@ -109,9 +99,9 @@ def build_frame(src: Path) -> pd.DataFrame:
     inter = _read_atomic(src / FILES[0], ["user_id", "item_id", "rating", "timestamp"])
     users = _read_atomic(src / FILES[1], ["user_id", "age", "gender", "occupation", "zip_code"])
     items = _read_atomic(src / FILES[2], ["item_id", "release_year", "class"])
-    inter["rating"] = _numbers(inter, "rating", src / FILES[0])
-    inter["ts"] = _numbers(inter, "timestamp", src / FILES[0]).astype(np.int64)
-    users["age"] = _numbers(users, "age", src / FILES[1])
+    inter["rating"] = parse_numbers(inter, "rating", src / FILES[0], allow_empty=False)
+    inter["ts"] = parse_numbers(inter, "timestamp", src / FILES[0], allow_empty=False).astype(np.int64)
+    users["age"] = parse_numbers(users, "age", src / FILES[1], allow_empty=False)
     # The shipped ml-100k.item has release years such as "unkonwn" (sic) and "V" (a title-parsing slip): a release
     # year is optional, so those become missing values (the transform maps them to 0) rather than errors.
     items["release_year"] = pd.to_numeric(items["release_year"].str.strip(), errors="coerce")
