@@ -35,10 +35,6 @@ class MDLModel(MultiDistributionModel):
                  use_global_token=True, use_scenario_tokens=True, embedding_dim=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
-        n_f = cfg.num_token_groups if tokenizer == "group" else None
-        if n_f and d_model % n_f:
-            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the token groups of "
-                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
                             attn_heads=attn_heads, tokenizer=tokenizer, seq_encoder=seq_encoder,
                             feature_block=feature_block, kv_source=kv_source, attn_out_proj=attn_out_proj,
@@ -53,7 +49,8 @@ class MDLModel(MultiDistributionModel):
         self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
         n_f = self.feature_tokenizer.num_tokens
         if d_model % n_f:
-            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f}")
+            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "
+                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
 
         def important(domain):
             return {f.name: vocab_sizes[f.name] for f in cfg.important_features(domain)}
