@@ -78,6 +78,7 @@ class FeatureConfig:
     query_column: Optional[str] = None
     time_column: Optional[str] = None
     embedding_dim: int = 16
+    slice_columns: tuple = ()  # extra raw columns the Evaluator slices by (overall and the scenario are always there)
 
     # -- derived views -------------------------------------------------------------------------------------------
     @property
@@ -168,6 +169,8 @@ class FeatureConfig:
         for key in ("user_column", "query_column", "time_column"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.slice_columns:
+            out["slice_columns"] = list(self.slice_columns)
         return out
 
 
@@ -241,7 +244,8 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
     cfg = FeatureConfig(name=str(_require(raw, "name", source)), version=int(raw.get("version", 1)),
                         token_groups=groups, features=tuple(features), scenario=scenario, tasks=tuple(tasks),
                         user_column=raw.get("user_column"), query_column=raw.get("query_column"),
-                        time_column=raw.get("time_column"), embedding_dim=int(raw.get("embedding_dim", 16)))
+                        time_column=raw.get("time_column"), embedding_dim=int(raw.get("embedding_dim", 16)),
+                        slice_columns=tuple(str(c) for c in raw.get("slice_columns", ())))
     validate(cfg, source)
     return cfg
 
@@ -257,6 +261,10 @@ def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
     if leaked:
         raise ConfigError(f"{source}: label column(s) {sorted(leaked)} are also declared as features or as the "
                           f"scenario/membership column; remove them from 'features' (labels never feed the model)")
+    unknown = [c for c in cfg.slice_columns if c not in cfg.required_columns or c in labels]
+    if unknown:
+        raise ConfigError(f"{source}: slice_columns {unknown} must be feature, scenario, user, query or time columns "
+                          f"of this config (labels cannot slice)")
     by_name = {f.name: f for f in cfg.features}
     for f in cfg.features:
         if f.shares_vocab_with:

@@ -21,11 +21,18 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
     schema = schema_pb2.Schema()
     schema.default_environment.extend(["TRAINING", "SERVING"])
 
-    def add(name: str, dtype: str, required: bool = True) -> schema_pb2.Feature:
+    def add(name: str, dtype: str, required: bool = False) -> schema_pb2.Feature:
         feat = schema.feature.add(name=name, type=_TYPES[dtype])
-        # A fixed [1] shape makes TF Transform see dense tensors rather than SparseTensors.
-        feat.shape.dim.add(size=1)
-        feat.presence.min_fraction = 1.0 if required else 0.0
+        if required:
+            # A fixed [1] shape makes TF Transform see a dense tensor; every example must then carry the value.
+            feat.shape.dim.add(size=1)
+            feat.presence.min_fraction = 1.0
+        else:
+            # No shape: a CSV's empty cell is a missing value, TF Transform sees a SparseTensor with 0 or 1 values
+            # per row and fills the gap (OOV id, training mean, empty list, unknown label).
+            feat.presence.min_fraction = 0.0
+            feat.value_count.min = 0
+            feat.value_count.max = 1
         return feat
 
     for f in cfg.features:
@@ -33,7 +40,7 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
             continue
         # Multi-hot and sequence columns are one joined string each ("a|b|c"), possibly empty.
         add(f.name, f.dtype)
-    sc = add(cfg.scenario.column, cfg.scenario.dtype)
+    sc = add(cfg.scenario.column, cfg.scenario.dtype, required=True)
     if cfg.scenario.dtype == "string":
         sc.domain = "scenario"
         schema.string_domain.add(name="scenario", value=list(cfg.scenario.values))
@@ -44,7 +51,7 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
             add(col, dtype)
     for t in cfg.tasks:
         # Labels may be missing for a row (task undefined there); never served.
-        lab = add(t.label, "int", required=False)
+        lab = add(t.label, "int")
         lab.not_in_environment.append("SERVING")
         lab.int_domain.min = 0
         lab.int_domain.max = 1

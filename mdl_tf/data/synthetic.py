@@ -43,6 +43,7 @@ FEATURES_YAML = {
     "tasks": [{"name": "click", "label": "click"}, {"name": "purchase", "label": "purchase"}],
     "user_column": "user_id",
     "time_column": "ts",
+    "slice_columns": ["device"],
     "features": [
         {"name": "user_id", "kind": "categorical", "group": "user", "important_for": ["scenario", "task"],
          "min_frequency": 2},

@@ -82,6 +82,87 @@ def vocab_sizes(cfg: FeatureConfig, stats: dict) -> dict:
             for f in cfg.features if f.is_id_feature}
 
 
+# -- TF ops shared by FeatureTransform and the TF Transform preprocessing_fn (tfx_pipeline/models/preprocessing.py) ----
+def as_string(x: tf.Tensor) -> tf.Tensor:
+    """Flatten to [B] strings; ids read as floats (e.g. 3.0) become "3" so they match integer vocabulary entries."""
+    x = tf.reshape(x, [-1])
+    if x.dtype == tf.string:
+        return x
+    if x.dtype.is_floating:
+        x = tf.cast(x, tf.int64)
+    return tf.strings.as_string(x)
+
+
+def split_tokens(x: tf.Tensor, sep: str) -> tf.RaggedTensor:
+    """[B] joined strings ("a|b|c", possibly empty) -> ragged [B, None] non-empty tokens."""
+    parts = tf.strings.split(as_string(x), sep=sep)
+    return tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
+
+
+def id_tokens(cfg: FeatureConfig, raw: dict) -> dict:
+    """Every raw id token per vocabulary owner, flat [n] strings (what a vocabulary is fitted on)."""
+    out = collections.defaultdict(list)
+    for f in cfg.features:
+        if f.kind == "categorical":
+            s = as_string(raw[f.name])
+            out[cfg.vocab_owner(f)].append(tf.boolean_mask(s, tf.not_equal(s, "")))
+        elif f.kind in ("multi_hot", "sequence"):
+            out[cfg.vocab_owner(f)].append(split_tokens(raw[f.name], f.separator).flat_values)
+    return {owner: tf.concat(parts, axis=0) for owner, parts in out.items()}
+
+
+def standardize(x: tf.Tensor, mean, std) -> tf.Tensor:
+    """z-score clipped to +-NUMERIC_CLIP; NaN (missing) -> 0, the training mean."""
+    x = tf.cast(tf.reshape(x, [-1]), tf.float32)
+    z = tf.clip_by_value((x - tf.cast(mean, tf.float32)) / tf.cast(std, tf.float32), -NUMERIC_CLIP, NUMERIC_CLIP)
+    return tf.where(tf.math.is_nan(x), tf.zeros_like(z), z)
+
+
+def scenario_inputs(cfg: FeatureConfig, raw: dict) -> dict:
+    """scenario_mask [B, N_s] and scenario_index [B] from the scenario (and membership) column.
+
+    Values are compared with the config's scenario list (no lookup table), so this runs unchanged inside TF Transform.
+    """
+    sc = cfg.scenario
+    n = len(sc.values)
+    values = tf.constant(list(sc.values))
+    scen = as_string(raw[sc.column])
+    primary_hot = tf.cast(tf.equal(scen[:, None], values[None, :]), tf.float32)          # [B, N_s], 0 or 1 hot
+    known = tf.reduce_any(primary_hot > 0, axis=1)
+    primary = tf.where(known, tf.argmax(primary_hot, axis=1), tf.constant(n, tf.int64))
+    mask = primary_hot
+    if sc.membership_column:
+        parts = split_tokens(raw[sc.membership_column], sc.separator)
+        hits = tf.cast(tf.equal(tf.expand_dims(parts, -1), values), tf.float32)          # ragged [B, None, N_s]
+        member = tf.reduce_max(hits, axis=1)
+        # A row whose membership cell is empty falls back to its scenario column; unseen values drop out.
+        mask = tf.where(tf.equal(parts.row_lengths(), 0)[:, None], primary_hot, member)
+    return {SCENARIO_MASK: mask, SCENARIO_INDEX: primary}
+
+
+def transform_raw(cfg: FeatureConfig, raw: dict, lookup, moments) -> dict:
+    """The transformed-feature contract (module docstring) from [B] raw columns.
+
+    lookup(owner, strings) -> int64 ids with OOV_ID for unknown tokens, FIRST_ID.. for vocabulary entries;
+    moments(name) -> (mean, std) of a numeric feature.
+    """
+    out = {}
+    for f in cfg.features:
+        x = raw[f.name]
+        if f.kind == "numeric":
+            out[f.name] = standardize(x, *moments(f.name))
+        elif f.kind == "categorical":
+            s = as_string(x)
+            out[f.name] = tf.where(tf.equal(s, ""), tf.constant(OOV_ID, tf.int64), lookup(cfg.vocab_owner(f), s))
+        else:
+            parts = split_tokens(x, f.separator)
+            parts = parts[:, -f.max_len:] if f.kind == "sequence" else parts[:, :f.max_len]
+            ids = tf.ragged.map_flat_values(lambda s, o=cfg.vocab_owner(f): lookup(o, s), parts)
+            out[f.name] = ids.to_tensor(default_value=PAD_ID, shape=[None, f.max_len])
+    out.update(scenario_inputs(cfg, raw))
+    return out
+
+
 class FeatureTransform(tf.Module):
     """Applies fitted vocabularies and moments with TF ops, so the same code runs in tf.data and in serving."""
 
@@ -94,67 +175,16 @@ class FeatureTransform(tf.Module):
             ids = tf.range(FIRST_ID, FIRST_ID + tf.size(keys, out_type=tf.int64), dtype=tf.int64)
             self._tables[owner] = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(keys, ids), default_value=OOV_ID)
-        values = list(cfg.scenario.values)
-        self._scenario_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(values), tf.range(len(values), dtype=tf.int64)),
-            default_value=-1)
         self._numeric = {k: (float(v["mean"]), float(v["std"])) for k, v in stats["numeric"].items()}
 
-    @staticmethod
-    def _as_string(x: tf.Tensor) -> tf.Tensor:
-        x = tf.reshape(x, [-1])
-        if x.dtype == tf.string:
-            return x
-        if x.dtype.is_floating:
-            x = tf.cast(x, tf.int64)  # ids read as floats (e.g. 3.0) must match their integer vocabulary entries
-        return tf.strings.as_string(x)
-
-    def _split(self, x: tf.Tensor, sep: str) -> tf.RaggedTensor:
-        parts = tf.strings.split(self._as_string(x), sep=sep)
-        return tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
-
-    def _lookup_ragged(self, table, parts: tf.RaggedTensor, max_len: int, keep_last: bool) -> tf.Tensor:
-        parts = parts[:, -max_len:] if keep_last else parts[:, :max_len]
-        ids = tf.ragged.map_flat_values(table.lookup, parts)
-        return ids.to_tensor(default_value=PAD_ID, shape=[None, max_len])
-
-    def scenario_inputs(self, raw: dict) -> dict:
-        sc = self.cfg.scenario
-        n = len(sc.values)
-        primary = self._scenario_table.lookup(self._as_string(raw[sc.column]))
-        if sc.membership_column:
-            parts = self._split(raw[sc.membership_column], sc.separator)
-            idx = tf.ragged.map_flat_values(self._scenario_table.lookup, parts)
-            # one_hot(-1) is all zeros, so unseen scenario values simply drop out of the mask.
-            mask = tf.reduce_max(tf.one_hot(idx, n, dtype=tf.float32), axis=1)
-            # A row whose membership cell is empty falls back to its scenario column.
-            empty = tf.equal(parts.row_lengths(), 0)
-            mask = tf.where(empty[:, None], tf.one_hot(primary, n, dtype=tf.float32), mask)
-        else:
-            mask = tf.one_hot(primary, n, dtype=tf.float32)
-        index = tf.where(primary < 0, tf.constant(n, tf.int64), primary)
-        return {SCENARIO_MASK: mask, SCENARIO_INDEX: index}
+    def _lookup(self, owner: str, strings: tf.Tensor) -> tf.Tensor:
+        table = self._tables.get(owner)
+        if table is None:  # a feature never seen in training: everything is OOV
+            return tf.fill(tf.shape(strings), tf.constant(OOV_ID, tf.int64))
+        return table.lookup(strings)
 
     def __call__(self, raw: dict) -> dict:
-        out = {}
-        for f in self.cfg.features:
-            x = raw[f.name]
-            if f.kind == "numeric":
-                mean, std = self._numeric[f.name]
-                x = tf.cast(tf.reshape(x, [-1]), tf.float32)
-                z = tf.clip_by_value((x - mean) / std, -NUMERIC_CLIP, NUMERIC_CLIP)
-                out[f.name] = tf.where(tf.math.is_nan(x), tf.zeros_like(z), z)
-                continue
-            table = self._tables.get(self.cfg.vocab_owner(f))
-            if f.kind == "categorical":
-                s = self._as_string(x)
-                ids = table.lookup(s) if table is not None else tf.fill(tf.shape(s), tf.constant(OOV_ID, tf.int64))
-                out[f.name] = tf.where(tf.equal(s, ""), tf.constant(OOV_ID, tf.int64), ids)
-            else:
-                parts = self._split(x, f.separator)
-                out[f.name] = self._lookup_ragged(table, parts, f.max_len, keep_last=f.kind == "sequence")
-        out.update(self.scenario_inputs(raw))
-        return out
+        return transform_raw(self.cfg, raw, self._lookup, self._numeric.__getitem__)
 
 
 def raw_columns(frame: pd.DataFrame, cfg: FeatureConfig) -> dict:
