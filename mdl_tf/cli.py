@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
 
+    from mdl_tf.cli_pipeline import add_pipeline_parser
+
+    add_pipeline_parser(sub, _add_train_args)
+
     bench = sub.add_parser("bench", help="benchmarks (speed)").add_subparsers(dest="bench", metavar="BENCH",
                                                                               required=True)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
@@ -209,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(exc: BaseException, kinds: tuple):
+    """Our own input error in `exc`'s chain (also when a TFX component raised it, like the AnomaliesGate), or None."""
+    from tfx_pipeline.components.anomalies_gate import AnomaliesFound
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (*kinds, AnomaliesFound)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -218,8 +235,11 @@ def main(argv=None) -> int:
 
     try:
         args.func(args)
-    except (CLIError, ConfigError, DataError) as e:
-        print(f"mdl-tf: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
+        user_error = _user_error(e, (CLIError, ConfigError, DataError))
+        if user_error is None:
+            raise
+        print(f"mdl-tf: error: {user_error}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.data.transform import FeatureTransform
 
 OUTPUT_SUFFIX = "_probability"
 METADATA_FILE = "mdl_metadata.json"
@@ -37,15 +36,32 @@ def raw_feature_spec(cfg: FeatureConfig) -> dict:
     return spec
 
 
-class ServingModule(tf.Module):
-    """What gets saved: the fitted transform, the trained model and their signatures."""
+def _as_parsed(x: tf.Tensor, feature) -> tf.Tensor:
+    """A dense [B] raw input in the form tf.io.parse_example gives for `feature` (one value per row)."""
+    if isinstance(feature, tf.io.VarLenFeature):
+        rows = tf.range(tf.shape(x, out_type=tf.int64)[0])
+        return tf.SparseTensor(tf.stack([rows, tf.zeros_like(rows)], axis=1), x, tf.stack([tf.size(rows, tf.int64), 1]))
+    if feature.shape:
+        return tf.reshape(x, [-1, *feature.shape])
+    return x
 
-    def __init__(self, model: tf.keras.Model, transform: FeatureTransform, cfg: FeatureConfig):
+
+class ServingModule(tf.Module):
+    """What gets saved: the fitted transform, the trained model and their signatures.
+
+    transform: FeatureTransform (`mdl-tf train`) or TF Transform's TransformFeaturesLayer (the TFX Trainer);
+    raw_spec: how serialized tf.Examples are parsed for it (labels never included).
+    """
+
+    def __init__(self, model: tf.keras.Model, transform, cfg: FeatureConfig, raw_spec: dict | None = None):
         super().__init__(name="mdl_serving")
         self.model = model
         self.transform = transform
         self._cfg = cfg
-        self._spec = raw_feature_spec(cfg)
+        self._spec = dict(raw_spec) if raw_spec is not None else raw_feature_spec(cfg)
+        leaked = set(self._spec) & set(cfg.label_columns)
+        if leaked:
+            raise ValueError(f"serving inputs must not contain label columns {sorted(leaked)}")
 
     def _outputs(self, transformed):
         probs = self.model(transformed, training=False)
@@ -61,7 +77,7 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[raw_specs])
         def serving_raw(raw):
-            return self._outputs(self.transform(raw))
+            return self._outputs(self.transform({k: _as_parsed(v, self._spec[k]) for k, v in raw.items()}))
 
         @tf.function(input_signature=[examples])
         def transform_features(serialized):
@@ -71,18 +87,28 @@ class ServingModule(tf.Module):
                 "transform_features": transform_features}
 
 
-def export_saved_model(model, transform: FeatureTransform, cfg: FeatureConfig, path, metadata: dict = None) -> Path:
+def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dict = None, raw_spec: dict = None,
+                       warmup: list | None = None) -> Path:
+    """Save transform + model + signatures to `path` (atomically: written aside, then renamed into place).
+
+    warmup: serialized raw tf.Examples; when given, `assets.extra/tf_serving_warmup_requests` replays them through
+    serving_default so TF Serving (`--enable_model_warmup`) loads every lazy op before taking traffic.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    module = ServingModule(model, transform, cfg)
+    module = ServingModule(model, transform, cfg, raw_spec)
     tf.saved_model.save(module, str(tmp), signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
             "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], **(metadata or {})}
     extra = tmp / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    if warmup:
+        from mdl_tf.serving.warmup import write_warmup_requests
+
+        write_warmup_requests(extra, warmup, model_name=meta.get("model_name", meta.get("model", "mdl")))
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         if old.exists():

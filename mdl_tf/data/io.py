@@ -82,6 +82,11 @@ def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found; expected <data dir>/{split}/{DATA_FILE} (make one with "
                         f"`mdl-tf data synth|movielens|aliccp --out DIR`)")
+    return read_csv_checked(path, cfg, split)
+
+
+def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFrame:
+    """One CSV file of `split`, checked against the config (see read_split)."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except pd.errors.EmptyDataError:

@@ -1,0 +1,121 @@
+"""`mdl-tf pipeline run|compile`: the TFX production path from the command line (see tfx_pipeline/)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+PROGRESS_MARKERS = (" is running.", " is finished.")
+
+
+class _ComponentProgress(logging.Handler):
+    """Prints one line when each TFX component starts and finishes (absl INFO is otherwise thousands of lines)."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.started = time.time()
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Component ") and msg.endswith(PROGRESS_MARKERS):
+            print(f"[{time.time() - self.started:7.1f}s] {msg}", flush=True)
+
+
+def _quiet_tfx_progress(verbose: bool) -> None:
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logger = logging.getLogger("absl")
+    logger.addHandler(_ComponentProgress())
+    if not verbose:  # keep TFX's INFO stream (thousands of lines) away from the console; warnings still show
+        logger.propagate = False
+        warnings = logging.StreamHandler()
+        warnings.setLevel(logging.WARNING)
+        logger.addHandler(warnings)
+
+
+def pipeline_train_dict(args) -> dict:
+    from mdl_tf.cli import _train_config
+
+    tc = dataclasses.asdict(_train_config(args))
+    for key in ("model", "verbose", "max_steps_per_epoch"):
+        tc.pop(key)
+    return tc
+
+
+def cmd_pipeline_run(args) -> dict:
+    from mdl_tf.cli import _hparams, _print
+    from tfx_pipeline import local_runner
+
+    _quiet_tfx_progress(args.verbose)
+    summary = local_runner.run(
+        args.data, args.schema or args.data, args.root, model=args.model, serving_root=args.serving_root,
+        model_name=args.model_name, hparams=_hparams(args), train=pipeline_train_dict(args),
+        train_steps=args.train_steps, eval_steps=args.eval_steps, workers=args.workers,
+        beam_args_file=args.beam_args, fail_on_anomalies=args.fail_on_anomalies, auc_floor=args.auc_floor,
+        max_auc_drop=args.max_auc_drop, input_format=args.input_format, enable_cache=not args.no_cache,
+        pipeline_name=args.name)
+    _print(summary)
+    return summary
+
+
+def cmd_pipeline_compile(args) -> None:
+    from mdl_tf.cli import _hparams
+    from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
+    from tfx_pipeline.local_runner import beam_args
+
+    extra = beam_args(1, args.beam_args)[1:] if args.beam_args else None  # the DirectRunner flag is local-only
+    spec = compile_pipeline(image=args.image, out=args.out, data_root=args.data, schema_dir=args.schema,
+                            schema_uri=args.schema_uri, pipeline_root=args.root, serving_root=args.serving_root,
+                            model=args.model, model_name=args.model_name, hparams=_hparams(args),
+                            train=pipeline_train_dict(args), train_steps=args.train_steps,
+                            beam_pipeline_args=extra, fail_on_anomalies=args.fail_on_anomalies,
+                            pipeline_name=args.name)
+    tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
+    print(f"wrote {args.out}: pipeline '{spec['pipelineSpec']['pipelineInfo']['name']}', {len(tasks)} tasks: "
+          f"{', '.join(tasks)}")
+
+
+def add_pipeline_parser(sub, add_train_args) -> None:
+    from tfx_pipeline.pipeline import configs
+
+    pipe = sub.add_parser("pipeline", help="the TFX pipeline: run locally or compile for Kubeflow"
+                          ).add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def common(p):
+        add_train_args(p)
+        p.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name")
+        p.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
+        p.add_argument("--beam-args", metavar="YAML", help="file of Beam pipeline arguments (runner profile)")
+        p.add_argument("--fail-on-anomalies", action="store_true",
+                       help="stop before training when ExampleValidator finds anomalies")
+        p.add_argument("--name", default=configs.PIPELINE_NAME, help="pipeline name (letters, digits, hyphens)")
+
+    p = pipe.add_parser("run", help="run the pipeline in-process (LocalDagRunner, Beam DirectRunner)")
+    p.add_argument("--data", required=True, help="folder with train/*.csv and eval/*.csv (or *.tfrecord*)")
+    p.add_argument("--schema", help="folder with features.yaml + schema.pbtxt (default: the data folder's)")
+    p.add_argument("--root", required=True, help="pipeline root: artifacts, ML Metadata, cache")
+    p.add_argument("--serving-root", help="where pushed models go (default: <root>/serving)")
+    p.add_argument("--eval-steps", type=int, help="eval batches per validation (default: the whole eval split)")
+    p.add_argument("--workers", type=int, default=1, help="Beam DirectRunner processes (1 = in-memory)")
+    p.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
+                   help="per task, overall slice: the AUC a model needs to be blessed")
+    p.add_argument("--max-auc-drop", type=float, default=configs.MAX_AUC_DROP,
+                   help="per task, overall slice: allowed AUC drop against the last blessed model")
+    p.add_argument("--input-format", choices=("csv", "tfrecord"), default="csv")
+    common(p)
+    p.add_argument("--no-cache", action="store_true", help="re-run every component")
+    p.set_defaults(func=cmd_pipeline_run)
+
+    p = pipe.add_parser("compile", help="write Kubeflow Pipelines v2 / Vertex AI JSON (nothing runs)")
+    p.add_argument("--target", choices=("kubeflow-v2",), default="kubeflow-v2")
+    p.add_argument("--image", required=True, help="container image with mdl-tf installed (see Dockerfile)")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--schema", required=True, help="local schema folder (its features.yaml is embedded)")
+    p.add_argument("--schema-uri", help="schema.pbtxt as the cluster sees it (default /app/schemas/<name>/)")
+    p.add_argument("--data", required=True, help="data root as the cluster sees it (gs://...)")
+    p.add_argument("--root", required=True, help="pipeline root as the cluster sees it")
+    p.add_argument("--serving-root", required=True, help="TF Serving model base as the cluster sees it")
+    common(p)
+    p.set_defaults(func=cmd_pipeline_compile)
+

@@ -1,0 +1,76 @@
+"""Finding a pipeline's outputs through ML Metadata: the latest Evaluator result, blessing, pushed model.
+
+Used by `mdl-tf pipeline run` (its summary), the tests and the notebooks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+METADATA_FILE = "metadata.sqlite"
+
+
+def metadata_path(pipeline_root) -> Path:
+    return Path(pipeline_root) / METADATA_FILE
+
+
+def connection_config(pipeline_root) -> metadata_store_pb2.ConnectionConfig:
+    cfg = metadata_store_pb2.ConnectionConfig()
+    cfg.sqlite.filename_uri = str(metadata_path(pipeline_root))
+    cfg.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    return cfg
+
+
+def store(pipeline_root) -> mlmd.MetadataStore:
+    path = metadata_path(pipeline_root)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no ML Metadata store; run `mdl-tf pipeline run --root {pipeline_root}` "
+                                f"first")
+    ro = metadata_store_pb2.ConnectionConfig()
+    ro.sqlite.filename_uri = str(path)
+    ro.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return mlmd.MetadataStore(ro)
+
+
+def _custom(artifact, key):
+    if key not in artifact.custom_properties:
+        return None
+    v = artifact.custom_properties[key]
+    return v.int_value if v.HasField("int_value") else v.string_value or v.double_value
+
+
+def artifacts(pipeline_root, type_name: str) -> list:
+    """Every LIVE artifact of a type, oldest first, as {id, uri, properties}."""
+    s = store(pipeline_root)
+    out = []
+    for a in sorted(s.get_artifacts_by_type(type_name), key=lambda a: a.id):
+        if a.state != metadata_store_pb2.Artifact.LIVE:
+            continue
+        props = {k: _custom(a, k) for k in a.custom_properties}
+        out.append({"id": a.id, "uri": a.uri, "properties": props})
+    return out
+
+
+def latest(pipeline_root, type_name: str) -> dict | None:
+    found = artifacts(pipeline_root, type_name)
+    return found[-1] if found else None
+
+
+def latest_evaluation(pipeline_root) -> dict | None:
+    """The newest Evaluator output ({id, uri, properties}); load it with tfma.load_eval_result(uri)."""
+    return latest(pipeline_root, "ModelEvaluation")
+
+
+def latest_blessing(pipeline_root) -> dict | None:
+    return latest(pipeline_root, "ModelBlessing")
+
+
+def pushed_versions(serving_root, model_name: str) -> list:
+    """Complete version directories (with saved_model.pb) under <serving_root>/<model_name>, oldest first."""
+    base = Path(serving_root) / model_name
+    if not base.is_dir():
+        return []
+    versions = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    return sorted(versions, key=lambda p: int(p.name))

@@ -1,0 +1,121 @@
+"""Run the pipeline in-process with LocalDagRunner (SQLite ML Metadata in the pipeline root, Beam DirectRunner).
+
+`mdl-tf pipeline run --data DIR --schema schemas/<name> --model NAME --root OUT` calls `run()`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from mdl_tf import config as cfgmod
+from mdl_tf.utils import atomic_write_text
+from tfx_pipeline import artifacts, preflight
+from tfx_pipeline.pipeline import configs
+from tfx_pipeline.pipeline.pipeline import create_pipeline
+
+log = logging.getLogger(__name__)
+SCHEMA_FILE = "schema.pbtxt"
+
+
+def versioned_schema(schema_dir, pipeline_root) -> Path:
+    """Copy schema.pbtxt to <root>/schemas/<content sha>/ so an edited schema is a new ImportSchemaGen input.
+
+    ImportSchemaGen's cache key holds only the file path (TFX_NOTES §7); a content-addressed path makes an edit in
+    place a cache miss while an unchanged schema still resumes from the cache."""
+    src = Path(schema_dir) / SCHEMA_FILE
+    if not src.exists():
+        raise cfgmod.ConfigError(f"{src}: schema not found; a schema directory holds features.yaml and "
+                                 f"{SCHEMA_FILE} (`mdl-tf schema export` writes both for the built-in datasets)")
+    text = src.read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    dst = Path(pipeline_root) / "schemas" / digest / SCHEMA_FILE
+    if not dst.exists():
+        atomic_write_text(dst, text)
+    return dst
+
+
+def check_schema_covers_config(schema_file: Path, cfg: cfgmod.FeatureConfig) -> None:
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = text_format.Parse(schema_file.read_text(), schema_pb2.Schema())
+    names = {f.name for f in schema.feature}
+    missing = [c for c in cfg.required_columns if c not in names]
+    if missing:
+        raise cfgmod.ConfigError(f"{schema_file}: column(s) {missing} of features.yaml are not in the schema; "
+                                 f"regenerate it with `mdl-tf schema export` or add them")
+
+
+def beam_args(workers: int = 1, args_file=None) -> list:
+    """DirectRunner arguments (in-memory, or multi-processing with `workers` > 1) plus a YAML file's arguments.
+
+    The file holds a list of flags (`- --runner=FlinkRunner`) or a mapping (`runner: FlinkRunner`)."""
+    out = (["--direct_running_mode=in_memory"] if workers <= 1 else
+           ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
+    if args_file:
+        loaded = yaml.safe_load(Path(args_file).read_text()) or []
+        if isinstance(loaded, dict):
+            loaded = [f"--{k}={v}" for k, v in loaded.items()]
+        if not isinstance(loaded, list) or not all(isinstance(a, str) and a.startswith("--") for a in loaded):
+            raise cfgmod.ConfigError(f"{args_file}: Beam arguments must be a list of '--flag=value' strings or a "
+                                     f"mapping of flag -> value")
+        out += loaded
+    return out
+
+
+def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: str = configs.MODEL_NAME,
+        hparams: dict = None, train: dict = None, train_steps: int = configs.TRAIN_STEPS, eval_steps=None,
+        workers: int = 1, beam_args_file=None, fail_on_anomalies: bool = False, auc_floor: float = configs.AUC_FLOOR,
+        max_auc_drop: float = configs.MAX_AUC_DROP, input_format: str = "csv", enable_cache: bool = True,
+        pipeline_name: str = configs.PIPELINE_NAME) -> dict:
+    """Validate the input, run the pipeline, and summarise what it produced."""
+    from tfx import v1 as tfx
+
+    from mdl_tf.models import available_models
+
+    if model not in available_models():
+        raise cfgmod.ConfigError(f"--model {model!r} is not a registered model; available: {available_models()}")
+    cfg = cfgmod.load(schema)
+    root = Path(root).resolve()
+    serving_root = Path(serving_root).resolve() if serving_root else root / "serving"
+    rows = preflight.check_input(data, cfg, input_format)
+    root.mkdir(parents=True, exist_ok=True)
+    schema_file = versioned_schema(schema, root)
+    check_schema_covers_config(schema_file, cfg)
+    pipeline = create_pipeline(
+        pipeline_name=pipeline_name, pipeline_root=str(root / "pipeline"), data_root=str(Path(data).resolve()),
+        schema_file=str(schema_file), feature_config=cfg, serving_root=str(serving_root), model=model,
+        hparams=hparams, train=train, model_name=model_name, train_steps=train_steps, eval_steps=eval_steps,
+        auc_floor=auc_floor, max_auc_drop=max_auc_drop, fail_on_anomalies=fail_on_anomalies,
+        input_format=input_format, metadata_connection_config=artifacts.connection_config(root),
+        beam_pipeline_args=beam_args(workers, beam_args_file), enable_cache=enable_cache)
+    before = {p.name for p in artifacts.pushed_versions(serving_root, model_name)}
+    started = time.time()
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return summary(root, serving_root, model_name, before, rows, time.time() - started)
+
+
+def summary(root: Path, serving_root: Path, model_name: str, before: set, rows: dict, seconds: float) -> dict:
+    blessing = artifacts.latest_blessing(root)
+    evaluation = artifacts.latest_evaluation(root)
+    count = artifacts.latest(root, "Integer")  # AnomaliesGate's outputs (the only Integer/String artifacts)
+    report = artifacts.latest(root, "String")
+    pushed = [str(p) for p in artifacts.pushed_versions(serving_root, model_name) if p.name not in before]
+    return {"pipeline_root": str(root), "rows": rows, "seconds": round(seconds, 1),
+            "blessed": bool(blessing and blessing["properties"].get("blessed") == 1),
+            "evaluation": evaluation["uri"] if evaluation else None,
+            "anomalies": None if count is None else int(_read_value(count["uri"]) or 0),
+            "anomaly_report": (_read_value(report["uri"]) or None) if report else None,
+            "pushed": pushed[-1] if pushed else None,
+            "serving_model_base": str(serving_root / model_name)}
+
+
+def _read_value(uri: str) -> str:
+    """The text of a value artifact (its uri is the `value` file itself)."""
+    path = Path(uri)
+    return path.read_text() if path.is_file() else ""
+

@@ -1,0 +1,138 @@
+"""The TFX Trainer `run_fn`: builds any registered model by name from the custom config, trains it on the
+Transform's output with the shared two-optimizer step, and exports the serving SavedModel (the TFT graph inside,
+`serving_default` on raw tf.Examples, one `<task>_probability` output per task, warmup requests in assets.extra).
+
+custom_config (see `tfx_pipeline.pipeline.configs.custom_config`):
+  feature_config  the dataset's features.yaml as a dict
+  model           a name from `mdl_tf.models.REGISTRY` (default "mdl")
+  hparams         keyword arguments of that model
+  train           {batch_size, epochs, dense_lr, sparse_lr, seed, precision, jit_compile}
+  model_name      the TF Serving model name written into the warmup requests
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from mdl_tf.config import FeatureConfig
+from mdl_tf.data.transform import FIRST_ID
+from mdl_tf.export import export_saved_model
+from mdl_tf.models import build_model
+from mdl_tf.serving.examples import rows_to_examples
+from mdl_tf.serving.warmup import synthetic_rows
+from mdl_tf.training.trainer import BestEpoch, TrainConfig
+from mdl_tf.utils import write_json
+from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
+from tfx_pipeline.pipeline import configs
+
+log = logging.getLogger(__name__)
+WEIGHTS = "weights"               # <model_run_dir>/weights: the trained Keras weights (checkpoint format)
+TRAINER_METRICS = "metrics.json"  # <model_run_dir>/metrics.json
+
+
+def train_config_from(custom_config: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = dict(custom_config.get("train") or {})
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"custom_config.train has unknown key(s) {unknown}; known: {sorted(known)}")
+    return TrainConfig(model=custom_config.get("model", "mdl"), **given)
+
+
+def split_labels(batch: dict):
+    """(features, {labels, label_mask}): the label outputs of the Transform never reach the model's inputs."""
+    targets = {LABELS: batch[LABELS], LABEL_MASK: batch[LABEL_MASK]}
+    features = {k: v for k, v in batch.items() if k not in (LABELS, LABEL_MASK)}
+    return features, targets
+
+
+def input_fn(files, data_accessor, tft_output, batch_size: int, num_epochs=None, shuffle=False,
+             seed: int = 0) -> tf.data.Dataset:
+    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
+                                             num_epochs=num_epochs)
+    ds = data_accessor.tf_dataset_factory(files, options, tft_output.transformed_metadata.schema)
+    return ds.map(split_labels, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def vocab_sizes_from(tft_output, cfg: FeatureConfig) -> dict:
+    return {f.name: FIRST_ID + tft_output.vocabulary_size_by_name(vocabulary_name(cfg.vocab_owner(f)))
+            for f in cfg.features if f.is_id_feature}
+
+
+def build_from_transform(tft_output, custom_config: dict):
+    """(model, feature config, train config) sized from the Transform's vocabularies (also used by tests)."""
+    cfg = configs.feature_config_from(custom_config)
+    tc = train_config_from(custom_config)
+    model = build_model(tc.model, cfg, vocab_sizes_from(tft_output, cfg), precision=tc.precision,
+                        **(custom_config.get("hparams") or {}))
+    return model, cfg, tc
+
+
+def serving_raw_spec(tft_output, cfg: FeatureConfig) -> dict:
+    """The Transform's raw parsing spec, restricted to the model's raw inputs (labels and bookkeeping columns out)."""
+    spec = tft_output.raw_feature_spec()
+    return {c: spec[c] for c in cfg.raw_feature_columns}
+
+
+def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
+    vocabs = {}
+    for owner in {cfg.vocab_owner(f) for f in cfg.features if f.is_id_feature}:
+        vocabs[owner] = [t.decode() if isinstance(t, bytes) else str(t)
+                         for t in tft_output.vocabulary_by_name(vocabulary_name(owner))[:64]]
+    import pandas as pd
+
+    return rows_to_examples(pd.DataFrame(synthetic_rows(cfg, vocabs, count)), cfg)
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (`Trainer(run_fn='tfx_pipeline.models.model.run_fn')`)."""
+    custom = fn_args.custom_config or {}
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    tf.keras.utils.set_random_seed(train_config_from(custom).seed)
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model, cfg, tc = build_from_transform(tft_output, custom)
+        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
+
+    epochs = max(1, tc.epochs)
+    train_steps = int(fn_args.train_steps or configs.TRAIN_STEPS)
+    steps_per_epoch = max(1, train_steps // epochs)
+    eval_steps = int(fn_args.eval_steps) if fn_args.eval_steps else None
+    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tft_output, tc.batch_size, shuffle=True,
+                        seed=tc.seed)
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tft_output, max(tc.batch_size, 1024),
+                       num_epochs=None if eval_steps else 1)
+    best = BestEpoch(cfg.task_names, tc.early_stopping_patience)
+    callbacks = [best, tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
+    log.info("training %s: %d steps (%d epochs x %d), batch %d", tc.model, steps_per_epoch * epochs, epochs,
+             steps_per_epoch, tc.batch_size)
+    started = time.time()
+    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
+                        validation_steps=eval_steps, callbacks=callbacks, verbose=2)
+
+    run_dir = Path(fn_args.model_run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(run_dir / WEIGHTS))
+    write_json(run_dir / TRAINER_METRICS, {
+        "model": tc.model, "params": model.param_counts(), "best_epoch": best.best_epoch + 1,
+        "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
+        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
+        "hparams": custom.get("hparams") or {}, "train": dataclasses.asdict(tc)})
+
+    model_name = custom.get("model_name", configs.MODEL_NAME)
+    export_saved_model(
+        model, tft_output.transform_features_layer(), cfg, fn_args.serving_model_dir,
+        raw_spec=serving_raw_spec(tft_output, cfg),
+        warmup=warmup_examples(tft_output, cfg, configs.WARMUP_REQUESTS),
+        metadata={"model": tc.model, "model_name": model_name, "feature_config_version": cfg.version,
+                  "hparams": custom.get("hparams") or {}, "code_version": custom.get("code_version"),
+                  "trainer_metrics": json.loads((run_dir / TRAINER_METRICS).read_text())["params"]})
