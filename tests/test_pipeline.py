@@ -1,0 +1,214 @@
+"""The TFX pipeline end to end (LocalDagRunner on small synthetic data), its Kubeflow V2 compile, and bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+import tensorflow_transform as tft
+
+from mdl_tf.cli import main
+from mdl_tf.data import synthetic
+from mdl_tf.serving.warmup import WARMUP_FILE, read_warmup_requests
+from tfx_pipeline import artifacts
+from tfx_pipeline.local_runner import beam_args, versioned_schema
+from tfx_pipeline.models.model import WEIGHTS, build_from_transform
+
+SCHEMA = str(Path(__file__).resolve().parent.parent / "schemas" / "synthetic")
+RUN_ARGS = ["--d-model", "16", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
+            "--max-auc-drop", "0.2"]
+
+
+def _run(data, root, *extra):
+    return main(["pipeline", "run", "--data", str(data), "--schema", SCHEMA, "--root", str(root), *RUN_ARGS, *extra])
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory):
+    """Two runs on the same data: the second trains longer, so it retrains and is compared to the first."""
+    base = tmp_path_factory.mktemp("pipeline")
+    data, root = base / "data", base / "root"
+    synthetic.write(data, rows=3000, seed=4)
+    assert _run(data, root, "--train-steps", "60") == 0
+    first = [p.name for p in artifacts.pushed_versions(root / "serving", "mdl")]
+    assert _run(data, root, "--train-steps", "90") == 0
+    return data, root, first
+
+
+def _custom_config(model_uri):
+    meta = json.loads((Path(model_uri) / "Format-Serving" / "assets.extra" / "mdl_metadata.json").read_text())
+    return {"feature_config": meta["feature_config"], "model": meta["model"], "hparams": meta["hparams"]}
+
+
+@pytest.mark.slow
+def test_two_runs_push_two_blessed_versions_and_reuse_the_cache(pipeline_runs):
+    _, root, first = pipeline_runs
+    versions = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(first) == 1 and len(versions) == 2 and versions[0].name == first[0]
+    blessings = artifacts.artifacts(root, "ModelBlessing")
+    assert [b["properties"].get("blessed") for b in blessings] == [1, 1]
+    # ExampleGen and Transform ran once: the second run took them from the cache.
+    assert len(artifacts.artifacts(root, "Examples")) == 2  # raw + transformed examples of the first run
+    assert len(artifacts.artifacts(root, "TransformGraph")) == 1
+    assert len(artifacts.artifacts(root, "Model")) == 2
+
+
+@pytest.mark.slow
+def test_evaluator_holds_per_scenario_per_task_metrics_against_a_baseline(pipeline_runs):
+    _, root, _ = pipeline_runs
+    uri = artifacts.latest_evaluation(root)["uri"]
+    assert tfma.load_validation_result(uri).validation_ok
+    result = tfma.load_eval_result(uri, model_name=tfma.CANDIDATE_KEY)
+    slices = {s for s, _ in result.slicing_metrics}
+    expected = {()} | {(("scenario", s),) for s in synthetic.SCENARIOS} | {(("device", d),) for d in ("ios",
+                                                                                                  "android")}
+    assert expected <= slices
+    for slice_key, metrics in result.slicing_metrics:
+        if slice_key in expected:
+            for task in ("click", "purchase"):
+                head = metrics[f"{task}_probability"][""]
+                assert {"auc", "auc_precision_recall", "binary_crossentropy", "calibration", "example_count",
+                        "mean_label", "mean_prediction"} <= set(head)
+                assert 0.0 <= head["auc"]["doubleValue"] <= 1.0
+    # The second run had a blessed baseline: the metrics carry candidate-vs-baseline differences.
+    diffs = tfma.load_metrics(uri)
+    assert any("is_diff: true" in str(m) for m in diffs)
+
+
+@pytest.mark.slow
+def test_served_predictions_equal_the_trainers_on_raw_examples(pipeline_runs):
+    """Pushed serving_default on raw tf.Examples == the Trainer's model on TF Transform's own transform."""
+    _, root, _ = pipeline_runs
+    pushed = artifacts.pushed_versions(root / "serving", "mdl")[-1]
+    model_uri = artifacts.latest(root, "Model")["uri"]
+    run_uri = artifacts.latest(root, "ModelRun")["uri"]
+    tft_output = tft.TFTransformOutput(artifacts.latest(root, "TransformGraph")["uri"])
+    raw_uri = artifacts.artifacts(root, "Examples")[0]["uri"]
+    files = [str(p) for p in Path(raw_uri, "Split-eval").glob("*.gz")]
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(200)]
+
+    served = tf.saved_model.load(str(pushed)).signatures["serving_default"](examples=tf.constant(serialized))
+
+    custom = _custom_config(model_uri)
+    model, cfg, _ = build_from_transform(tft_output, custom)
+    model.load_weights(str(Path(run_uri) / WEIGHTS)).expect_partial()
+    spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k not in cfg.label_columns}
+    transformed = tft_output.transform_raw_features(tf.io.parse_example(serialized, spec))
+    trainer = model(transformed, training=False)
+    for task in cfg.task_names:
+        np.testing.assert_allclose(served[f"{task}_probability"].numpy(), trainer[task].numpy(), atol=1e-5)
+    assert served["click_probability"].shape == (200,)
+
+
+@pytest.mark.slow
+def test_push_carries_tft_assets_and_replayable_warmup_requests(pipeline_runs):
+    _, root, _ = pipeline_runs
+    pushed = artifacts.pushed_versions(root / "serving", "mdl")[-1]
+    assert (pushed / "assets" / "vocab_user_id").exists()
+    requests = read_warmup_requests(pushed / "assets.extra" / WARMUP_FILE)
+    assert requests and all(r.model_spec.signature_name == "serving_default" for r in requests)
+    fn = tf.saved_model.load(str(pushed)).signatures["serving_default"]
+    for r in requests:
+        out = fn(examples=tf.constant(tf.make_ndarray(r.inputs["examples"])))
+        assert set(out) == {"click_probability", "purchase_probability"}
+
+
+@pytest.mark.slow
+def test_bad_input_stops_before_anything_runs_and_keeps_pushed_models(pipeline_runs, tmp_path, capsys):
+    data, root, _ = pipeline_runs
+    before = sorted(p.name for p in artifacts.pushed_versions(root / "serving", "mdl"))
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    frame = pd.read_csv(bad / "train" / "data.csv", dtype=str, keep_default_na=False)
+    frame.drop(columns=["item_price"]).to_csv(bad / "train" / "data.csv", index=False)
+    assert _run(bad, root, "--train-steps", "10") == 2
+    err = capsys.readouterr().err
+    assert "item_price" in err and "train/data.csv" in err
+    assert sorted(p.name for p in artifacts.pushed_versions(root / "serving", "mdl")) == before
+
+
+def test_bad_input_errors_name_the_column_and_the_file(synth_dir, tmp_path, capsys):
+    def check(mutate, *needles):
+        bad = tmp_path / f"case{check.n}"
+        check.n += 1
+        shutil.copytree(synth_dir, bad)
+        mutate(bad)
+        assert _run(bad, tmp_path / "root", "--train-steps", "10") == 2
+        err = capsys.readouterr().err
+        for needle in needles:
+            assert needle in err, (needle, err)
+    check.n = 0
+
+    def frame_edit(split, fn):
+        def mutate(d):
+            path = d / split / "data.csv"
+            fn(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+        return mutate
+
+    check(lambda d: [p.unlink() for p in (d / "train").glob("*.csv")], "train", "no CSV files")
+    check(frame_edit("train", lambda f: f.assign(item_price="cheap")), "item_price", "not a number", "data.csv")
+    check(frame_edit("train", lambda f: f.assign(click="")), "click", "every label is missing")
+    check(frame_edit("eval", lambda f: f.assign(device="7")), "device", "only integers", "dtype: int")
+    assert not (tmp_path / "root" / "serving").exists()
+
+
+@pytest.mark.slow
+def test_fail_on_anomalies_stops_before_training(synth_dir, tmp_path, capsys):
+    """An eval split full of a scenario the schema's domain does not list: reported, and the run stops."""
+    bad = tmp_path / "anomalous"
+    shutil.copytree(synth_dir, bad)
+    path = bad / "eval" / "data.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.assign(scenario="live", scenarios="live").to_csv(path, index=False)
+    assert _run(bad, tmp_path / "root", "--train-steps", "10", "--fail-on-anomalies") == 2
+    err = capsys.readouterr().err
+    assert "anomal" in err and "'scenario'" in err and "eval" in err
+    assert not artifacts.artifacts(tmp_path / "root", "Model")
+
+
+def test_kubeflow_v2_compile_names_every_component(tmp_path, capsys):
+    out = tmp_path / "kfp" / "pipeline.json"
+    assert main(["pipeline", "compile", "--target", "kubeflow-v2", "--image", "registry.example/mdl-tf:0.1",
+                 "--out", str(out), "--schema", SCHEMA, "--data", "gs://bucket/data", "--root", "gs://bucket/root",
+                 "--serving-root", "gs://bucket/serving", "--model", "mdl"]) == 0
+    spec = json.loads(out.read_text())["pipelineSpec"]
+    assert spec["pipelineInfo"]["name"] == "mdl-tf"
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+                 "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert name in tasks, name
+    assert "blessed" in tasks["Pusher"]["triggerPolicy"]["condition"]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
+    assert images == {"registry.example/mdl-tf:0.1"}
+    assert "pipeline.json" in capsys.readouterr().out
+
+
+def test_kubeflow_names_must_be_hyphenated(tmp_path):
+    with pytest.raises(Exception, match="name"):
+        main(["pipeline", "compile", "--image", "i", "--out", str(tmp_path / "p.json"), "--schema", SCHEMA,
+              "--data", "d", "--root", "r", "--serving-root", "s", "--name", "mdl_tf"])
+
+
+def test_an_edited_schema_is_a_new_import_path(tmp_path):
+    schema_dir = tmp_path / "schema"
+    shutil.copytree(SCHEMA, schema_dir)
+    first = versioned_schema(schema_dir, tmp_path / "root")
+    assert versioned_schema(schema_dir, tmp_path / "root") == first  # unchanged: same path, cache hit
+    path = schema_dir / "schema.pbtxt"
+    path.write_text(path.read_text().replace('name: "device"', 'name: "device"\n  annotation { tag: "x" }'))
+    second = versioned_schema(schema_dir, tmp_path / "root")
+    assert second != first and second.read_text() == path.read_text() and first.exists()
+
+
+def test_beam_profiles(tmp_path):
+    assert beam_args(1) == ["--direct_running_mode=in_memory"]
+    assert beam_args(3)[1] == "--direct_num_workers=3"
+    f = tmp_path / "flink.yaml"
+    f.write_text("runner: FlinkRunner\nflink_master: localhost:8081\n")
+    assert beam_args(1, f)[1:] == ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
+    f.write_text("- runner=oops\n")
+    with pytest.raises(Exception, match="--flag=value"):
+        beam_args(1, f)
