@@ -92,39 +92,45 @@ def cmd_train(args) -> None:
 
 
 def cmd_run(args) -> None:
-    """The README's main job on the embedded synthetic data: data -> train -> export -> one prediction."""
+    """The README's main job on the embedded synthetic data: data -> TFX pipeline -> a pushed, blessed model ->
+    one prediction through its serving_default signature."""
+    import math
+
     import numpy as np
     import tensorflow as tf
 
+    from mdl_tf.cli_pipeline import _quiet_tfx_progress
     from mdl_tf.data import synthetic
     from mdl_tf.data.io import read_split
-    from mdl_tf.training.trainer import TrainConfig, train
+    from mdl_tf.serving.examples import rows_to_examples
+    from tfx_pipeline import artifacts, local_runner
 
     out = Path(args.out)
-    data_dir, model_dir = out / "data", out / "model"
-    steps = []
+    data_dir, root = out / "data", out / "pipeline"
     print(f"[1/3] synthetic data ({args.rows} rows) -> {data_dir}")
-    synthetic.write(data_dir, rows=args.rows, seed=args.seed)
-    steps.append("data synth")
-    print(f"[2/3] train MDL -> {model_dir}")
-    tc = TrainConfig(model="mdl", epochs=args.epochs, seed=args.seed, verbose=2)
-    metrics = train(data_dir, data_dir, model_dir, tc, {"d_model": 64})
-    steps.append("train + evaluate + export")
-    print("[3/3] load the exported SavedModel and answer one prediction through its serving_default signature")
+    info = synthetic.write(data_dir, rows=args.rows, seed=args.seed)
+    batch = 512
+    steps = args.epochs * math.ceil(info["rows"]["train"] / batch)
+    print(f"[2/3] TFX pipeline (ExampleGen ... Transform, Trainer: MDL {steps} steps, Evaluator, Pusher) -> {root}")
+    _quiet_tfx_progress(args.verbose)
+    summary = local_runner.run(data_dir, data_dir, root, model="mdl", serving_root=out / "serving",
+                               hparams={"d_model": 64}, train={"batch_size": batch, "epochs": args.epochs,
+                                                                "seed": args.seed}, train_steps=steps)
+    metrics = artifacts.evaluation_metrics(summary["evaluation"]) if summary["evaluation"] else {}
+    if not summary["pushed"]:
+        raise CLIError(f"the pipeline ran but pushed no model (blessed: {summary['blessed']}); see the Evaluator "
+                       f"output {summary['evaluation']}")
+    print(f"[3/3] load the pushed version {summary['pushed']} and answer one test row through serving_default")
     cfg = synthetic.feature_config()
     row = read_split(data_dir, "test", cfg).iloc[:1]
-    from mdl_tf.serving.examples import rows_to_examples
-
-    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
+    loaded = tf.saved_model.load(summary["pushed"])
     pred = loaded.signatures["serving_default"](examples=tf.constant(rows_to_examples(row, cfg)))
-    steps.append("predict (in-process SavedModel)")
-    answer = {k: float(np.asarray(v)[0]) for k, v in pred.items()}
-    summary = {"ran": steps,
-               "not_yet": ["TFX pipeline (issue 5)", "TF Serving gRPC round trip (issue 6)"],
-               "eval_auc": {t: metrics["overall"][t]["auc"] for t in cfg.task_names},
-               "mean_scenario_task_auc": metrics["mean_scenario_task_auc"],
-               "prediction": answer, "row": {c: str(row[c].iloc[0]) for c in ("user_id", "item_id", "scenario")}}
-    _print(summary)
+    _print({"pipeline": summary,
+            "not_yet": ["TF Serving gRPC round trip (issue 6)"],
+            "eval_auc": {scope: {t: round(v[f"{t}_probability"]["auc"], 4) for t in cfg.task_names}
+                         for scope, v in sorted(metrics.items()) if scope == "Overall" or scope.startswith("scenario")},
+            "prediction": {k: float(np.asarray(v)[0]) for k, v in pred.items()},
+            "row": {c: str(row[c].iloc[0]) for c in ("user_id", "item_id", "scenario")}})
 
 
 def cmd_bench_speed(args) -> None:
@@ -189,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, train, export, predict")
+    p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, TFX pipeline, push, predict")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--epochs", type=int, default=3)

@@ -28,6 +28,10 @@ def _quiet_tfx_progress(verbose: bool) -> None:
     logger = logging.getLogger("absl")
     logger.addHandler(_ComponentProgress())
     if not verbose:  # keep TFX's INFO stream (thousands of lines) away from the console; warnings still show
+        import warnings as py_warnings
+
+        py_warnings.filterwarnings("ignore", category=RuntimeWarning, module="tensorflow_model_analysis")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # deprecation notices from inside TFMA/TFT
         logger.propagate = False
         warnings = logging.StreamHandler()
         warnings.setLevel(logging.WARNING)

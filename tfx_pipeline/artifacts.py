@@ -74,3 +74,31 @@ def pushed_versions(serving_root, model_name: str) -> list:
         return []
     versions = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
     return sorted(versions, key=lambda p: int(p.name))
+
+
+def evaluation_metrics(eval_uri, model: str = "candidate") -> dict:
+    """{slice: {output: {metric: value}}} of one Evaluator output; slice is "Overall" or "column:value".
+
+    model: "candidate" (the newly trained model; also a run without baseline), "baseline", or "diff" (candidate -
+    baseline, present when a blessed baseline existed). Reads the metrics protos directly, so it works with or without
+    a baseline, for any model the pipeline trained."""
+    import tensorflow_model_analysis as tfma
+
+    out = {}
+    for record in tfma.load_metrics(str(eval_uri)):
+        parts = [f"{c.column}:{c.bytes_value.decode() if c.HasField('bytes_value') else c.int64_value if c.HasField('int64_value') else c.float_value}"
+                 for c in record.slice_key.single_slice_keys]
+        name = " & ".join(parts) or "Overall"
+        for kv in record.metric_keys_and_values:
+            key = kv.key
+            is_baseline = key.model_name == tfma.BASELINE_KEY
+            if model == "diff":
+                wanted = key.is_diff
+            elif model == "baseline":
+                wanted = is_baseline and not key.is_diff
+            else:
+                wanted = not is_baseline and not key.is_diff
+            if not wanted or not kv.value.HasField("double_value"):
+                continue
+            out.setdefault(name, {}).setdefault(key.output_name, {})[key.name] = kv.value.double_value.value
+    return out

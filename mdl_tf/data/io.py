@@ -53,7 +53,7 @@ def write_dataset(out_dir, splits: dict, cfg: cfgmod.FeatureConfig, provenance: 
         counts[name] = int(len(frame))
     cfgmod.dump(cfg, out / cfgmod.CONFIG_FILE)
     write_schema(cfg, out)
-    info = {"name": cfg.name, "rows": counts, **provenance}
+    info = {"name": cfg.name, **provenance, "rows": counts}  # per-split counts win over a generator's total
     write_json(out / "dataset.json", info)
     return info
 
