@@ -13,7 +13,7 @@ def test_cli_model_names_match_the_registry():
 def test_help_lists_every_subcommand_with_a_description():
     res = subprocess.run([sys.executable, "-m", "mdl_tf.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
-    for cmd in ("data", "schema", "train", "run", "bench"):
+    for cmd in ("data", "schema", "train", "run", "pipeline", "bench"):
         line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith(cmd + " "))
         assert len(line.split(None, 1)[1]) > 10
 

@@ -155,17 +155,43 @@ def test_bad_input_errors_name_the_column_and_the_file(synth_dir, tmp_path, caps
     assert not (tmp_path / "root" / "serving").exists()
 
 
+def _write_tfrecords(csv_dir, out_dir, cfg):
+    """The CSV splits as tf.Example TFRecords (the same columns, one value per feature, empty cells left out)."""
+    numeric = {f.name for f in cfg.features_of_kind("numeric")}
+    ints = set(cfg.label_columns) | {cfg.time_column}
+    for split in ("train", "eval"):
+        frame = pd.read_csv(csv_dir / split / "data.csv", dtype=str, keep_default_na=False)
+        (out_dir / split).mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(out_dir / split / "data.tfrecord")) as w:
+            for rec in frame.to_dict("records"):
+                feats = {}
+                for col, v in rec.items():
+                    if v == "":
+                        continue
+                    if col in numeric:
+                        feats[col] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+                    elif col in ints:
+                        feats[col] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(float(v))]))
+                    else:
+                        feats[col] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                w.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+
+
 @pytest.mark.slow
-def test_fail_on_anomalies_stops_before_training(synth_dir, tmp_path, capsys):
-    """An eval split full of a scenario the schema's domain does not list: reported, and the run stops."""
+def test_fail_on_anomalies_stops_before_training(synth_dir, synth_cfg, tmp_path, capsys):
+    """TFRecord input (ImportExampleGen) whose eval split is full of a scenario the schema's domain does not list:
+    the anomaly is reported and the run stops before the Transform and the Trainer."""
     bad = tmp_path / "anomalous"
     shutil.copytree(synth_dir, bad)
     path = bad / "eval" / "data.csv"
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame.assign(scenario="live", scenarios="live").to_csv(path, index=False)
-    assert _run(bad, tmp_path / "root", "--train-steps", "10", "--fail-on-anomalies") == 2
+    _write_tfrecords(bad, tmp_path / "records", synth_cfg)
+    assert _run(tmp_path / "records", tmp_path / "root", "--train-steps", "10", "--fail-on-anomalies",
+                "--input-format", "tfrecord") == 2
     err = capsys.readouterr().err
     assert "anomal" in err and "'scenario'" in err and "eval" in err
+    assert len(artifacts.artifacts(tmp_path / "root", "Examples")) == 1  # ExampleGen's; no transformed examples
     assert not artifacts.artifacts(tmp_path / "root", "Model")
 
 
