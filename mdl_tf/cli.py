@@ -203,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     from mdl_tf.cli_pipeline import add_pipeline_parser
+    from mdl_tf.cli_serving import add_serving_parsers
 
     add_pipeline_parser(sub, _add_train_args)
 
-    bench = sub.add_parser("bench", help="benchmarks (speed)").add_subparsers(dest="bench", metavar="BENCH",
-                                                                              required=True)
+    bench = sub.add_parser("bench", help="benchmarks (speed, serving)").add_subparsers(dest="bench", metavar="BENCH",
+                                                                                       required=True)
+    add_serving_parsers(sub, bench)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
     p.add_argument("--batch-size", type=int, default=2048)

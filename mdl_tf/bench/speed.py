@@ -6,13 +6,13 @@ projections and domain-token initializers once; training ≈ 3 × forward.
 """
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from mdl_tf.bench.machine import machine_info
 from mdl_tf.data import synthetic
 from mdl_tf.data.transform import FeatureTransform, fit_stats, labels_and_mask, raw_columns, vocab_sizes
 from mdl_tf.models import build_model
@@ -97,9 +97,7 @@ def run_speed_bench(out_dir, batch_size: int = 2048, steps: int = 20, d_model: i
         big(feats).numpy()
     infer_eps = 5 * batch_size / (time.perf_counter() - t0)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": __import__("os").cpu_count(),
-                    "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]},
+        "machine": machine_info(),
         "command": (f"mdl-tf bench speed --batch-size {batch_size} --steps {steps} --d-model {d_model} "
                     f"--precision {precision}" + (" --jit-compile" if jit_compile else "")),
         "model": {"d_model": d_model, "num_layers": num_layers, "params": model.param_counts(),

@@ -1,0 +1,103 @@
+"""`mdl-tf serve`, `mdl-tf predict` and `mdl-tf bench serving`."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def cmd_serve(args) -> None:
+    from mdl_tf.serving.server import serve_forever
+
+    serve_forever(args.model_base_path, args.model_name, host=args.host, port=args.port,
+                  poll_seconds=args.poll_seconds, max_batch=args.max_batch_size,
+                  max_message_bytes=int(args.max_request_mb * (1 << 20)), max_workers=args.workers)
+
+
+def read_jsonl(path) -> list:
+    from mdl_tf.cli import CLIError
+
+    rows = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CLIError(f"{path}: line {n} is not valid JSON ({e.msg}); one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise CLIError(f"{path}: line {n} is a JSON {type(row).__name__}; expected an object of raw features")
+            rows.append(row)
+    if not rows:
+        raise CLIError(f"{path}: no rows; one JSON object of raw features per line")
+    return rows
+
+
+def cmd_predict(args) -> None:
+    from mdl_tf import config as cfgmod
+    from mdl_tf.cli import CLIError
+    from mdl_tf.serving.client import ServingClient, ServingError
+
+    rows = read_jsonl(args.input)
+    cfg = cfgmod.load(args.schema) if args.schema else None
+    out_lines = []
+    with ServingClient(args.server, args.model_name, signature=args.signature, timeout=args.timeout,
+                       feature_config=cfg) as client:
+        try:
+            for start in range(0, len(rows), args.batch_size):
+                chunk = rows[start:start + args.batch_size]
+                out_lines += [json.dumps(p) for p in client.predict(chunk)]
+        except ServingError as e:
+            raise CLIError(f"{args.server} model '{args.model_name}': {e}") from None
+    text = "\n".join(out_lines) + "\n"
+    if args.output:
+        from mdl_tf.utils import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+        print(f"wrote {len(out_lines)} predictions to {args.output}")
+    else:
+        print(text, end="")
+
+
+def cmd_bench_serving(args) -> None:
+    from mdl_tf.bench.serving import run_serving_bench
+    from mdl_tf.cli import _print
+
+    _print(run_serving_bench(args.model_base_path, args.model_name, args.out, data=args.data,
+                             iterations=args.iterations, load_requests=args.load_requests,
+                             concurrency=args.concurrency))
+
+
+def add_serving_parsers(sub, bench) -> None:
+    p = sub.add_parser("serve", help="development gRPC server with TF Serving's API (production: TF Serving)")
+    p.add_argument("--model-base-path", required=True, help="<base>/<version>/saved_model.pb, as the Pusher writes")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for a new version")
+    p.add_argument("--max-batch-size", type=int, default=8192)
+    p.add_argument("--max-request-mb", type=float, default=64.0)
+    p.add_argument("--workers", type=int, default=min(32, (os.cpu_count() or 2) * 4), help="gRPC threads")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("predict", help="score JSON lines of raw features through a TF Serving gRPC endpoint")
+    p.add_argument("--server", required=True, help="HOST:PORT")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--input", required=True, help="rows.jsonl: one JSON object of raw features per line")
+    p.add_argument("--output", help="out.jsonl (default: stdout)")
+    p.add_argument("--schema", help="features.yaml folder (needed with TF Serving; `mdl-tf serve` publishes it)")
+    p.add_argument("--signature", default="serving_default")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline per request in seconds")
+    p.set_defaults(func=cmd_predict)
+
+    p = bench.add_parser("serving", help="latency and throughput in-process and over gRPC at batch 1, 64, 512")
+    p.add_argument("--model-base-path", required=True)
+    p.add_argument("--model-name", default="mdl")
+    p.add_argument("--data", help="dataset folder whose test rows are sent (default: rows from the vocabularies)")
+    p.add_argument("--out", default="benchmarks/results/serving")
+    p.add_argument("--iterations", type=int, default=200, help="timed calls per batch size")
+    p.add_argument("--load-requests", type=int, default=20000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.set_defaults(func=cmd_bench_serving)
