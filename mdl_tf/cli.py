@@ -93,16 +93,14 @@ def cmd_train(args) -> None:
 
 def cmd_run(args) -> None:
     """The README's main job on the embedded synthetic data: data -> TFX pipeline -> a pushed, blessed model ->
-    one prediction through its serving_default signature."""
+    predictions over TF Serving's gRPC API."""
     import math
 
     import numpy as np
-    import tensorflow as tf
 
     from mdl_tf.cli_pipeline import _quiet_tfx_progress
     from mdl_tf.data import synthetic
     from mdl_tf.data.io import read_split
-    from mdl_tf.serving.examples import rows_to_examples
     from tfx_pipeline import artifacts, local_runner
 
     out = Path(args.out)
@@ -120,17 +118,40 @@ def cmd_run(args) -> None:
     if not summary["pushed"]:
         raise CLIError(f"the pipeline ran but pushed no model (blessed: {summary['blessed']}); see the Evaluator "
                        f"output {summary['evaluation']}")
-    print(f"[3/3] load the pushed version {summary['pushed']} and answer one test row through serving_default")
+    print(f"[3/3] serve {summary['serving_model_base']} over TF Serving's gRPC API (development server on "
+          f"loopback) and score test rows with the client")
     cfg = synthetic.feature_config()
-    row = read_split(data_dir, "test", cfg).iloc[:1]
-    loaded = tf.saved_model.load(summary["pushed"])
-    pred = loaded.signatures["serving_default"](examples=tf.constant(rows_to_examples(row, cfg)))
+    rows = read_split(data_dir, "test", cfg).iloc[:4]
+    answers, in_process = _grpc_round_trip(summary["serving_model_base"], "mdl", rows, cfg)
     _print({"pipeline": summary,
-            "not_yet": ["TF Serving gRPC round trip (issue 6)"],
             "eval_auc": {scope: {t: round(v[f"{t}_probability"]["auc"], 4) for t in cfg.task_names}
                          for scope, v in sorted(metrics.items()) if scope == "Overall" or scope.startswith("scenario")},
-            "prediction": {k: float(np.asarray(v)[0]) for k, v in pred.items()},
-            "row": {c: str(row[c].iloc[0]) for c in ("user_id", "item_id", "scenario")}})
+            "grpc_predictions": [{**{c: str(r[c]) for c in ("user_id", "item_id", "scenario")}, **a}
+                                 for r, a in zip(rows.to_dict("records"), answers)],
+            "grpc_matches_in_process": bool(np.allclose([a["click_probability"] for a in answers],
+                                                        in_process["click_probability"], atol=1e-5))})
+
+
+def _grpc_round_trip(model_base, model_name, rows, cfg):
+    """Serve the newest version on a free loopback port, predict through the client, and score in-process too."""
+    import tensorflow as tf
+
+    from mdl_tf.serving.client import ServingClient
+    from mdl_tf.serving.examples import rows_to_examples
+    from mdl_tf.serving.model_manager import ModelManager
+    from mdl_tf.serving.server import make_server
+
+    manager = ModelManager(model_base, model_name)
+    servable = manager.refresh()
+    server, port = make_server(manager, port=0)
+    server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}", model_name) as client:
+            answers = client.predict(rows.to_dict("records"))
+    finally:
+        server.stop(0).wait()
+    local = servable.signatures["serving_default"](examples=tf.constant(rows_to_examples(rows, cfg)))
+    return answers, {k: v.numpy() for k, v in local.items()}
 
 
 def cmd_bench_speed(args) -> None:
@@ -195,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, TFX pipeline, push, predict")
+    p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, TFX pipeline, push, gRPC predict")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--epochs", type=int, default=3)

@@ -20,6 +20,7 @@ from mdl_tf.evaluation import evaluate_predictions, mean_auc
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_LR
+from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training.data import make_dataset
 from mdl_tf.utils import write_json
 
@@ -117,7 +118,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
     export_saved_model(model, transform, cfg, out / "saved_model",
-                       metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams})
+                       metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams},
+                       warmup=rows_to_examples(frames["eval"].iloc[:16], cfg))
     write_json(out / "train_config.json", {**dataclasses.asdict(tc), "data_dir": str(data_dir),
                                            "schema_dir": str(schema_dir), "hparams": hparams})
     write_json(out / "metrics.json", metrics)
