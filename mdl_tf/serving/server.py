@@ -99,6 +99,21 @@ def _inputs(servable, signature: str, request, max_batch: int) -> dict:
     return out
 
 
+def _known(requested: set, available: set, field: str) -> set:
+    unknown = sorted(requested - available)
+    if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"{field} names unknown entries {unknown}; available: {sorted(available)}")
+    return requested
+
+
+def _answer_spec(spec, manager: ModelManager, servable, signature: str | None = None) -> None:
+    spec.name = manager.model_name
+    spec.version.value = servable.version
+    if signature:
+        spec.signature_name = signature
+
+
 def predict(manager: ModelManager, request, max_batch: int = DEFAULT_MAX_BATCH):
     """PredictRequest -> PredictResponse (raises RequestError)."""
     servable = _resolve(manager, request.model_spec)
@@ -109,15 +124,9 @@ def predict(manager: ModelManager, request, max_batch: int = DEFAULT_MAX_BATCH):
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
         message = getattr(e, "message", str(e)).strip().splitlines()[0][:500]
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"signature '{signature}' rejected the input: {message}")
-    wanted = set(request.output_filter) or set(outputs)
-    unknown = sorted(wanted - set(outputs))
-    if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}; "
-                                                             f"available: {sorted(outputs)}")
+    wanted = _known(set(request.output_filter) or set(outputs), set(outputs), "output_filter")
     response = predict_pb2.PredictResponse()
-    response.model_spec.name = manager.model_name
-    response.model_spec.version.value = servable.version
-    response.model_spec.signature_name = signature
+    _answer_spec(response.model_spec, manager, servable, signature)
     for name in sorted(wanted):
         response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[name])))
     return response
@@ -125,14 +134,10 @@ def predict(manager: ModelManager, request, max_batch: int = DEFAULT_MAX_BATCH):
 
 def model_metadata(manager: ModelManager, request):
     servable = _resolve(manager, request.model_spec)
-    fields = list(request.metadata_field) or [SIGNATURE_DEF_FIELD]
-    unknown = sorted(set(fields) - {SIGNATURE_DEF_FIELD, MDL_METADATA_FIELD})
-    if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata_field {unknown} is not supported; use "
-                                                             f"'{SIGNATURE_DEF_FIELD}' or '{MDL_METADATA_FIELD}'")
+    fields = _known(set(request.metadata_field) or {SIGNATURE_DEF_FIELD}, {SIGNATURE_DEF_FIELD, MDL_METADATA_FIELD},
+                    "metadata_field")
     response = get_model_metadata_pb2.GetModelMetadataResponse()
-    response.model_spec.name = manager.model_name
-    response.model_spec.version.value = servable.version
+    _answer_spec(response.model_spec, manager, servable)
     if SIGNATURE_DEF_FIELD in fields:
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         for name, sig in servable.signature_defs.items():
@@ -144,8 +149,7 @@ def model_metadata(manager: ModelManager, request):
 
 
 def model_status(manager: ModelManager, request):
-    _resolve(manager, request.model_spec)
-    servable = manager.current
+    servable = _resolve(manager, request.model_spec)
     response = get_model_status_pb2.GetModelStatusResponse()
     status = response.model_version_status.add()
     status.version = servable.version
