@@ -154,6 +154,20 @@ def _grpc_round_trip(model_base, model_name, rows, cfg):
     return answers, {k: v.numpy() for k, v in local.items()}
 
 
+def cmd_notebooks(args) -> None:
+    from mdl_tf import notebooks
+
+    if args.action == "kernel":
+        prefix = Path(args.prefix or sys.prefix)
+        print(f"installed kernel '{notebooks.KERNEL_NAME}' at "
+              f"{notebooks.write_kernel_spec(prefix / 'share' / 'jupyter')}")
+        return
+    written = notebooks.run_all(args.out, names=args.only, pipeline_root=args.pipeline_root,
+                                model_dir=args.model_dir, data_dir=args.data)
+    for path in written:
+        print(f"executed {path}")
+
+
 def cmd_bench_speed(args) -> None:
     from mdl_tf.bench.speed import run_speed_bench
 
@@ -227,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     from mdl_tf.cli_serving import add_serving_parsers
 
     add_pipeline_parser(sub, _add_train_args)
+
+    nbs = sub.add_parser("notebooks", help="run the notebooks headless, or install their Keras-2 kernel"
+                         ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = nbs.add_parser("run", help="execute notebooks/*.ipynb and write the executed copies")
+    p.add_argument("--out", required=True, help="folder for the executed notebooks")
+    p.add_argument("--pipeline-root", help="pipeline root (default in the notebooks: out/demo/pipeline)")
+    p.add_argument("--model-dir", help="exported MDL SavedModel for the attention maps (default: newest push)")
+    p.add_argument("--data", help="dataset folder whose eval rows the attention maps use (default: out/demo/data)")
+    p.add_argument("--only", action="append", help="notebook name without .ipynb (repeatable)")
+    p.set_defaults(func=cmd_notebooks)
+    p = nbs.add_parser("kernel", help="install the 'mdl-tf' Jupyter kernel (sets TF_USE_LEGACY_KERAS=1)")
+    p.add_argument("--prefix", help="environment prefix (default: this interpreter's)")
+    p.set_defaults(func=cmd_notebooks)
 
     bench = sub.add_parser("bench", help="benchmarks (speed, serving)").add_subparsers(dest="bench", metavar="BENCH",
                                                                                        required=True)

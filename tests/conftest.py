@@ -48,3 +48,32 @@ def synth_batch(synth_dir, synth_cfg):
     rows = frame.iloc[:64]
     batch = transform({k: tf.constant(v) for k, v in raw_columns(rows, synth_cfg).items()})
     return transform, vocab_sizes(synth_cfg, stats), batch, rows
+
+
+SYNTH_SCHEMA = os.path.join(REPO, "schemas", "synthetic")
+PIPELINE_ARGS = ["--d-model", "16", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
+                 "--max-auc-drop", "0.2"]
+
+
+def run_pipeline(data, root, *extra):
+    """`mdl-tf pipeline run` on the synthetic schema with a tiny model; returns the exit code."""
+    from mdl_tf.cli import main
+
+    return main(["pipeline", "run", "--data", str(data), "--schema", SYNTH_SCHEMA, "--root", str(root),
+                 *PIPELINE_ARGS, *extra])
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(tmp_path_factory):
+    """Two pipeline runs on the same 3,000 synthetic rows: the second trains longer, so the Trainer re-runs and the
+    Evaluator compares it with the first (blessed) model. Returns (data dir, pipeline root, first pushed versions)."""
+    from mdl_tf.data import synthetic
+    from tfx_pipeline import artifacts
+
+    base = tmp_path_factory.mktemp("pipeline")
+    data, root = base / "data", base / "root"
+    synthetic.write(data, rows=3000, seed=4)
+    assert run_pipeline(data, root, "--train-steps", "60") == 0
+    first = [p.name for p in artifacts.pushed_versions(root / "serving", "mdl")]
+    assert run_pipeline(data, root, "--train-steps", "90") == 0
+    return data, root, first

@@ -15,27 +15,9 @@ from mdl_tf.data import synthetic
 from mdl_tf.serving.warmup import WARMUP_FILE, read_warmup_requests
 from tfx_pipeline import artifacts
 from tfx_pipeline.local_runner import beam_args, versioned_schema
+from tests.conftest import SYNTH_SCHEMA as SCHEMA
+from tests.conftest import run_pipeline as _run
 from tfx_pipeline.models.model import WEIGHTS, build_from_transform
-
-SCHEMA = str(Path(__file__).resolve().parent.parent / "schemas" / "synthetic")
-RUN_ARGS = ["--d-model", "16", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
-            "--max-auc-drop", "0.2"]
-
-
-def _run(data, root, *extra):
-    return main(["pipeline", "run", "--data", str(data), "--schema", SCHEMA, "--root", str(root), *RUN_ARGS, *extra])
-
-
-@pytest.fixture(scope="module")
-def pipeline_runs(tmp_path_factory):
-    """Two runs on the same data: the second trains longer, so it retrains and is compared to the first."""
-    base = tmp_path_factory.mktemp("pipeline")
-    data, root = base / "data", base / "root"
-    synthetic.write(data, rows=3000, seed=4)
-    assert _run(data, root, "--train-steps", "60") == 0
-    first = [p.name for p in artifacts.pushed_versions(root / "serving", "mdl")]
-    assert _run(data, root, "--train-steps", "90") == 0
-    return data, root, first
 
 
 def _custom_config(model_uri):

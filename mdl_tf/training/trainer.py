@@ -118,7 +118,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
     export_saved_model(model, transform, cfg, out / "saved_model",
-                       metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams},
+                       metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams,
+                                 "vocab_sizes": sizes},
                        warmup=rows_to_examples(frames["eval"].iloc[:16], cfg))
     write_json(out / "train_config.json", {**dataclasses.asdict(tc), "data_dir": str(data_dir),
                                            "schema_dir": str(schema_dir), "hparams": hparams})

@@ -135,4 +135,5 @@ def run_fn(fn_args) -> None:
         warmup=warmup_examples(tft_output, cfg, configs.WARMUP_REQUESTS),
         metadata={"model": tc.model, "model_name": model_name, "feature_config_version": cfg.version,
                   "hparams": custom.get("hparams") or {}, "code_version": custom.get("code_version"),
+                  "vocab_sizes": vocab_sizes_from(tft_output, cfg), "precision": tc.precision,
                   "trainer_metrics": json.loads((run_dir / TRAINER_METRICS).read_text())["params"]})
