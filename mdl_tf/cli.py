@@ -116,8 +116,13 @@ def cmd_run(args) -> None:
                                                                 "seed": args.seed}, train_steps=steps)
     metrics = artifacts.evaluation_metrics(summary["evaluation"]) if summary["evaluation"] else {}
     if not summary["pushed"]:
-        raise CLIError(f"the pipeline ran but pushed no model (blessed: {summary['blessed']}); see the Evaluator "
-                       f"output {summary['evaluation']}")
+        # Not blessed (for example, worse than the model already pushed): the gate did its job; serve what is there.
+        served = artifacts.pushed_versions(Path(summary["serving_model_base"]).parent, "mdl")
+        if not served:
+            raise CLIError(f"the pipeline ran but no model was ever blessed; see the Evaluator output "
+                           f"{summary['evaluation']} (notebooks/tfma_sliced_evaluation.ipynb shows why)")
+        print(f"      the new model was not blessed (see {summary['evaluation']}); version {served[-1].name} stays "
+              f"the served one")
     print(f"[3/3] serve {summary['serving_model_base']} over TF Serving's gRPC API (development server on "
           f"loopback) and score test rows with the client")
     cfg = synthetic.feature_config()

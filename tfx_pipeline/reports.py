@@ -79,6 +79,20 @@ def _thresholds(eval_uri) -> list:
     return found
 
 
+def _describe_threshold(threshold) -> str:
+    import tensorflow_model_analysis as tfma
+
+    if threshold.HasField("change_threshold"):
+        c = threshold.change_threshold
+        bound = c.absolute.value if c.HasField("absolute") else c.relative.value
+        higher = c.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+        return f"change >= {bound:g}" if higher else f"change <= {bound:g}"
+    v = threshold.value_threshold
+    parts = ([f">= {v.lower_bound.value:g}"] if v.HasField("lower_bound") else []) + (
+        [f"<= {v.upper_bound.value:g}"] if v.HasField("upper_bound") else [])
+    return "value " + " and ".join(parts)
+
+
 def blessing(eval_uri) -> tuple:
     """(blessed, DataFrame of every threshold with the measured value and pass/fail, list of failure messages).
 
@@ -86,18 +100,24 @@ def blessing(eval_uri) -> tuple:
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(str(eval_uri))
-    failures = [f.message for per_slice in result.metric_validations_per_slice for f in per_slice.failures]
+    failed_keys, failures = set(), []
+    for per_slice in result.metric_validations_per_slice:
+        for f in per_slice.failures:
+            key = f.metric_key
+            failed_keys.add((key.output_name, key.name, key.is_diff))
+            what = "change against the baseline" if key.is_diff else "value"
+            failures.append(f"{key.output_name} {key.name} {what} {f.metric_value.double_value.value:.4f} fails "
+                            f"{_describe_threshold(f.metric_threshold)}" + (f" ({f.message})" if f.message else ""))
     failures += [f"no data for threshold slice {s}" for s in result.missing_slices]
     candidate = evaluation_metrics(eval_uri, "candidate")
     diff = evaluation_metrics(eval_uri, "diff")
     rows = []
     for output, metric, where, kind, bound in _thresholds(eval_uri):
-        key = metric.lower() if metric != "AUC" else "auc"
-        source = diff if kind.startswith("change") else candidate
-        measured = source.get(where, {}).get(output, {}).get(key)
-        failed = any(output in msg and metric.lower() in msg.lower() for msg in failures)
+        key = "auc" if metric == "AUC" else metric.lower()
+        is_change = kind.startswith("change")
+        measured = (diff if is_change else candidate).get(where, {}).get(output, {}).get(key)
         rows.append({"output": output, "metric": metric, "slice": where, "threshold": kind, "bound": bound,
-                     "measured": measured, "passed": not failed})
+                     "measured": measured, "passed": (output, key, is_change) not in failed_keys})
     return bool(result.validation_ok), pd.DataFrame(rows), failures
 
 
@@ -116,7 +136,7 @@ def plot_auc_by_slice(tables: dict, column: str):
     for ax, (output, table) in zip(axes[0], tables.items()):
         rows = scenario_rows(table, column)
         cols = ["AUC"] + (["baseline AUC"] if "baseline AUC" in rows else [])
-        rows[cols].rename(columns={"AUC": "candidate"}).plot.bar(ax=ax, rot=0)
+        rows[cols].rename(columns={"AUC": "candidate", "baseline AUC": "baseline"}).plot.bar(ax=ax, rot=0)
         ax.set_title(output)
         ax.set_ylabel("AUC")
         low, high = rows[cols].min().min(), rows[cols].max().max()
