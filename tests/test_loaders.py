@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ALICCP_SRC
+from tests.conftest import ALICCP_SRC
 from mdl_tf.data import aliccp, movielens
 from mdl_tf.data.io import DataError, read_split, split_path
 

@@ -50,7 +50,9 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     def feature_width(self, name: str) -> int:
         return 1 if self.cfg.feature(name).kind == "numeric" else self.embedding_dim
 
-    def call(self, features):
+    def call(self, features, target_shift=None):
+        """target_shift [B, embedding_dim] (optional) is added to every sequence's attention query (DFFM's
+        scenario-conditioned behaviour attention)."""
         out = {}
         for f in self.cfg.features:
             x = features[f.name]
@@ -65,6 +67,8 @@ class FeatureEmbedder(tf.keras.layers.Layer):
             else:
                 target_name = self.cfg.vocab_owner(f)
                 target = table(tf.reshape(features[target_name], [-1]))
+                if target_shift is not None:
+                    target = target + tf.cast(target_shift, target.dtype)
                 out[f.name] = self.poolers[f.name](table(x), tf.not_equal(x, PAD_ID), target)
         return out
 

@@ -6,9 +6,10 @@ Every registered model maps the transformed feature dict (`mdl_tf.data.transform
 from __future__ import annotations
 
 from mdl_tf.models.base import MultiDistributionModel, precision_policy
+from mdl_tf.models.baselines import BASELINES
 from mdl_tf.models.mdl import MDL_DEFAULTS, MDLModel
 
-REGISTRY = {"mdl": MDLModel}
+REGISTRY = {"mdl": MDLModel, **BASELINES}
 
 from mdl_tf.constants import PRECISIONS  # noqa: E402
 

@@ -1,0 +1,87 @@
+"""The shared body of every baseline (MDL_SPEC §10): MDL's tokenizer and an L-layer RankMixer backbone.
+
+    T_f = FeatureTokenizer(FeatureEmbedder(x))     [B, N_f, d]
+    T_f = RankMixerBlock^L(T_f);  h = mean_n T_f   [B, d]
+    e_scn = M-weighted mean of scenario embeddings [B, d_s]  (zeros for an unseen scenario)
+
+Subclasses add their multi-scenario / multi-task parts in `head_logits(h, e_scn, features, training)`.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mdl_tf.data.transform import SCENARIO_MASK
+from mdl_tf.layers import FeatureEmbedder, FeatureTokenizer, RankMixerBlock
+from mdl_tf.layers.per_token import PerTokenFFN
+from mdl_tf.models.base import MultiDistributionModel
+
+BACKBONE_DEFAULTS = dict(d_model=64, num_layers=2, ffn_multiplier=4, hidden=64, tokenizer="group",
+                         seq_encoder="din", scenario_dim=16, embedding_dim=None)
+
+
+class BackboneModel(MultiDistributionModel):
+    """Base class of the baselines. `hidden` is the width of towers and experts (the budget knob besides d)."""
+
+    model_name = "backbone"
+
+    def __init__(self, feature_config, vocab_sizes, d_model=64, num_layers=2, ffn_multiplier=4, hidden=64,
+                 tokenizer="group", seq_encoder="din", scenario_dim=16, embedding_dim=None, **kwargs):
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k in self.extra_hparams()}
+        super().__init__(feature_config, vocab_sizes, **kwargs)
+        cfg = self.cfg
+        self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, hidden=hidden,
+                            tokenizer=tokenizer, seq_encoder=seq_encoder, scenario_dim=scenario_dim,
+                            embedding_dim=embedding_dim, **{**self.extra_hparams(), **extra})
+        self.d_model, self.hidden = int(d_model), int(hidden)
+        self.embedder = FeatureEmbedder(cfg, vocab_sizes, embedding_dim or cfg.embedding_dim,
+                                        seq_encoder=seq_encoder, name="embedder")
+        widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
+        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
+        n_f = self.feature_tokenizer.num_tokens
+        if d_model % n_f:
+            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "
+                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
+        self.blocks = [RankMixerBlock(ffn_multiplier, name=f"rankmixer_{i}") for i in range(num_layers)]
+        self.scenario_embedding = self.add_weight(
+            "scenario_embedding", shape=(cfg.num_scenarios, scenario_dim), initializer="glorot_uniform")
+        self.build_heads(**self.hparams)
+
+    # -- for subclasses --------------------------------------------------------------------------------------------
+    @classmethod
+    def extra_hparams(cls) -> dict:
+        """Model-specific hyperparameters and their defaults (expert counts, ...)."""
+        return {}
+
+    def build_heads(self, **hparams) -> None:
+        raise NotImplementedError
+
+    def head_logits(self, h, e_scn, features, training=False) -> tf.Tensor:
+        raise NotImplementedError
+
+    # -- shared pieces ---------------------------------------------------------------------------------------------
+    def task_towers(self, name: str = "task_towers") -> PerTokenFFN:
+        """One d_in -> hidden -> 1 GELU MLP per task on [B, N_t, d_in] (einsum over tasks)."""
+        return PerTokenFFN(self.hidden, output_dim=1, name=name)
+
+    def per_task(self, x) -> tf.Tensor:
+        """[B, d] -> [B, N_t, d]: the same input for every task tower."""
+        return tf.tile(x[:, None, :], [1, self.cfg.num_tasks, 1])
+
+    def embed(self, features) -> dict:
+        return self.embedder(features)
+
+    def feature_tokens(self, features) -> tf.Tensor:
+        t_f = self.feature_tokenizer(self.embed(features))
+        for block in self.blocks:
+            t_f = block(t_f)
+        return t_f
+
+    def scenario_vector(self, features) -> tf.Tensor:
+        m = tf.cast(features[SCENARIO_MASK], self.compute_dtype)
+        norm = tf.maximum(tf.reduce_sum(m, -1, keepdims=True), 1.0)
+        return tf.matmul(m / norm, tf.cast(self.scenario_embedding, self.compute_dtype))
+
+    def compute_logits(self, features, training=False):
+        h = tf.reduce_mean(self.feature_tokens(features), axis=1)
+        logits = self.head_logits(h, self.scenario_vector(features), features, training=training)
+        return tf.cast(logits, tf.float32)

@@ -1,0 +1,100 @@
+"""Size any registered model to a dense-parameter budget (`--dense-params N`): within ±5% by its width (d) and, for
+the baselines, the tower/expert width (`hidden`); for MDL, d and the FFN multiplier. Embedding tables are not part
+of the budget (they are the same for every model); both counts are reported."""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+TOLERANCE = 0.05
+MAX_D = 1024
+
+
+class BudgetError(ValueError):
+    """No setting of the model's knobs lands within the tolerance of the budget."""
+
+
+def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
+    from mdl_tf.models import build_model
+
+    model = build_model(name, cfg, vocab_sizes, **hparams)
+    count = model.param_counts()["dense"]
+    del model
+    tf.keras.backend.clear_session()
+    return count
+
+
+def _d_step(name: str, cfg, hparams: dict) -> int:
+    n_f = len(cfg.token_groups) if hparams.get("tokenizer", "group") == "group" else None
+    step = n_f or 1
+    if name == "mdl":
+        step = step * hparams.get("attn_heads", 4) // math.gcd(step, hparams.get("attn_heads", 4))
+    return step
+
+
+def _largest_d_below(count, target: int, step: int) -> int:
+    """Largest multiple of `step` with count(d) <= target (count is increasing in d); `step` if none."""
+    lo, hi = 1, MAX_D // step
+    if count(step) > target:
+        return step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(mid * step) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step
+
+
+def size_to_budget(name: str, cfg, vocab_sizes: dict, target: int, tolerance: float = TOLERANCE,
+                   **hparams) -> dict:
+    """Hyperparameters (the given ones plus the sized knobs) whose dense count is within `tolerance` of `target`.
+
+    Returns {"hparams", "dense_params", "target", "relative_error"}; raises BudgetError naming the closest miss."""
+    if target <= 0:
+        raise BudgetError(f"--dense-params must be positive, got {target}")
+    fixed = {k: v for k, v in hparams.items() if k not in ("d_model", "hidden")}
+    cache = {}
+
+    def count(**knobs) -> int:
+        key = tuple(sorted(knobs.items()))
+        if key not in cache:
+            cache[key] = dense_params(name, cfg, vocab_sizes, **fixed, **knobs)
+        return cache[key]
+
+    step = _d_step(name, cfg, fixed)
+    tried = []
+    if name == "mdl":
+        fixed_k = fixed.pop("ffn_multiplier", None)
+        for k in ([fixed_k] if fixed_k else (4, 2, 3, 1, 6, 8)):
+            d = _largest_d_below(lambda d: count(d_model=d, ffn_multiplier=k), target, step)
+            for dd in (d, d + step):
+                tried.append(({"d_model": dd, "ffn_multiplier": k}, count(d_model=dd, ffn_multiplier=k)))
+            best = min(tried, key=lambda t: abs(t[1] - target))
+            if abs(best[1] - target) <= tolerance * target:
+                break
+    else:
+        d = _largest_d_below(lambda d: count(d_model=d, hidden=d), target, step)
+        for dd in (d, max(step, d - step), d + step):
+            lo, hi = 2, 8 * dd
+            while lo < hi:  # smallest hidden whose count reaches the target
+                mid = (lo + hi) // 2
+                if count(d_model=dd, hidden=mid) < target:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            for h in (lo - 1, lo):
+                if h >= 2:
+                    tried.append(({"d_model": dd, "hidden": h}, count(d_model=dd, hidden=h)))
+            best = min(tried, key=lambda t: abs(t[1] - target))
+            if abs(best[1] - target) <= tolerance * target:
+                break
+    knobs, got = min(tried, key=lambda t: abs(t[1] - target))
+    error = (got - target) / target
+    if abs(error) > tolerance:
+        raise BudgetError(f"{name}: no width lands within ±{tolerance:.0%} of {target:,} dense parameters; the "
+                          f"closest is {got:,} ({error:+.1%}) with {knobs}. Pick a budget nearer that, or change "
+                          f"the fixed hyperparameters")
+    return {"hparams": {**fixed, **knobs}, "dense_params": got, "target": int(target),
+            "relative_error": round(error, 4)}
