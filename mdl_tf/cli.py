@@ -66,6 +66,12 @@ def _hparams(args) -> dict:
             hp[key] = json.loads(value)
         except json.JSONDecodeError:
             hp[key] = value
+    if getattr(args, "ablation", None):
+        if args.model != "mdl":
+            raise CLIError(f"--ablation {args.ablation} removes a part of MDL; it needs --model mdl, not {args.model}")
+        from mdl_tf.models.mdl import ABLATIONS
+
+        hp.update(ABLATIONS[args.ablation])
     if args.d_model:
         hp["d_model"] = args.d_model
     if args.layers:
@@ -80,6 +86,7 @@ def _train_config(args):
     return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, **lrs, seed=args.seed,
                        precision=args.precision,
                        jit_compile=args.jit_compile, early_stopping_patience=args.patience,
+                       dense_params=int(args.dense_params) if args.dense_params else None,
                        verbose=1 if sys.stdout.isatty() else 2)
 
 
@@ -197,6 +204,11 @@ def _add_train_args(p) -> None:
     p.add_argument("--layers", type=int, help="number of MDL blocks L")
     p.add_argument("--hparam", action="append", metavar="NAME=VALUE",
                    help="any model flag, e.g. --hparam kv_source=previous (repeatable)")
+    p.add_argument("--ablation", choices=("no_task_tokens", "no_scenario_tokens", "no_global_token",
+                                          "no_scenario_attention", "no_task_attention"),
+                   help="MDL with exactly one component removed (MDL_SPEC §11); only with --model mdl")
+    p.add_argument("--dense-params", type=float, metavar="N",
+                   help="size the model to N dense parameters (±5%%) by its width, e.g. 2e6")
 
 
 def build_parser() -> argparse.ArgumentParser:

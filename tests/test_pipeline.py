@@ -75,7 +75,7 @@ def test_served_predictions_equal_the_trainers_on_raw_examples(pipeline_runs):
     served = tf.saved_model.load(str(pushed)).signatures["serving_default"](examples=tf.constant(serialized))
 
     custom = _custom_config(model_uri)
-    model, cfg, _ = build_from_transform(tft_output, custom)
+    model, cfg, _, _ = build_from_transform(tft_output, custom)
     model.load_weights(str(Path(run_uri) / WEIGHTS)).expect_partial()
     spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k not in cfg.label_columns}
     transformed = tft_output.transform_raw_features(tf.io.parse_example(serialized, spec))

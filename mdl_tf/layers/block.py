@@ -10,6 +10,15 @@ from mdl_tf.layers.per_token import PerTokenFFN
 
 KV_SOURCES = ("updated", "previous")
 FUSE_STATES = ("pre_ffn", "post_ffn")
+INTERACTIONS = ("attention", "mixer")
+
+
+def mixer_token_count(num_tokens: int, d_model: int) -> int:
+    """The smallest token count >= num_tokens that divides d (TokenMixing needs it); the rest are padding tokens."""
+    for count in range(num_tokens, d_model + 1):
+        if d_model % count == 0:
+            return count
+    raise ValueError(f"{num_tokens} tokens cannot be mixed at d_model={d_model}: no count between them divides d")
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")
@@ -23,14 +32,32 @@ class MDLBlock(tf.keras.layers.Layer):
 
     Information flows one way: T_f' never depends on T_s or T_t. `scenario_ffn=False` omits PFFN_s (the last layer's
     is never used, MDL_SPEC §4.6) and returns Ŝ as T_s'. Every block owns its weights.
+
+    Ablations (MDL_SPEC §11): `scenario_interaction="mixer"` / `task_interaction="mixer"` drop DAA_s / DAA_t and
+    append T_s / T_t to the tokens entering the RankMixer block instead (learnable padding tokens make the count
+    divide d; their outputs are discarded): the domain slice of its output replaces Ŝ / T̂_t, and the feature tokens
+    now also see those domain tokens. `task_path=False` ("w/o task token") drops DAA_t, PFFN_t and the task tokens;
+    the third output is then s̄ [B, 1, d], the fused scenario state.
     """
 
     def __init__(self, num_feature_tokens: int, d_model: int, ffn_multiplier: int = 4,
                  feature_block: str = "rankmixer", attn_heads: int = 4, attn_bias: bool = False,
                  attn_out_proj: bool = False, domain_prenorm: bool = False, share_kv: bool = False,
                  kv_source: str = "updated", fuse_state: str = "pre_ffn", scenario_ffn: bool = True,
-                 use_global_token: bool = True, scenario_path: bool = True, **kwargs):
+                 use_global_token: bool = True, scenario_path: bool = True, task_path: bool = True,
+                 scenario_interaction: str = "attention", task_interaction: str = "attention",
+                 num_scenario_tokens: int = 0, num_task_tokens: int = 0, **kwargs):
         super().__init__(**kwargs)
+        for name, value in (("scenario_interaction", scenario_interaction), ("task_interaction", task_interaction)):
+            if value not in INTERACTIONS:
+                raise ValueError(f"{name} must be one of {INTERACTIONS}, got {value!r}")
+        if not (scenario_path or task_path):
+            raise ValueError("an MDL block needs scenario tokens or task tokens (both ablated)")
+        self.task_path = bool(task_path)
+        # Token counts of the domain sets (for the padding of the "mixer" ablations).
+        self._num_scenario_tokens, self._num_task_tokens = int(num_scenario_tokens), int(num_task_tokens)
+        self.scenario_interaction = scenario_interaction if scenario_path else "attention"
+        self.task_interaction = task_interaction if task_path else "attention"
         if kv_source not in KV_SOURCES:
             raise ValueError(f"kv_source must be one of {KV_SOURCES}, got {kv_source!r}")
         if fuse_state not in FUSE_STATES:
@@ -48,33 +75,76 @@ class MDLBlock(tf.keras.layers.Layer):
         attn = dict(d_model=d_model, num_feature_tokens=num_feature_tokens, num_heads=attn_heads, use_bias=attn_bias,
                     output_projection=attn_out_proj, prenorm=domain_prenorm)
         self.feature = RankMixerBlock(ffn_multiplier, variant=feature_block, name="feature_block")
-        share_kv = share_kv and self.scenario_path
+        self.scenario_attends = self.scenario_path and self.scenario_interaction == "attention"
+        self.task_attends = self.task_path and self.task_interaction == "attention"
+        share_kv = share_kv and self.scenario_attends and self.task_attends
         self.share_kv = share_kv
-        self.attn_s = DomainAwareAttention(**attn, name="scenario_attention") if self.scenario_path else None
-        self.attn_t = DomainAwareAttention(**attn, project_kv=not share_kv, name="task_attention")
+        self.attn_s = DomainAwareAttention(**attn, name="scenario_attention") if self.scenario_attends else None
+        self.attn_t = (DomainAwareAttention(**attn, project_kv=not share_kv, name="task_attention")
+                       if self.task_attends else None)
         self.fusion = DomainFusion(use_global_token, name="fusion") if self.scenario_path else None
         self.ffn_s = PerTokenFFN(ffn_multiplier * d_model, name="scenario_ffn") if self.scenario_ffn else None
-        self.ffn_t = PerTokenFFN(ffn_multiplier * d_model, name="task_ffn")
+        self.ffn_t = PerTokenFFN(ffn_multiplier * d_model, name="task_ffn") if self.task_path else None
+
+    def build(self, input_shape):
+        # Only the "mixer" ablations need build-time sizes: how many learnable padding tokens to append.
+        n_mixed = self.num_feature_tokens
+        if self.scenario_path and self.scenario_interaction == "mixer":
+            n_mixed += self._num_scenario_tokens
+        if self.task_path and self.task_interaction == "mixer":
+            n_mixed += self._num_task_tokens
+        pads = mixer_token_count(n_mixed, self.d_model) - n_mixed if n_mixed > self.num_feature_tokens else 0
+        self.padding_tokens = (self.add_weight("padding_tokens", shape=(pads, self.d_model), initializer="zeros")
+                               if pads else None)
+        super().build(input_shape)
+
+    def _mix(self, feature_tokens, scenario_tokens, task_tokens):
+        """RankMixer over features (+ the domain tokens of a "mixer" ablation); returns T_f', mixed T_s, mixed T_t."""
+        parts = [feature_tokens]
+        mix_s = self.scenario_path and self.scenario_interaction == "mixer"
+        mix_t = self.task_path and self.task_interaction == "mixer"
+        if mix_s:
+            parts.append(scenario_tokens)
+        if mix_t:
+            parts.append(task_tokens)
+        if len(parts) == 1:
+            return self.feature(feature_tokens), None, None
+        if self.padding_tokens is not None:
+            batch = tf.shape(feature_tokens)[0]
+            parts.append(tf.tile(tf.cast(self.padding_tokens, feature_tokens.dtype)[None], [batch, 1, 1]))
+        out = self.feature(tf.concat(parts, axis=1))
+        n_f, n_s = self.num_feature_tokens, scenario_tokens.shape[1] if mix_s else 0
+        mixed_s = out[:, n_f:n_f + n_s] if mix_s else None
+        mixed_t = out[:, n_f + n_s:n_f + n_s + task_tokens.shape[1]] if mix_t else None
+        return out[:, :n_f], mixed_s, mixed_t
 
     def call(self, feature_tokens, scenario_tokens, task_tokens, membership, return_attention=False):
-        t_f = self.feature(feature_tokens)
+        t_f, mixed_s, mixed_t = self._mix(feature_tokens, scenario_tokens, task_tokens)
         kv_input = t_f if self.kv_source == "updated" else feature_tokens
-        if self.scenario_path:
+        weights, kv_s = {}, None
+        if self.scenario_attends:
             kv_s = self.attn_s.key_value(kv_input)
-            a_s, w_s = self.attn_s(scenario_tokens, kv=kv_s, return_attention=True)
+            a_s, weights["scenario"] = self.attn_s(scenario_tokens, kv=kv_s, return_attention=True)
             s_hat = a_s + scenario_tokens
-        a_t, w_t = self.attn_t(task_tokens, kv_input, kv=kv_s if self.share_kv else None, return_attention=True)
-        t_hat = a_t + task_tokens
+        elif self.scenario_path:
+            s_hat = mixed_s
+        if self.task_attends:
+            a_t, weights["task"] = self.attn_t(task_tokens, kv_input, kv=kv_s if self.share_kv else None,
+                                               return_attention=True)
+            t_hat = a_t + task_tokens
+        elif self.task_path:
+            t_hat = mixed_t
         if not self.scenario_path:
             t_t = self.ffn_t(t_hat) + t_hat
-            return (t_f, scenario_tokens, t_t, {"task": w_t}) if return_attention else (t_f, scenario_tokens, t_t)
+            return (t_f, scenario_tokens, t_t, weights) if return_attention else (t_f, scenario_tokens, t_t)
         t_s = self.ffn_s(s_hat) + s_hat if self.ffn_s is not None else s_hat
         s_bar = self.fusion(s_hat if self.fuse_state == "pre_ffn" else t_s, membership)
-        t_tilde = t_hat + s_bar[:, None, :]
-        t_t = self.ffn_t(t_tilde) + t_tilde
-        if return_attention:
-            return t_f, t_s, t_t, {"scenario": w_s, "task": w_t}
-        return t_f, t_s, t_t
+        if not self.task_path:
+            t_t = s_bar[:, None, :]  # "w/o task token": hand the fused scenario state to the model's towers
+        else:
+            t_tilde = t_hat + s_bar[:, None, :]
+            t_t = self.ffn_t(t_tilde) + t_tilde
+        return (t_f, t_s, t_t, weights) if return_attention else (t_f, t_s, t_t)
 
     def get_config(self):
         return {**super().get_config(), "num_feature_tokens": self.num_feature_tokens, "d_model": self.d_model,
@@ -82,4 +152,7 @@ class MDLBlock(tf.keras.layers.Layer):
                 "attn_heads": self.attn_heads, "attn_bias": self.attn_bias, "attn_out_proj": self.attn_out_proj,
                 "domain_prenorm": self.domain_prenorm, "share_kv": self.share_kv, "kv_source": self.kv_source,
                 "fuse_state": self.fuse_state, "scenario_ffn": self.scenario_ffn,
-                "use_global_token": self.use_global_token, "scenario_path": self.scenario_path}
+                "use_global_token": self.use_global_token, "scenario_path": self.scenario_path,
+                "task_path": self.task_path, "scenario_interaction": self.scenario_interaction,
+                "task_interaction": self.task_interaction, "num_scenario_tokens": self._num_scenario_tokens,
+                "num_task_tokens": self._num_task_tokens}

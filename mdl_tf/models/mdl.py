@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
 from mdl_tf.layers import DomainTokenizer, FeatureEmbedder, FeatureTokenizer, MDLBlock, ScenarioTowers, TaskHeads
+from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
 
 # The spec's defaults (MDL_SPEC §5.3, §8), except d: 256 is the production default, the registry's smaller
@@ -14,7 +15,17 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
                     domain_prenorm=False, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
                     fuse_state="pre_ffn", head="linear", last_scenario_ffn=False, use_global_token=True,
-                    use_scenario_tokens=True, embedding_dim=None)
+                    use_scenario_tokens=True, use_task_tokens=True, scenario_interaction="attention",
+                    task_interaction="attention", embedding_dim=None)
+
+# `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
+ABLATIONS = {
+    "no_task_tokens": {"use_task_tokens": False},
+    "no_scenario_tokens": {"use_scenario_tokens": False},
+    "no_global_token": {"use_global_token": False},
+    "no_scenario_attention": {"scenario_interaction": "mixer"},
+    "no_task_attention": {"task_interaction": "mixer"},
+}
 
 
 class MDLModel(MultiDistributionModel):
@@ -32,7 +43,8 @@ class MDLModel(MultiDistributionModel):
                  tokenizer="group", seq_encoder="din", feature_block="rankmixer", kv_source="updated",
                  attn_out_proj=False, attn_bias=False, domain_prenorm=False, share_kv=False, init_ffn_layers=2,
                  global_input="mean_spec", fuse_state="pre_ffn", head="linear", last_scenario_ffn=False,
-                 use_global_token=True, use_scenario_tokens=True, embedding_dim=None, **kwargs):
+                 use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
+                 scenario_interaction="attention", task_interaction="attention", embedding_dim=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -41,8 +53,14 @@ class MDLModel(MultiDistributionModel):
                             attn_bias=attn_bias, domain_prenorm=domain_prenorm, share_kv=share_kv,
                             init_ffn_layers=init_ffn_layers, global_input=global_input, fuse_state=fuse_state,
                             head=head, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
-                            use_scenario_tokens=use_scenario_tokens, embedding_dim=embedding_dim)
+                            use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
+                            scenario_interaction=scenario_interaction, task_interaction=task_interaction,
+                            embedding_dim=embedding_dim)
         self.use_scenario_tokens = bool(use_scenario_tokens)
+        self.use_task_tokens = bool(use_task_tokens)
+        if not (self.use_scenario_tokens or self.use_task_tokens):
+            raise ValueError("MDL without scenario tokens and without task tokens is the rankmixer baseline; "
+                             "use --model rankmixer")
         emb_dim = embedding_dim or cfg.embedding_dim
         self.embedder = FeatureEmbedder(cfg, vocab_sizes, emb_dim, seq_encoder=seq_encoder, name="embedder")
         widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
@@ -64,22 +82,27 @@ class MDLModel(MultiDistributionModel):
                                 ScenarioTowers(cfg.num_scenarios, d_model, name="scenario_towers"))
         self.task_tokenizer = DomainTokenizer(
             cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
-            ffn_layers=init_ffn_layers, name="task_tokenizer")
+            ffn_layers=init_ffn_layers, name="task_tokenizer") if use_task_tokens else None
+        # "w/o task token" ablation: per-task MLP towers on [mean-pooled T_f ⊕ s̄] instead of task tokens and heads.
+        self.task_towers = None if use_task_tokens else PerTokenFFN(d_model, output_dim=1, name="task_towers")
         self.blocks = [
             MDLBlock(n_f, d_model, ffn_multiplier, feature_block=feature_block, attn_heads=attn_heads,
                      attn_bias=attn_bias, attn_out_proj=attn_out_proj, domain_prenorm=domain_prenorm,
                      share_kv=share_kv, kv_source=kv_source, fuse_state=fuse_state,
                      scenario_ffn=last_scenario_ffn or layer < num_layers - 1, use_global_token=use_global_token,
-                     scenario_path=use_scenario_tokens, name=f"mdl_block_{layer}")
+                     scenario_path=use_scenario_tokens, task_path=use_task_tokens,
+                     scenario_interaction=scenario_interaction, task_interaction=task_interaction,
+                     num_scenario_tokens=cfg.num_scenarios + int(use_global_token), num_task_tokens=cfg.num_tasks,
+                     name=f"mdl_block_{layer}")
             for layer in range(num_layers)]
-        self.heads = TaskHeads(head, name="task_heads")
+        self.heads = TaskHeads(head, name="task_heads") if use_task_tokens else None
 
     def tokens(self, features, return_attention=False):
         """Run the backbone; returns the final (T_f, T_s, T_t) and, if asked, per-layer attention weights."""
         t_f = self.feature_tokenizer(self.embedder(features))
-        t_t = self.task_tokenizer(features)
+        t_t = self.task_tokenizer(features) if self.use_task_tokens else tf.zeros_like(t_f[:, :0])
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
-        t_s = self.scenario_tokenizer(features) if self.use_scenario_tokens else tf.zeros_like(t_t[:, :0])
+        t_s = self.scenario_tokenizer(features) if self.use_scenario_tokens else tf.zeros_like(t_f[:, :0])
         attention = []
         for block in self.blocks:
             if return_attention:
@@ -90,7 +113,10 @@ class MDLModel(MultiDistributionModel):
         return (t_f, t_s, t_t, attention) if return_attention else (t_f, t_s, t_t)
 
     def compute_logits(self, features, training=False):
-        _, _, t_t = self.tokens(features)
+        t_f, _, t_t = self.tokens(features)
+        if not self.use_task_tokens:  # t_t is s̄ [B, 1, d] here
+            pooled = tf.concat([tf.reduce_mean(t_f, axis=1), t_t[:, 0]], axis=-1)
+            return tf.cast(self.task_towers(tf.tile(pooled[:, None], [1, self.cfg.num_tasks, 1]))[..., 0], tf.float32)
         if self.scenario_towers is not None:
             t_t = self.scenario_towers(t_t, tf.cast(features[SCENARIO_MASK], t_t.dtype))
         return self.heads(t_t)

@@ -39,6 +39,7 @@ class TrainConfig:
     jit_compile: bool = False
     early_stopping_patience: int = 0  # epochs without eval mean-AUC gain before stopping; 0 = off
     max_steps_per_epoch: int | None = None
+    dense_params: int | None = None  # size the model's width to this dense-parameter budget (±5%)
     verbose: int = 1
 
 
@@ -65,6 +66,18 @@ class BestEpoch(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def sized_hparams(tc: TrainConfig, cfg, sizes: dict, hparams: dict) -> dict:
+    """hparams with the width knobs set to meet `tc.dense_params` (unchanged when no budget is given)."""
+    if not tc.dense_params:
+        return hparams
+    from mdl_tf.models.sizing import size_to_budget
+
+    sized = size_to_budget(tc.model, cfg, sizes, tc.dense_params, **hparams)
+    log.info("%s sized to %d dense parameters (%+.1f%% of %d): %s", tc.model, sized["dense_params"],
+             100 * sized["relative_error"], tc.dense_params, sized["hparams"])
+    return sized["hparams"]
 
 
 def predict_frame(model, frame, cfg, transform, batch_size: int = 2048) -> np.ndarray:
@@ -101,6 +114,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     transform = FeatureTransform(cfg, stats)
     sizes = vocab_sizes(cfg, stats)
 
+    hparams = sized_hparams(tc, cfg, sizes, hparams)
     model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
     model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
     train_ds = make_dataset(frames["train"], cfg, transform, tc.batch_size, shuffle=True, seed=tc.seed)

@@ -28,7 +28,7 @@ from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
-from mdl_tf.training.trainer import BestEpoch, TrainConfig
+from mdl_tf.training.trainer import BestEpoch, TrainConfig, sized_hparams
 from mdl_tf.utils import write_json
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
 from tfx_pipeline.pipeline import configs
@@ -68,12 +68,14 @@ def vocab_sizes_from(tft_output, cfg: FeatureConfig) -> dict:
 
 
 def build_from_transform(tft_output, custom_config: dict):
-    """(model, feature config, train config) sized from the Transform's vocabularies (also used by tests)."""
+    """(model, feature config, train config, model hparams) sized from the Transform's vocabularies (and to the
+    dense-parameter budget, when the train config has one)."""
     cfg = configs.feature_config_from(custom_config)
     tc = train_config_from(custom_config)
-    model = build_model(tc.model, cfg, vocab_sizes_from(tft_output, cfg), precision=tc.precision,
-                        **(custom_config.get("hparams") or {}))
-    return model, cfg, tc
+    sizes = vocab_sizes_from(tft_output, cfg)
+    hparams = sized_hparams(tc, cfg, sizes, dict(custom_config.get("hparams") or {}))
+    model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
+    return model, cfg, tc, hparams
 
 
 def serving_raw_spec(tft_output, cfg: FeatureConfig) -> dict:
@@ -99,7 +101,7 @@ def run_fn(fn_args) -> None:
     tf.keras.utils.set_random_seed(train_config_from(custom).seed)
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
-        model, cfg, tc = build_from_transform(tft_output, custom)
+        model, cfg, tc, hparams = build_from_transform(tft_output, custom)
         model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
 
     epochs = max(1, tc.epochs)
@@ -126,7 +128,7 @@ def run_fn(fn_args) -> None:
         "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
-        "hparams": custom.get("hparams") or {}, "train": dataclasses.asdict(tc)})
+        "hparams": hparams, "train": dataclasses.asdict(tc)})
 
     model_name = custom.get("model_name", configs.MODEL_NAME)
     export_saved_model(
@@ -134,6 +136,6 @@ def run_fn(fn_args) -> None:
         raw_spec=serving_raw_spec(tft_output, cfg),
         warmup=warmup_examples(tft_output, cfg, configs.WARMUP_REQUESTS),
         metadata={"model": tc.model, "model_name": model_name, "feature_config_version": cfg.version,
-                  "hparams": custom.get("hparams") or {}, "code_version": custom.get("code_version"),
+                  "hparams": hparams, "code_version": custom.get("code_version"),
                   "vocab_sizes": vocab_sizes_from(tft_output, cfg), "precision": tc.precision,
                   "trainer_metrics": json.loads((run_dir / TRAINER_METRICS).read_text())["params"]})

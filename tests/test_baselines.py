@@ -1,0 +1,150 @@
+"""The baselines and the MDL ablations: one interface, one parameter budget, learning on real and synthetic data."""
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mdl_tf import config as cfgmod
+from mdl_tf.data import movielens, synthetic
+from mdl_tf.layers.block import mixer_token_count
+from mdl_tf.models import REGISTRY, build_model
+from mdl_tf.models.base import dummy_features
+from mdl_tf.models.mdl import ABLATIONS
+from mdl_tf.models.sizing import BudgetError, size_to_budget
+from mdl_tf.training.trainer import TrainConfig, train
+
+BASELINES = [m for m in REGISTRY if m != "mdl"]
+SIZES = None
+
+
+def _sizes(cfg, n=60):
+    return {f.name: n for f in cfg.features if f.is_id_feature}
+
+
+def _components(model) -> dict:
+    """{component path: shape} with the model's own name and block indices stripped, e.g.
+    'mdl_block_*/task_attention/query/kernel:0'."""
+    out = {}
+    for v in model.trainable_variables:
+        path = re.sub(r"mdl_block_\d+", "mdl_block_*", v.name.split("/", 1)[1])
+        # DAA_s's K/V projection is built where the block first calls `key_value()`, so Keras names it
+        # mdl_block_*/key_value; it belongs to the scenario attention.
+        path = path.replace("mdl_block_*/key_value/", "mdl_block_*/scenario_attention/key_value/")
+        out.setdefault(path, []).append(tuple(v.shape))
+    return out
+
+
+def _prefixes(paths) -> set:
+    return {"/".join(p.split("/")[:2]) if p.startswith("mdl_block_*") else p.split("/")[0] for p in paths}
+
+
+EXPECTED_ABLATIONS = {
+    # ablation: (components removed, components added, components whose shapes change)
+    "no_task_tokens": ({"task_tokenizer", "mdl_block_*/task_attention", "mdl_block_*/task_ffn", "task_heads"},
+                       {"task_towers"}, set()),
+    "no_scenario_tokens": ({"scenario_tokenizer", "mdl_block_*/scenario_attention", "mdl_block_*/scenario_ffn"},
+                           {"scenario_towers"}, set()),
+    "no_global_token": (set(), set(), {"scenario_tokenizer", "mdl_block_*/scenario_attention",
+                                       "mdl_block_*/scenario_ffn"}),
+    "no_scenario_attention": ({"mdl_block_*/scenario_attention"}, set(), {"mdl_block_*/feature_block"}),
+    "no_task_attention": ({"mdl_block_*/task_attention"}, {"mdl_block_*/padding_tokens:0"},
+                          {"mdl_block_*/feature_block"}),
+}
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_each_ablation_removes_exactly_its_component(synth_cfg, ablation):
+    full = _components(build_model("mdl", synth_cfg, _sizes(synth_cfg), d_model=32))
+    ablated_model = build_model("mdl", synth_cfg, _sizes(synth_cfg), d_model=32, **ABLATIONS[ablation])
+    ablated = _components(ablated_model)
+    removed, added, changed = EXPECTED_ABLATIONS[ablation]
+    if ablation in ("no_scenario_attention", "no_task_attention"):
+        # Padding tokens exist only when the joint token count does not divide d (4 + 4 does, 4 + 2 does not).
+        joint = 4 + (4 if ablation == "no_scenario_attention" else 2)
+        assert (mixer_token_count(joint, 32) > joint) == bool(added)
+    assert _prefixes(set(full) - set(ablated)) == removed
+    assert _prefixes(set(ablated) - set(full)) == added
+    assert _prefixes(p for p in set(full) & set(ablated) if full[p] != ablated[p]) == changed
+    probs = ablated_model(dummy_features(synth_cfg, 3))
+    assert set(probs) == {"click", "purchase"} and probs["click"].shape == (3,)
+
+
+def test_ablations_are_only_for_mdl(capsys):
+    from mdl_tf.cli import main
+
+    assert main(["train", "--data", "x", "--out", "y", "--model", "mmoe", "--ablation", "no_task_tokens"]) == 2
+    assert "needs --model mdl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_budget_matching_lands_within_5_percent(synth_cfg, name):
+    target = 150_000
+    sized = size_to_budget(name, synth_cfg, _sizes(synth_cfg), target)
+    assert abs(sized["dense_params"] - target) <= 0.05 * target
+    model = build_model(name, synth_cfg, _sizes(synth_cfg), **sized["hparams"])
+    assert model.param_counts()["dense"] == sized["dense_params"]
+
+
+def test_an_impossible_budget_names_the_closest_setting(synth_cfg):
+    with pytest.raises(BudgetError, match="closest"):
+        size_to_budget("mdl", synth_cfg, _sizes(synth_cfg), 500)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_degenerate_single_scenario_single_task_and_bad_input(synth_cfg, name):
+    raw = synth_cfg.to_dict()
+    raw["scenario"] = {"column": "scenario", "values": ["home"]}
+    raw["tasks"] = [{"name": "click", "label": "click"}]
+    single = cfgmod.from_dict(raw)
+    model = build_model(name, single, _sizes(single), d_model=16)
+    model.compile()
+    x = dummy_features(single, 8)
+    y = {"labels": tf.constant(np.random.default_rng(0).integers(0, 2, (8, 1)), tf.float32),
+         "label_mask": tf.ones([8, 1])}
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"]) and set(model(x)) == {"click"}
+    missing = {k: v for k, v in dummy_features(synth_cfg, 2).items() if k != "item_id"}
+    full = build_model(name, synth_cfg, _sizes(synth_cfg), d_model=16)
+    with pytest.raises(KeyError, match="item_id"):
+        full(missing)
+    with pytest.raises(KeyError, match="item_id"):
+        build_model(name, synth_cfg, {k: v for k, v in _sizes(synth_cfg).items() if k != "item_id"}, d_model=16)
+
+
+@pytest.fixture(scope="module")
+def synth_20k(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth20k")
+    synthetic.write(out, rows=20000, seed=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ml_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ml_baselines")
+    movielens.write(out, src=movielens.fetch())
+    return out
+
+
+def _train_and_check(data, out, name, epochs, tasks, scenarios):
+    metrics = train(data, data, out, TrainConfig(model=name, epochs=epochs, batch_size=256, verbose=0),
+                    {"d_model": 16} if name == "mdl" else {"d_model": 16, "hidden": 32})
+    for scope in [metrics["overall"], *[metrics["per_scenario"][s] for s in scenarios]]:
+        for task in tasks:
+            assert scope[task]["auc"] > 0.5, (name, scope, task)
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    assert set(loaded.signatures["serving_default"].structured_outputs) == {f"{t}_probability" for t in tasks}
+    assert json.loads((out / "metrics.json").read_text())["params"]["dense"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_model_learns_every_cell_on_synthetic_data(synth_20k, tmp_path, name):
+    _train_and_check(synth_20k, tmp_path / name, name, 2, ["click", "purchase"], synthetic.SCENARIOS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_model_learns_every_cell_on_movielens(ml_data, tmp_path, name):
+    _train_and_check(ml_data, tmp_path / name, name, 1, ["click", "like"], movielens.AGE_GROUPS)
