@@ -38,7 +38,7 @@ def test_tfma_notebook_shows_per_scenario_tables_blessing_and_plots(pipeline_run
 @pytest.mark.slow
 def test_attention_notebook_shows_maps_for_a_pushed_model(pipeline_runs, tmp_path):
     data, root, _ = pipeline_runs
-    model_dir = artifacts.pushed_versions(root / "serving", "mdl")[-1]
+    model_dir = artifacts.pushed_versions(root / "serving", "mdl")[0]  # the MDL run (the second is MMoE)
     out = notebooks.execute(notebooks.NOTEBOOKS_DIR / "mdl_attention_maps.ipynb", tmp_path / "attention.ipynb",
                             {"model_dir": model_dir, "data_dir": data})
     html, images = _outputs(out)
