@@ -49,3 +49,17 @@ def test_images_match_the_pinned_tensorflow_and_flags_point_at_mounted_files():
     assert all((SERVING / m).exists() for m in mounted if m.startswith("./"))
     service = yaml.safe_load((SERVING / "k8s" / "service.yaml").read_text())
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
+
+
+def test_pipeline_image_installs_the_pins_with_keras_2_and_ships_the_schemas():
+    root = SERVING.parent
+    text = (root / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.10[.\d]*-", text, re.M)  # TFX 1.16 needs Python 3.10
+    assert "TF_USE_LEGACY_KERAS=1" in text
+    assert "-c constraints.txt -r requirements.txt" in text
+    for folder in ("mdl_tf", "tfx_pipeline", "schemas"):
+        assert f"COPY {folder} ./{folder}" in text
+    from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
+    import inspect
+
+    assert "/app/schemas/" in inspect.getsource(compile_pipeline)  # the default schema URI is inside the image

@@ -46,8 +46,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     validator = tfx.components.ExampleValidator(statistics=stats.outputs["statistics"],
                                                 schema=schema.outputs["schema"])
     gate = AnomaliesGate(anomalies=validator.outputs["anomalies"], fail_on_anomalies=int(fail_on_anomalies))
+    # The Transform gets only what it reads, so switching models or training settings reuses its cached output.
     transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema.outputs["schema"],
-                                         preprocessing_fn=PREPROCESSING_FN, custom_config=custom)
+                                         preprocessing_fn=PREPROCESSING_FN, custom_config=configs.custom_config(cfg))
     transform.add_upstream_node(gate)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
