@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
-from mdl_tf.layers import DomainTokenizer, FeatureEmbedder, FeatureTokenizer, MDLBlock, ScenarioTowers, TaskHeads
+from mdl_tf.layers import DomainTokenizer, MDLBlock, ScenarioTowers, TaskHeads
 from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
 
@@ -62,13 +62,7 @@ class MDLModel(MultiDistributionModel):
             raise ValueError("MDL without scenario tokens and without task tokens is the rankmixer baseline; "
                              "use --model rankmixer")
         emb_dim = embedding_dim or cfg.embedding_dim
-        self.embedder = FeatureEmbedder(cfg, vocab_sizes, emb_dim, seq_encoder=seq_encoder, name="embedder")
-        widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
-        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
-        n_f = self.feature_tokenizer.num_tokens
-        if d_model % n_f:
-            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "
-                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
+        n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer)
 
         def important(domain):
             return {f.name: vocab_sizes[f.name] for f in cfg.important_features(domain)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
-from mdl_tf.layers import FeatureEmbedder, FeatureTokenizer, RankMixerBlock
+from mdl_tf.layers import RankMixerBlock
 from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
 
@@ -33,14 +33,7 @@ class BackboneModel(MultiDistributionModel):
                             tokenizer=tokenizer, seq_encoder=seq_encoder, scenario_dim=scenario_dim,
                             embedding_dim=embedding_dim, **{**self.extra_hparams(), **extra})
         self.d_model, self.hidden = int(d_model), int(hidden)
-        self.embedder = FeatureEmbedder(cfg, vocab_sizes, embedding_dim or cfg.embedding_dim,
-                                        seq_encoder=seq_encoder, name="embedder")
-        widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
-        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
-        n_f = self.feature_tokenizer.num_tokens
-        if d_model % n_f:
-            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "
-                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
+        self.build_feature_tokens(d_model, embedding_dim, seq_encoder, tokenizer)
         self.blocks = [RankMixerBlock(ffn_multiplier, name=f"rankmixer_{i}") for i in range(num_layers)]
         self.scenario_embedding = self.add_weight(
             "scenario_embedding", shape=(cfg.num_scenarios, scenario_dim), initializer="glorot_uniform")
