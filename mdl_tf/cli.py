@@ -180,6 +180,23 @@ def cmd_notebooks(args) -> None:
         print(f"executed {path}")
 
 
+def cmd_bench_quality(args) -> None:
+    from mdl_tf.bench.quality import run_quality_bench
+    from mdl_tf.constants import MODEL_NAMES
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise CLIError(f"--models: unknown model(s) {unknown}; available: {', '.join(MODEL_NAMES)}")
+    result = run_quality_bench(args.dataset, models, args.seeds, args.out,
+                               dense_params=int(args.dense_params) if args.dense_params else None,
+                               epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                               ablations=[] if args.ablations == "none" else args.ablations.split(","),
+                               rows=args.rows)
+    print((Path(args.out) / args.dataset / "quality.md").read_text())
+    print(f"mean test AUC: " + ", ".join(f"{k} {v['mean_auc']['mean']:.4f}" for k, v in result["rows"].items()))
+
+
 def cmd_bench_speed(args) -> None:
     from mdl_tf.bench.speed import run_speed_bench
 
@@ -275,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (speed, serving)").add_subparsers(dest="bench", metavar="BENCH",
                                                                                        required=True)
     add_serving_parsers(sub, bench)
+    p = bench.add_parser("quality", help="MDL vs the baselines (+ ablations) at one dense budget, over seeds")
+    p.add_argument("--dataset", choices=("synthetic", "movielens"), default="movielens")
+    p.add_argument("--models", default="mdl,rankmixer,shared_bottom,mmoe,ple,star,hmoe,pepnet,dffm")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--dense-params", type=float, help="budget (default: MDL's dense count at d=64)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--patience", type=int, default=1, help="early stopping on the eval split")
+    p.add_argument("--rows", type=int, default=50_000, help="synthetic rows")
+    p.add_argument("--ablations", default="no_task_tokens,no_scenario_tokens,no_global_token,"
+                   "no_scenario_attention,no_task_attention", help="MDL ablation rows, comma-separated, or 'none'")
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=cmd_bench_quality)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
     p.add_argument("--batch-size", type=int, default=2048)

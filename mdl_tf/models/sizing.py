@@ -33,11 +33,20 @@ def _d_step(name: str, cfg, hparams: dict) -> int:
     return step
 
 
-def _largest_d_below(count, target: int, step: int) -> int:
-    """Largest multiple of `step` with count(d) <= target (count is increasing in d); `step` if none."""
-    lo, hi = 1, MAX_D // step
-    if count(step) > target:
-        return step
+def _min_d(name: str, cfg, hparams: dict, step: int) -> int:
+    """The smallest valid width: MDL's "mixer" ablations mix N_f + domain tokens, so d must be at least that many."""
+    tokens = 1
+    if name == "mdl" and "mixer" in (hparams.get("scenario_interaction"), hparams.get("task_interaction")):
+        tokens = len(cfg.token_groups) + cfg.num_scenarios + 1 + cfg.num_tasks
+    return step * max(1, -(-tokens // step))
+
+
+def _largest_d_below(count, target: int, step: int, min_d: int | None = None) -> int:
+    """Largest multiple of `step` (>= min_d) with count(d) <= target (count increases with d); min_d if none."""
+    first = (min_d or step) // step
+    lo, hi = first, MAX_D // step
+    if count(first * step) > target:
+        return first * step
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if count(mid * step) <= target:
@@ -64,11 +73,12 @@ def size_to_budget(name: str, cfg, vocab_sizes: dict, target: int, tolerance: fl
         return cache[key]
 
     step = _d_step(name, cfg, fixed)
+    min_d = _min_d(name, cfg, fixed, step)
     tried = []
     if name == "mdl":
         fixed_k = fixed.pop("ffn_multiplier", None)
         for k in ([fixed_k] if fixed_k else (4, 2, 3, 1, 6, 8)):
-            d = _largest_d_below(lambda d: count(d_model=d, ffn_multiplier=k), target, step)
+            d = _largest_d_below(lambda d: count(d_model=d, ffn_multiplier=k), target, step, min_d)
             for dd in (d, d + step):
                 tried.append(({"d_model": dd, "ffn_multiplier": k}, count(d_model=dd, ffn_multiplier=k)))
             best = min(tried, key=lambda t: abs(t[1] - target))

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import read_split
+from mdl_tf.data.io import read_split, split_path
 from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, save_stats,
                                    vocab_sizes)
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
@@ -131,6 +131,10 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "epochs_run": len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 2),
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
+    if split_path(data_dir, "test").exists():
+        # Held out from model selection (early stopping reads the eval split): what benchmarks report.
+        test = evaluate_frame(model, read_split(data_dir, "test", cfg), cfg, transform)
+        metrics["test"] = {**test, "mean_scenario_task_auc": mean_auc(test)}
     export_saved_model(model, transform, cfg, out / "saved_model",
                        metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams,
                                  "vocab_sizes": sizes},
