@@ -87,13 +87,25 @@ def _train_config(args):
                        precision=args.precision,
                        jit_compile=args.jit_compile, early_stopping_patience=args.patience,
                        dense_params=int(args.dense_params) if args.dense_params else None,
+                       strategy=args.strategy, max_steps_per_epoch=args.steps_per_epoch,
                        verbose=1 if sys.stdout.isatty() else 2)
+
+
+def cmd_cluster_server(args) -> None:
+    from mdl_tf.training.distribute import run_cluster_server
+
+    code = run_cluster_server(wait_for_chief_s=args.wait_for_chief)
+    sys.stdout.flush()
+    os._exit(code)  # the in-process gRPC server has no clean stop; the task is over either way
 
 
 def cmd_train(args) -> None:
     from mdl_tf.training.trainer import train
 
     metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), _hparams(args))
+    if metrics.get("role") == "worker":
+        print(f"worker finished training in {metrics['train_seconds']} s; the chief writes {args.out}")
+        return
     _print({k: metrics[k] for k in ("model", "params", "overall", "gauc", "mean_scenario_task_auc")})
     print(f"wrote {Path(args.out) / 'saved_model'} and {Path(args.out) / 'metrics.json'}")
 
@@ -200,8 +212,13 @@ def cmd_bench_quality(args) -> None:
 def cmd_bench_speed(args) -> None:
     from mdl_tf.bench.speed import run_speed_bench
 
-    _print(run_speed_bench(args.out, batch_size=args.batch_size, steps=args.steps, d_model=args.d_model,
-                           precision=args.precision, jit_compile=args.jit_compile))
+    result = run_speed_bench(args.out, batch_size=args.batch_size, steps=args.steps, d_model=args.d_model,
+                             num_layers=args.layers, precision=args.precision, jit_compile=args.jit_compile,
+                             compare=not args.no_compare, scaling=not args.no_scaling,
+                             scaling_batch_size=args.scaling_batch_size)
+    _print({k: v for k, v in result.items() if k != "scaling"})
+    if "scaling" in result:
+        print((Path(args.out) / "scaling.md").read_text())
 
 
 # -- parser ----------------------------------------------------------------------------------------------------------
@@ -226,6 +243,11 @@ def _add_train_args(p) -> None:
                    help="MDL with exactly one component removed (MDL_SPEC §11); only with --model mdl")
     p.add_argument("--dense-params", type=float, metavar="N",
                    help="size the model to N dense parameters (±5%%) by its width, e.g. 2e6")
+    p.add_argument("--strategy", default="default",
+                   choices=("default", "mirrored", "multi_worker_mirrored", "parameter_server"),
+                   help="tf.distribute strategy; the multi-process ones read the cluster from TF_CONFIG "
+                        "(README, Scale out)")
+    p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (default: one pass)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cluster-server", help="serve a worker or ps task of a parameter-server cluster (TF_CONFIG) "
+                       "until its chief finishes")
+    p.add_argument("--wait-for-chief", type=float, default=600.0, metavar="SECONDS",
+                   help="exit with an error if the chief has not come up after this long")
+    p.set_defaults(func=cmd_cluster_server)
 
     p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, TFX pipeline, push, gRPC predict")
     p.add_argument("--out", default="out/demo")
@@ -310,8 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--precision", default="float32")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit-compile", action="store_true")
+    p.add_argument("--no-compare", action="store_true", help="skip MDL vs MMoE at equal dense parameters")
+    p.add_argument("--no-scaling", action="store_true", help="skip the d / L / N_f / N_t cost sweep")
+    p.add_argument("--scaling-batch-size", type=int, default=512)
     p.set_defaults(func=cmd_bench_speed)
     return parser
 
@@ -339,7 +371,9 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
-        user_error = _user_error(e, (CLIError, ConfigError, DataError))
+        from mdl_tf.training.distribute import ClusterConfigError
+
+        user_error = _user_error(e, (CLIError, ConfigError, DataError, ClusterConfigError))
         if user_error is None:
             raise
         print(f"mdl-tf: error: {user_error}", file=sys.stderr)

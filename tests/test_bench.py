@@ -25,3 +25,31 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot(tmp_path):
     table = (out / "synthetic" / "quality.md").read_text()
     assert "MDL vs best baseline" in table and "GAUC click" in table and result["command"] in table
     assert (out / "synthetic" / "quality.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path):
+    from mdl_tf.bench.speed import run_speed_bench
+
+    r = run_speed_bench(tmp_path, batch_size=64, steps=2, d_model=32, num_layers=1, scaling_batch_size=32,
+                        sweeps={"d_model": (32, 64), "feature_tokens": (2, 4), "tasks": (2, 3)})
+    saved = json.loads((tmp_path / "speed_float32.json").read_text())
+    assert saved["command"].startswith("mdl-tf bench speed") and saved["machine"]["cpus"] >= 1
+    assert r["train"]["examples_per_second"] > 0 and r["matmul_fp32_gflops"] > 0
+    assert 0 < r["fraction_of_matmul_rate"] and r["model"]["forward_mflops_per_example"] > 0
+    assert r["inference"]["batch1_latency_ms_p99"] >= r["inference"]["batch1_latency_ms_p50"] > 0
+    assert r["peak_rss_mib"] > 0
+    cmp = saved["mdl_vs_mmoe"]
+    assert abs(cmp["dense_params"]["mmoe"] - cmp["dense_params"]["mdl"]) <= 0.05 * cmp["dense_params"]["mdl"]
+    assert cmp["mdl_over_mmoe_time_ratio"] > 0
+    rows = saved["scaling"]["rows"]
+    assert [(x["knob"], x["value"]) for x in rows] == [("d_model", 32), ("d_model", 64), ("feature_tokens", 2),
+                                                        ("feature_tokens", 4), ("tasks", 2), ("tasks", 3)]
+    assert [x["feature_tokens"] for x in rows if x["knob"] == "feature_tokens"] == [2, 4]
+    assert [x["tasks"] for x in rows if x["knob"] == "tasks"] == [2, 3]
+    # The analytic cost grows with every knob.
+    for knob in ("d_model", "feature_tokens", "tasks"):
+        flops = [x["forward_mflops_per_example"] for x in rows if x["knob"] == knob]
+        assert flops[1] > flops[0], knob
+    assert "| d_model | 64 |" in (tmp_path / "scaling.md").read_text()
+    assert (tmp_path / "scaling.png").stat().st_size > 1000

@@ -216,7 +216,38 @@ def test_beam_profiles(tmp_path):
     assert beam_args(3)[1] == "--direct_num_workers=3"
     f = tmp_path / "flink.yaml"
     f.write_text("runner: FlinkRunner\nflink_master: localhost:8081\n")
-    assert beam_args(1, f)[1:] == ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
+    assert beam_args(1, f) == ["--runner=FlinkRunner", "--flink_master=localhost:8081"]
+    f.write_text("experiments: beam_fn_api\n")  # no runner of its own: added to the local DirectRunner flags
+    assert beam_args(2, f) == ["--direct_running_mode=multi_processing", "--direct_num_workers=2",
+                               "--experiments=beam_fn_api"]
     f.write_text("- runner=oops\n")
     with pytest.raises(Exception, match="--flag=value"):
         beam_args(1, f)
+
+
+@pytest.mark.parametrize("profile, runner, view", [
+    ("direct_multiprocess", "DirectRunner", "DirectOptions"),
+    ("flink", "FlinkRunner", "FlinkRunnerOptions"),
+    ("spark", "SparkRunner", "SparkRunnerOptions"),
+    ("dataflow", "DataflowRunner", "GoogleCloudOptions"),
+])
+def test_shipped_beam_profiles_build_valid_pipeline_options(profile, runner, view):
+    """Every shipped profile parses into Beam PipelineOptions with no flag Beam does not know."""
+    import yaml
+    from apache_beam.options import pipeline_options as po
+
+    from tfx_pipeline.local_runner import PROFILES
+
+    path = PROFILES / f"{profile}.yaml"
+    args = beam_args(1, path)
+    options = po.PipelineOptions(args)
+    assert options.view_as(po.StandardOptions).runner == runner
+    known = options.get_all_options(retain_unknown_options=False)
+    for key in yaml.safe_load(path.read_text()):
+        assert key in known, f"{path.name}: Beam does not know --{key}"
+    assert options.view_as(getattr(po, view)) is not None
+    if profile == "dataflow":
+        gcp = options.view_as(po.GoogleCloudOptions)
+        assert gcp.temp_location.startswith("gs://") and gcp.region
+    if profile == "direct_multiprocess":
+        assert options.view_as(po.DirectOptions).direct_running_mode == "multi_processing"

@@ -106,14 +106,3 @@ def test_scenario_tokens_help_the_minority_scenarios(tmp_path):
         results[name] = np.mean([m["per_scenario"][s][t]["auc"] for s in ("feed", "search")
                                  for t in ("click", "purchase")])
     assert results["mdl"] > results["no_scenario_tokens"] + 0.005, results
-
-
-def test_bench_speed_smoke_writes_its_report(tmp_path):
-    from mdl_tf.bench.speed import run_speed_bench
-
-    r = run_speed_bench(tmp_path, batch_size=64, steps=2, d_model=32)
-    saved = json.loads((tmp_path / "speed_float32.json").read_text())
-    assert saved["command"].startswith("mdl-tf bench speed") and saved["machine"]["cpus"] >= 1
-    assert r["train"]["examples_per_second"] > 0 and r["matmul_fp32_gflops"] > 0
-    assert 0 < r["fraction_of_matmul_rate"] and r["model"]["forward_mflops_per_example"] > 0
-    assert r["inference"]["batch1_latency_ms_p99"] >= r["inference"]["batch1_latency_ms_p50"] > 0

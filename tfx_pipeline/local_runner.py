@@ -63,8 +63,14 @@ def beam_args(workers: int = 1, args_file=None) -> list:
         if not isinstance(loaded, list) or not all(isinstance(a, str) and a.startswith("--") for a in loaded):
             raise cfgmod.ConfigError(f"{args_file}: Beam arguments must be a list of '--flag=value' strings or a "
                                      f"mapping of flag -> value")
+        if any(a.startswith("--direct_") or (a.startswith("--runner=") and a != "--runner=DirectRunner")
+               for a in loaded):
+            out = []  # the profile chooses the runner (or its own DirectRunner mode)
         out += loaded
     return out
+
+
+PROFILES = Path(__file__).parent / "beam_profiles"  # direct_multiprocess, flink, spark, dataflow (.yaml)
 
 
 def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: str = configs.MODEL_NAME,

@@ -150,6 +150,12 @@ class MultiDistributionModel(tf.keras.Model):
         sparse = [v for v in self.trainable_variables if v.ref() in sparse_refs]
         return dense, sparse
 
+    def model_weights(self) -> list:
+        """The model's own weights, without the metric state Keras also lists in `weights` (under a distribution
+        strategy, metric variables are per-replica and reading them is a cross-worker reduction)."""
+        metric_refs = {v.ref() for m in self.metrics for v in m.variables}
+        return [v for v in self.weights if v.ref() not in metric_refs]
+
     def param_counts(self) -> dict:
         dense, sparse = self.variable_groups()
         return {"dense": int(sum(np.prod(v.shape) for v in dense)),
@@ -190,10 +196,17 @@ class MultiDistributionModel(tf.keras.Model):
             logits = self.compute_logits(features, training=True)
             loss = self._loss(labels, logits, mask)
             objective = loss * self._loss_scale.scale if self._loss_scale is not None else loss
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:  # the optimizers sum gradients over replicas; the loss is a mean over the global batch
+                objective = objective / replicas
         grads = tape.gradient(objective, dense_vars + sparse_vars)
         if self._loss_scale is not None:
             inv = 1.0 / self._loss_scale.scale
             grads = [_map_grad(g, lambda x: x * tf.cast(inv, x.dtype)) for g in grads]
+        if replicas > 1:
+            # Synchronous replicas all-reduce dense tensors; IndexedSlices would need all-gathers, which pile up
+            # threads on CPU collectives (TF 2.16) until the process dies. Single-replica training keeps them sparse.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         dense_pairs = [(g, v) for g, v in zip(grads[: len(dense_vars)], dense_vars) if g is not None]
         sparse_pairs = [(g, v) for g, v in zip(grads[len(dense_vars):], sparse_vars) if g is not None]
 

@@ -14,13 +14,14 @@ import tensorflow as tf
 
 from mdl_tf import config as cfgmod
 from mdl_tf.data.io import read_split, split_path
-from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, save_stats,
-                                   vocab_sizes)
+from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, raw_columns,
+                                   save_stats, vocab_sizes)
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_LR
 from mdl_tf.serving.examples import rows_to_examples
+from mdl_tf.training import distribute
 from mdl_tf.training.data import make_dataset
 from mdl_tf.utils import write_json
 
@@ -40,6 +41,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without eval mean-AUC gain before stopping; 0 = off
     max_steps_per_epoch: int | None = None
     dense_params: int | None = None  # size the model's width to this dense-parameter budget (±5%)
+    strategy: str = "default"       # see mdl_tf.training.distribute.STRATEGIES
     verbose: int = 1
 
 
@@ -57,7 +59,7 @@ class BestEpoch(tf.keras.callbacks.Callback):
         score = float(np.mean(vals)) if vals else -np.inf
         if score > self.best:
             self.best, self.best_epoch, self.bad = score, epoch, 0
-            self.best_weights = self.model.get_weights()
+            self.best_weights = [v.numpy() for v in self.model.model_weights()]
         else:
             self.bad += 1
             if self.patience and self.bad >= self.patience:
@@ -65,7 +67,8 @@ class BestEpoch(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+            for var, value in zip(self.model.model_weights(), self.best_weights):
+                var.assign(value)
 
 
 def sized_hparams(tc: TrainConfig, cfg, sizes: dict, hparams: dict) -> dict:
@@ -78,6 +81,34 @@ def sized_hparams(tc: TrainConfig, cfg, sizes: dict, hparams: dict) -> dict:
     log.info("%s sized to %d dense parameters (%+.1f%% of %d): %s", tc.model, sized["dense_params"],
              100 * sized["relative_error"], tc.dense_params, sized["hparams"])
     return sized["hparams"]
+
+
+def _fit_inputs(strategy, frames: dict, cfg, transform, tc: TrainConfig) -> dict:
+    """model.fit's data arguments under `strategy`."""
+    steps = tc.max_steps_per_epoch or -(-len(frames["train"]) // tc.batch_size)
+    if not distribute.is_parameter_server(strategy):
+        train = make_dataset(frames["train"], cfg, transform, tc.batch_size, shuffle=True, seed=tc.seed)
+        if tc.strategy != "default":
+            # Every replica must run the same number of steps: repeat the data and count them (an iterator that
+            # runs dry on one worker only would leave the others waiting in a collective).
+            train = train.repeat()
+        return {"x": distribute.dataset_input(strategy, lambda ctx: train),
+                "validation_data": distribute.dataset_input(strategy, lambda ctx: make_dataset(
+                    frames["eval"], cfg, transform, max(tc.batch_size, 2048))),
+                "steps_per_epoch": steps if tc.strategy != "default" else tc.max_steps_per_epoch}
+    # Parameter servers: workers build the input from a function. The transform runs here, once, so the
+    # workers receive id tensors and need none of the coordinator's lookup tables.
+    features = transform(raw_columns(frames["train"], cfg))
+    labels, mask = labels_and_mask(frames["train"], cfg)
+    targets = {"labels": labels, "label_mask": mask}
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((features, targets))
+        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        ds = ds.shuffle(min(len(frames["train"]), 100_000), seed=tc.seed).repeat()
+        return ds.batch(ctx.get_per_replica_batch_size(tc.batch_size)).prefetch(tf.data.AUTOTUNE)
+
+    return {"x": distribute.dataset_input(strategy, dataset_fn), "steps_per_epoch": steps}
 
 
 def predict_frame(model, frame, cfg, transform, batch_size: int = 2048) -> np.ndarray:
@@ -102,34 +133,41 @@ def evaluate_frame(model, frame, cfg, transform) -> dict:
 
 def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None) -> dict:
     """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict."""
+    strategy = distribute.make_strategy(tc.strategy)  # first: multi-worker strategies precede other TF work
     hparams = dict(hparams or {})
     cfg = cfgmod.load(schema_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(tc.seed)
 
     frames = {s: read_split(data_dir, s, cfg) for s in ("train", "eval")}
     stats = fit_stats(frames["train"], cfg)
-    save_stats(stats, out)
     transform = FeatureTransform(cfg, stats)
     sizes = vocab_sizes(cfg, stats)
 
     hparams = sized_hparams(tc, cfg, sizes, hparams)
-    model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
-    model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
-    train_ds = make_dataset(frames["train"], cfg, transform, tc.batch_size, shuffle=True, seed=tc.seed)
-    eval_ds = make_dataset(frames["eval"], cfg, transform, max(tc.batch_size, 2048))
-    best = BestEpoch(cfg.task_names, tc.early_stopping_patience)
+    with strategy.scope():  # model, both optimizers and the metrics live in the strategy
+        model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
+        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
+    fit_args = _fit_inputs(strategy, frames, cfg, transform, tc)
+    best = BestEpoch(cfg.task_names, 0 if distribute.is_parameter_server(strategy) else tc.early_stopping_patience)
     started = time.time()
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=tc.epochs, callbacks=[best],
-                        steps_per_epoch=tc.max_steps_per_epoch, verbose=tc.verbose)
+    history = model.fit(epochs=tc.epochs, callbacks=[best], verbose=tc.verbose, **fit_args)
     train_seconds = time.time() - started
+    if not distribute.is_chief(strategy):
+        log.info("worker done after %.1f s; the chief evaluates and exports", train_seconds)
+        return {"model": tc.model, "role": "worker", "train_seconds": round(train_seconds, 2)}
+    where = distribute.placement(model)
+    model = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
+        tc.model, cfg, sizes, precision=tc.precision, **hparams))
 
+    out.mkdir(parents=True, exist_ok=True)
+    save_stats(stats, out)
     metrics = {"model": tc.model, "params": model.param_counts(),
                **evaluate_frame(model, frames["eval"], cfg, transform),
                "split": "eval", "mean_scenario_task_auc": None, "best_epoch": best.best_epoch + 1,
                "epochs_run": len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 2),
-               "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams}
+               "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams,
+               "distribution": {"strategy": tc.strategy, "replicas": int(strategy.num_replicas_in_sync), **where}}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
     if split_path(data_dir, "test").exists():
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.

@@ -6,7 +6,8 @@ custom_config (see `tfx_pipeline.pipeline.configs.custom_config`):
   feature_config  the dataset's features.yaml as a dict
   model           a name from `mdl_tf.models.REGISTRY` (default "mdl")
   hparams         keyword arguments of that model
-  train           {batch_size, epochs, dense_lr, sparse_lr, seed, precision, jit_compile}
+  train           {batch_size, epochs, dense_lr, sparse_lr, seed, precision, jit_compile, strategy, ...}
+                  (strategy: mdl_tf.training.distribute.STRATEGIES; the multi-process ones read TF_CONFIG)
   model_name      the TF Serving model name written into the warmup requests
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
+from mdl_tf.training import distribute
 from mdl_tf.training.trainer import BestEpoch, TrainConfig, sized_hparams
 from mdl_tf.utils import write_json
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
@@ -97,10 +99,11 @@ def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`Trainer(run_fn='tfx_pipeline.models.model.run_fn')`)."""
     custom = fn_args.custom_config or {}
+    tc = train_config_from(custom)
+    strategy = distribute.make_strategy(tc.strategy)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    tf.keras.utils.set_random_seed(train_config_from(custom).seed)
-    strategy = tf.distribute.get_strategy()
-    with strategy.scope():
+    tf.keras.utils.set_random_seed(tc.seed)
+    with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model, cfg, tc, hparams = build_from_transform(tft_output, custom)
         model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
 
@@ -108,17 +111,28 @@ def run_fn(fn_args) -> None:
     train_steps = int(fn_args.train_steps or configs.TRAIN_STEPS)
     steps_per_epoch = max(1, train_steps // epochs)
     eval_steps = int(fn_args.eval_steps) if fn_args.eval_steps else None
-    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, tft_output, tc.batch_size, shuffle=True,
-                        seed=tc.seed)
-    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, tft_output, max(tc.batch_size, 1024),
-                       num_epochs=None if eval_steps else 1)
-    best = BestEpoch(cfg.task_names, tc.early_stopping_patience)
-    callbacks = [best, tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
-    log.info("training %s: %d steps (%d epochs x %d), batch %d", tc.model, steps_per_epoch * epochs, epochs,
-             steps_per_epoch, tc.batch_size)
+    train_input = distribute.dataset_input(strategy, lambda ctx: input_fn(
+        fn_args.train_files, fn_args.data_accessor, tft_output, ctx.get_per_replica_batch_size(tc.batch_size),
+        shuffle=True, seed=tc.seed + ctx.input_pipeline_id))
+    validation = {}
+    if not distribute.is_parameter_server(strategy):  # asynchronous training has no per-epoch validation here
+        validation = {"validation_data": distribute.dataset_input(strategy, lambda ctx: input_fn(
+            fn_args.eval_files, fn_args.data_accessor, tft_output, max(tc.batch_size, 1024),
+            num_epochs=None if eval_steps else 1)), "validation_steps": eval_steps}
+    best = BestEpoch(cfg.task_names, 0 if validation == {} else tc.early_stopping_patience)
+    callbacks = [best]
+    if distribute.is_chief(strategy):
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"))
+    log.info("training %s (%s strategy): %d steps (%d epochs x %d), batch %d", tc.model, tc.strategy,
+             steps_per_epoch * epochs, epochs, steps_per_epoch, tc.batch_size)
     started = time.time()
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=eval_ds,
-                        validation_steps=eval_steps, callbacks=callbacks, verbose=2)
+    history = model.fit(train_input, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                        verbose=2, **validation)
+    if not distribute.is_chief(strategy):
+        log.info("worker done; the chief exports")
+        return
+    model = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
+        tc.model, cfg, vocab_sizes_from(tft_output, cfg), precision=tc.precision, **hparams))
 
     run_dir = Path(fn_args.model_run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,208 @@
+"""Distributed training on loopback: real processes with TF_CONFIG, as a cluster would run them.
+
+- 2 workers under MultiWorkerMirroredStrategy, every worker running `mdl-tf train`;
+- 1 chief (the coordinator, `mdl-tf train`) + 2 workers + 1 parameter server (`mdl-tf cluster-server`) under
+  ParameterServerStrategy;
+each training MDL for 250 steps on synthetic data. The chief's eval AUC must match single-process training of the
+same configuration within a stated tolerance, and every process must end by itself with exit code 0.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+TRAIN = ["--epochs", "2", "--batch-size", "64", "--d-model", "32", "--layers", "1", "--seed", "0"]
+ROWS = 10_000            # 8,000 training rows: 125 steps per epoch at batch 64, 250 in all
+SYNC_TOLERANCE = 0.03    # synchronous all-reduce over the same global batch: differs only by reduction order
+ASYNC_TOLERANCE = 0.06   # asynchronous parameter-server updates are stale by up to one step per worker
+PROCESS_TIMEOUT_S = 420
+
+
+def free_ports(n: int) -> list:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def launch(args, tf_config=None, log=None):
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return subprocess.Popen([sys.executable, "-m", "mdl_tf.cli", *args], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_all(procs: dict, logs: dict) -> None:
+    """Every process must end by itself, with 0; on any failure the rest are killed and the logs shown."""
+    try:
+        for name, proc in procs.items():
+            rc = proc.wait(timeout=PROCESS_TIMEOUT_S)
+            assert rc == 0, f"{name} exited with {rc}:\n{logs[name].read_text()[-3000:]}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def cluster_run(tmp_path, cluster: dict, roles: dict) -> dict:
+    """roles {task 'type:index': argv}; returns the chief's metrics.json."""
+    procs, logs = {}, {}
+    for task, argv in roles.items():
+        kind, index = task.split(":")
+        logs[task] = tmp_path / f"{kind}{index}.log"
+        procs[task] = launch(argv, {"cluster": cluster, "task": {"type": kind, "index": int(index)}},
+                             logs[task].open("w"))
+    wait_all(procs, logs)
+
+
+@pytest.fixture(scope="module")
+def dist_data(tmp_path_factory):
+    from mdl_tf.data import synthetic
+
+    out = tmp_path_factory.mktemp("dist_data")
+    synthetic.write(out, rows=ROWS, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_process_auc(dist_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    log = out / "train.log"
+    proc = launch(["train", "--data", str(dist_data), "--out", str(out / "model"), *TRAIN], log=log.open("w"))
+    wait_all({"single": proc}, {"single": log})
+    return json.loads((out / "model" / "metrics.json").read_text())["mean_scenario_task_auc"]
+
+
+def assert_exported(model_dir, metrics: dict) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
+    assert "serving_default" in loaded.signatures
+    assert metrics["params"]["dense"] > 0
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_matches_single_process(dist_data, single_process_auc, tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    roles = {f"worker:{i}": ["train", "--data", str(dist_data), "--out", str(tmp_path / f"out{i}"),
+                             "--strategy", "multi_worker_mirrored", *TRAIN] for i in range(2)}
+    cluster_run(tmp_path, cluster, roles)
+
+    assert not (tmp_path / "out1").exists(), "only worker 0 (the chief) writes the model"
+    metrics = json.loads((tmp_path / "out0" / "metrics.json").read_text())
+    assert metrics["distribution"]["strategy"] == "multi_worker_mirrored"
+    assert metrics["distribution"]["replicas"] == 2
+    assert abs(metrics["mean_scenario_task_auc"] - single_process_auc) <= SYNC_TOLERANCE, (
+        metrics["mean_scenario_task_auc"], single_process_auc)
+    assert_exported(tmp_path / "out0", metrics)
+
+
+@pytest.mark.slow
+def test_parameter_server_matches_single_process(dist_data, single_process_auc, tmp_path):
+    chief, w0, w1, ps = free_ports(4)
+    cluster = {"chief": [f"127.0.0.1:{chief}"], "worker": [f"127.0.0.1:{w0}", f"127.0.0.1:{w1}"],
+               "ps": [f"127.0.0.1:{ps}"]}
+    server = ["cluster-server", "--wait-for-chief", str(PROCESS_TIMEOUT_S)]
+    roles = {"worker:0": server, "worker:1": server, "ps:0": server,
+             "chief:0": ["train", "--data", str(dist_data), "--out", str(tmp_path / "out"),
+                         "--strategy", "parameter_server", *TRAIN]}
+    cluster_run(tmp_path, cluster, roles)  # the servers exit 0 once the chief is gone
+
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    where = metrics["distribution"]
+    assert where["strategy"] == "parameter_server"
+    assert where["on_parameter_servers"] == where["weights"] > 0, "every model weight lives on the ps task"
+    assert abs(metrics["mean_scenario_task_auc"] - single_process_auc) <= ASYNC_TOLERANCE, (
+        metrics["mean_scenario_task_auc"], single_process_auc)
+    assert_exported(tmp_path / "out", metrics)
+
+
+@pytest.mark.slow
+def test_cluster_server_ends_when_the_chief_never_comes(tmp_path):
+    worker, chief, ps = free_ports(3)
+    cluster = {"chief": [f"127.0.0.1:{chief}"], "worker": [f"127.0.0.1:{worker}"], "ps": [f"127.0.0.1:{ps}"]}
+    log = tmp_path / "worker.log"
+    proc = launch(["cluster-server", "--wait-for-chief", "3"],
+                  {"cluster": cluster, "task": {"type": "worker", "index": 0}}, log.open("w"))
+    assert proc.wait(timeout=120) == 1, log.read_text()[-2000:]
+
+
+# -- configuration errors and the in-process strategies ------------------------------------------------------------
+@pytest.mark.parametrize("strategy, tf_config, message", [
+    ("multi_worker_mirrored", None, "needs TF_CONFIG"),
+    ("parameter_server", {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}},
+     "['ps']"),
+    ("multi_worker_mirrored", "{not json", "not valid JSON"),
+    ("parameter_server", {"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+                          "task": {"type": "worker", "index": 0}}, "mdl-tf cluster-server"),
+])
+def test_strategy_needs_a_matching_tf_config(monkeypatch, strategy, tf_config, message):
+    from mdl_tf.training.distribute import ClusterConfigError, make_strategy
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config if isinstance(tf_config, str) else json.dumps(tf_config))
+    with pytest.raises(ClusterConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        make_strategy(strategy)
+
+
+def test_cli_reports_a_missing_cluster(monkeypatch, capsys, synth_dir, tmp_path):
+    from mdl_tf.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert main(["train", "--data", str(synth_dir), "--out", str(tmp_path), "--strategy",
+                 "multi_worker_mirrored"]) == 2
+    err = capsys.readouterr().err
+    assert "TF_CONFIG" in err and "multi_worker_mirrored" in err
+    assert not any(tmp_path.iterdir()), "nothing is written when the cluster is wrong"
+
+
+def test_unknown_strategy_is_rejected():
+    from mdl_tf.training.distribute import make_strategy
+
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        make_strategy("horovod")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_and_exports_a_plain_copy(synth_dir, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from mdl_tf.training.trainer import TrainConfig, train
+
+    metrics = train(synth_dir, synth_dir, tmp_path, TrainConfig(epochs=1, batch_size=128, strategy="mirrored",
+                                                                verbose=0), {"d_model": 16, "num_layers": 1})
+    assert metrics["distribution"]["strategy"] == "mirrored"
+    assert metrics["mean_scenario_task_auc"] > 0.55
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    assert not tf.distribute.has_strategy()
+    assert np.isfinite(metrics["overall"]["click"]["auc"]) and "serving_default" in loaded.signatures
+
+
+def test_copy_weights_refuses_a_different_architecture(synth_cfg, synth_batch):
+    from mdl_tf.models import build_model
+    from mdl_tf.training.distribute import copy_weights
+
+    _, sizes, _, _ = synth_batch
+    small = build_model("mdl", synth_cfg, sizes, d_model=16, num_layers=1)
+    deeper = build_model("mdl", synth_cfg, sizes, d_model=16, num_layers=2)
+    with pytest.raises(ValueError, match="more weight|fewer weights|differs"):
+        copy_weights(deeper, small)
+    twin = build_model("mdl", synth_cfg, sizes, d_model=16, num_layers=1)
+    copy_weights(small, twin)
+    for a, b in zip(small.model_weights(), twin.model_weights()):
+        assert (a.numpy() == b.numpy()).all()
