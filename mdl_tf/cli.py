@@ -209,6 +209,14 @@ def cmd_bench_quality(args) -> None:
     print(f"mean test AUC: " + ", ".join(f"{k} {v['mean_auc']['mean']:.4f}" for k, v in result["rows"].items()))
 
 
+def cmd_bench_pipeline(args) -> None:
+    from mdl_tf.bench.pipeline import run_pipeline_bench
+
+    rows = [int(float(n)) for n in args.rows.split(",")]
+    run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers)
+    print((Path(args.out) / "pipeline.md").read_text())
+
+
 def cmd_bench_speed(args) -> None:
     from mdl_tf.bench.speed import run_speed_bench
 
@@ -317,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="environment prefix (default: this interpreter's)")
     p.set_defaults(func=cmd_notebooks)
 
-    bench = sub.add_parser("bench", help="benchmarks (speed, serving)").add_subparsers(dest="bench", metavar="BENCH",
+    bench = sub.add_parser("bench", help="benchmarks (quality, speed, pipeline, serving)").add_subparsers(dest="bench", metavar="BENCH",
                                                                                        required=True)
     add_serving_parsers(sub, bench)
     p = bench.add_parser("quality", help="MDL vs the baselines (+ ablations) at one dense budget, over seeds")
@@ -345,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-scaling", action="store_true", help="skip the d / L / N_f / N_t cost sweep")
     p.add_argument("--scaling-batch-size", type=int, default=512)
     p.set_defaults(func=cmd_bench_speed)
+    p = bench.add_parser("pipeline", help="wall time of the local TFX pipeline per component as rows grow")
+    p.add_argument("--rows", default="10000,100000,1000000", help="comma-separated synthetic row counts")
+    p.add_argument("--train-steps", type=int, default=200)
+    p.add_argument("--workers", type=int, default=1, help="Beam DirectRunner processes")
+    p.add_argument("--out", default="benchmarks/results/pipeline")
+    p.set_defaults(func=cmd_bench_pipeline)
     return parser
 
 

@@ -53,3 +53,19 @@ def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path):
         assert flops[1] > flops[0], knob
     assert "| d_model | 64 |" in (tmp_path / "scaling.md").read_text()
     assert (tmp_path / "scaling.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_bench_pipeline_smoke_times_every_component(tmp_path):
+    out = tmp_path / "results"
+    assert main(["bench", "pipeline", "--rows", "1500", "--train-steps", "10", "--out", str(out)]) == 0
+    result = json.loads((out / "pipeline.json").read_text())
+    assert result["command"].startswith("mdl-tf bench pipeline --rows 1500") and result["train_steps"] == 10
+    (run,) = result["runs"]
+    assert run["rows"] == 1500 and run["pipeline_seconds"] > 0
+    for component in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
+                      "Trainer", "Evaluator"):
+        assert run["components"].get(component, -1) >= 0, (component, run["components"])
+    assert sum(run["components"].values()) <= run["pipeline_seconds"] + 1
+    assert "| Transform |" in (out / "pipeline.md").read_text()
+    assert (out / "pipeline.png").stat().st_size > 1000

@@ -102,3 +102,15 @@ def evaluation_metrics(eval_uri, model: str = "candidate") -> dict:
                 continue
             out.setdefault(name, {}).setdefault(key.output_name, {})[key.name] = kv.value.double_value.value
     return out
+
+
+def component_seconds(pipeline_root) -> dict:
+    """Wall seconds of each component's newest execution, from ML Metadata's start and last-update times, in the
+    order the components ran: {component: seconds}."""
+    s = store(pipeline_root)
+    types = {t.id: t.name for t in s.get_execution_types()}
+    newest = {}
+    for e in sorted(s.get_executions(), key=lambda e: e.create_time_since_epoch):
+        name = types.get(e.type_id, str(e.type_id)).rsplit(".", 1)[-1]
+        newest[name] = (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
+    return newest
