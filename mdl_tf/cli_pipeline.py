@@ -66,9 +66,9 @@ def cmd_pipeline_run(args) -> dict:
 def cmd_pipeline_compile(args) -> None:
     from mdl_tf.cli import _hparams
     from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
-    from tfx_pipeline.local_runner import beam_args
+    from tfx_pipeline.local_runner import load_profile
 
-    extra = beam_args(1, args.beam_args)[1:] if args.beam_args else None  # the DirectRunner flag is local-only
+    extra = load_profile(args.beam_args) if args.beam_args else None  # the cluster's runner, never the local flags
     spec = compile_pipeline(image=args.image, out=args.out, data_root=args.data, schema_dir=args.schema,
                             schema_uri=args.schema_uri, pipeline_root=args.root, serving_root=args.serving_root,
                             model=args.model, model_name=args.model_name, hparams=_hparams(args),

@@ -15,6 +15,7 @@ from mdl_tf.data import synthetic
 from mdl_tf.serving.warmup import WARMUP_FILE, read_warmup_requests
 from tfx_pipeline import artifacts
 from tfx_pipeline.local_runner import beam_args, versioned_schema
+from tests.conftest import REPO
 from tests.conftest import SYNTH_SCHEMA as SCHEMA
 from tests.conftest import run_pipeline as _run
 from tfx_pipeline.models.model import WEIGHTS, build_from_transform
@@ -192,6 +193,24 @@ def test_kubeflow_v2_compile_names_every_component(tmp_path, capsys):
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values() if "container" in e}
     assert images == {"registry.example/mdl-tf:0.1"}
     assert "pipeline.json" in capsys.readouterr().out
+
+
+def test_kubeflow_compile_carries_the_beam_profile_and_training_strategy(tmp_path):
+    from tfx_pipeline.local_runner import PROFILES
+
+    out = tmp_path / "pipeline.json"
+    assert main(["pipeline", "compile", "--image", "registry.example/mdl-tf:0.1", "--out", str(out), "--schema",
+                 SCHEMA, "--data", "gs://b/d", "--root", "gs://b/r", "--serving-root", "gs://b/s",
+                 "--beam-args", str(PROFILES / "dataflow.yaml"), "--strategy", "mirrored"]) == 0
+    text = out.read_text()
+    assert "--runner=DataflowRunner" in text and "--temp_location=gs://" in text
+    assert "direct_running_mode" not in text, "local DirectRunner flags never reach the cluster"
+    assert '\\"strategy\\": \\"mirrored\\"' in text
+
+
+def test_committed_kubeflow_example_is_a_complete_pipeline():
+    spec = json.loads((Path(REPO) / "deploy" / "kubeflow" / "mdl-tf-pipeline.json").read_text())["pipelineSpec"]
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(spec["root"]["dag"]["tasks"])
 
 
 def test_kubeflow_names_must_be_hyphenated(tmp_path):

@@ -50,24 +50,28 @@ def check_schema_covers_config(schema_file: Path, cfg: cfgmod.FeatureConfig) -> 
                                  f"regenerate it with `mdl-tf schema export` or add them")
 
 
-def beam_args(workers: int = 1, args_file=None) -> list:
-    """DirectRunner arguments (in-memory, or multi-processing with `workers` > 1) plus a YAML file's arguments.
+def load_profile(args_file) -> list:
+    """A Beam profile file as flags: a YAML list of `--flag=value` strings or a mapping (`runner: FlinkRunner`)."""
+    loaded = yaml.safe_load(Path(args_file).read_text()) or []
+    if isinstance(loaded, dict):
+        loaded = [f"--{k}={v}" for k, v in loaded.items()]
+    if not isinstance(loaded, list) or not all(isinstance(a, str) and a.startswith("--") for a in loaded):
+        raise cfgmod.ConfigError(f"{args_file}: Beam arguments must be a list of '--flag=value' strings or a "
+                                 f"mapping of flag -> value")
+    return loaded
 
-    The file holds a list of flags (`- --runner=FlinkRunner`) or a mapping (`runner: FlinkRunner`)."""
+
+def beam_args(workers: int = 1, args_file=None) -> list:
+    """DirectRunner arguments (in-memory, or multi-processing with `workers` > 1) plus a profile file's flags; a
+    profile that picks its own runner (or DirectRunner mode) replaces the local DirectRunner flags."""
     out = (["--direct_running_mode=in_memory"] if workers <= 1 else
            ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"])
-    if args_file:
-        loaded = yaml.safe_load(Path(args_file).read_text()) or []
-        if isinstance(loaded, dict):
-            loaded = [f"--{k}={v}" for k, v in loaded.items()]
-        if not isinstance(loaded, list) or not all(isinstance(a, str) and a.startswith("--") for a in loaded):
-            raise cfgmod.ConfigError(f"{args_file}: Beam arguments must be a list of '--flag=value' strings or a "
-                                     f"mapping of flag -> value")
-        if any(a.startswith("--direct_") or (a.startswith("--runner=") and a != "--runner=DirectRunner")
-               for a in loaded):
-            out = []  # the profile chooses the runner (or its own DirectRunner mode)
-        out += loaded
-    return out
+    if not args_file:
+        return out
+    loaded = load_profile(args_file)
+    if any(a.startswith("--direct_") or (a.startswith("--runner=") and a != "--runner=DirectRunner") for a in loaded):
+        out = []
+    return out + loaded
 
 
 PROFILES = Path(__file__).parent / "beam_profiles"  # direct_multiprocess, flink, spark, dataflow (.yaml)
