@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="mdl,rankmixer,shared_bottom,mmoe,ple,star,hmoe,pepnet,dffm")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--dense-params", type=float, help="budget (default: MDL's dense count at d=64)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=10, help="cap; early stopping on the eval split ends most runs sooner")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--patience", type=int, default=1, help="early stopping on the eval split")
     p.add_argument("--rows", type=int, default=50_000, help="synthetic rows")

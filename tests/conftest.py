@@ -65,8 +65,9 @@ def run_pipeline(data, root, *extra):
 
 @pytest.fixture(scope="session")
 def pipeline_runs(tmp_path_factory):
-    """Two pipeline runs on the same 3,000 synthetic rows: MDL, then the MMoE baseline, so the Trainer re-runs and the
-    Evaluator compares MMoE with the blessed MDL model. Returns (data dir, pipeline root, first pushed versions)."""
+    """Two pipeline runs on the same 3,000 synthetic rows: MDL, then the MMoE baseline trained under MirroredStrategy,
+    so the Trainer re-runs (and exports from a strategy) and the Evaluator compares MMoE with the blessed MDL model.
+    Returns (data dir, pipeline root, first pushed versions)."""
     from mdl_tf.data import synthetic
     from tfx_pipeline import artifacts
 
@@ -75,5 +76,5 @@ def pipeline_runs(tmp_path_factory):
     synthetic.write(data, rows=3000, seed=4)
     assert run_pipeline(data, root, "--train-steps", "60") == 0
     first = [p.name for p in artifacts.pushed_versions(root / "serving", "mdl")]
-    assert run_pipeline(data, root, "--train-steps", "90", "--model", "mmoe") == 0
+    assert run_pipeline(data, root, "--train-steps", "90", "--model", "mmoe", "--strategy", "mirrored") == 0
     return data, root, first

@@ -37,6 +37,8 @@ def test_two_runs_push_two_blessed_versions_and_reuse_the_cache(pipeline_runs):
     assert len(artifacts.artifacts(root, "Examples")) == 2  # raw + transformed examples of the first run
     assert len(artifacts.artifacts(root, "TransformGraph")) == 1
     assert len(artifacts.artifacts(root, "Model")) == 2
+    runs = [json.loads(Path(r["uri"], "metrics.json").read_text()) for r in artifacts.artifacts(root, "ModelRun")]
+    assert [(r["model"], r["train"]["strategy"]) for r in runs] == [("mdl", "default"), ("mmoe", "mirrored")]
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_params: int | None = None,
-                      epochs: int = 3, batch_size: int = 512, patience: int = 1, ablations=tuple(ABLATIONS),
+                      epochs: int = 10, batch_size: int = 512, patience: int = 1, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
     from mdl_tf import config as cfgmod
     from mdl_tf.models.sizing import dense_params as count_dense
