@@ -23,7 +23,11 @@ def run_pipeline_bench(out_dir, rows=DEFAULT_ROWS, train_steps: int = 200, worke
                        d_model: int = 32) -> dict:
     from tfx_pipeline import artifacts, local_runner
 
-    runs = []
+    command = (f"mdl-tf bench pipeline --rows {','.join(str(n) for n in rows)} --train-steps {train_steps} "
+               f"--workers {workers}")
+    result = {"machine": machine_info(), "command": command, "train_steps": train_steps, "runs": []}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     for n in tqdm(rows, desc="pipeline bench", unit="size"):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -34,18 +38,14 @@ def run_pipeline_bench(out_dir, rows=DEFAULT_ROWS, train_steps: int = 200, worke
                 work / "data", work / "data", work / "root", train_steps=train_steps, workers=workers,
                 hparams={"d_model": d_model}, train={"epochs": 1, "batch_size": 512}, auc_floor=0.5,
                 enable_cache=False)
-            runs.append({"rows": n, "synthetic_data_seconds": round(data_seconds, 1),
-                         "pipeline_seconds": summary["seconds"], "blessed": summary["blessed"],
-                         "components": {k: round(v, 1) for k, v in artifacts.component_seconds(
-                             Path(summary["pipeline_root"])).items()}})
-    command = (f"mdl-tf bench pipeline --rows {','.join(str(n) for n in rows)} --train-steps {train_steps} "
-               f"--workers {workers}")
-    result = {"machine": machine_info(), "command": command, "train_steps": train_steps, "runs": runs}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "pipeline.json", result)
-    atomic_write_text(out / "pipeline.md", markdown(result))
-    plot(result, out / "pipeline.png")
+            result["runs"].append({"rows": n, "synthetic_data_seconds": round(data_seconds, 1),
+                                   "pipeline_seconds": summary["seconds"], "blessed": summary["blessed"],
+                                   "components": {k: round(v, 1) for k, v in artifacts.component_seconds(
+                                       Path(summary["pipeline_root"])).items()}})
+        # Written after every size: a long run that is stopped keeps the sizes it finished.
+        write_json(out / "pipeline.json", result)
+        atomic_write_text(out / "pipeline.md", markdown(result))
+        plot(result, out / "pipeline.png")
     return result
 
 
