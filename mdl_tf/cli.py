@@ -87,7 +87,9 @@ def _train_config(args):
                        precision=args.precision,
                        jit_compile=args.jit_compile, early_stopping_patience=args.patience,
                        dense_params=int(args.dense_params) if args.dense_params else None,
-                       strategy=args.strategy, max_steps_per_epoch=args.steps_per_epoch,
+                       strategy=args.strategy,
+                       ps_min_shard_bytes=args.ps_min_shard_bytes or TrainConfig.ps_min_shard_bytes,
+                       max_steps_per_epoch=args.steps_per_epoch,
                        verbose=1 if sys.stdout.isatty() else 2)
 
 
@@ -255,6 +257,8 @@ def _add_train_args(p) -> None:
                    choices=("default", "mirrored", "multi_worker_mirrored", "parameter_server"),
                    help="tf.distribute strategy; the multi-process ones read the cluster from TF_CONFIG "
                         "(README, Scale out)")
+    p.add_argument("--ps-min-shard-bytes", type=int, metavar="BYTES",
+                   help="parameter_server: shard variables larger than this over the ps tasks (default 256 KiB)")
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (default: one pass)")
 
 

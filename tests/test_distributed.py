@@ -110,20 +110,29 @@ def test_multi_worker_mirrored_matches_single_process(dist_data, single_process_
 
 
 @pytest.mark.slow
-def test_parameter_server_matches_single_process(dist_data, single_process_auc, tmp_path):
-    chief, w0, w1, ps = free_ports(4)
+@pytest.mark.parametrize("num_ps", [1, 2])
+def test_parameter_server_matches_single_process(dist_data, single_process_auc, tmp_path, num_ps):
+    """The issue's cluster (chief + 2 workers + 1 ps), and the same with 2 ps and a small shard size, where the
+    embedding tables are split over both parameter servers."""
+    chief, w0, w1, *ps = free_ports(3 + num_ps)
     cluster = {"chief": [f"127.0.0.1:{chief}"], "worker": [f"127.0.0.1:{w0}", f"127.0.0.1:{w1}"],
-               "ps": [f"127.0.0.1:{ps}"]}
+               "ps": [f"127.0.0.1:{p}" for p in ps]}
     server = ["cluster-server", "--wait-for-chief", str(PROCESS_TIMEOUT_S)]
-    roles = {"worker:0": server, "worker:1": server, "ps:0": server,
+    shard = ["--ps-min-shard-bytes", "4096"] if num_ps > 1 else []
+    roles = {"worker:0": server, "worker:1": server, **{f"ps:{i}": server for i in range(num_ps)},
              "chief:0": ["train", "--data", str(dist_data), "--out", str(tmp_path / "out"),
-                         "--strategy", "parameter_server", *TRAIN]}
+                         "--strategy", "parameter_server", *shard, *TRAIN]}
     cluster_run(tmp_path, cluster, roles)  # the servers exit 0 once the chief is gone
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     where = metrics["distribution"]
     assert where["strategy"] == "parameter_server"
-    assert where["on_parameter_servers"] == where["weights"] > 0, "every model weight lives on the ps task"
+    if num_ps == 1:
+        assert where["sharded_weights"] == 0
+        assert where["on_parameter_servers"] == where["weights"] > 0, "every model weight lives on the ps task"
+    else:
+        assert where["sharded_weights"] > 0, "tables over the shard size are split over the ps tasks"
+        assert where["on_parameter_servers"] > where["weights"]  # a sharded weight counts once per shard
     assert abs(metrics["mean_scenario_task_auc"] - single_process_auc) <= ASYNC_TOLERANCE, (
         metrics["mean_scenario_task_auc"], single_process_auc)
     assert_exported(tmp_path / "out", metrics)
@@ -206,3 +215,19 @@ def test_copy_weights_refuses_a_different_architecture(synth_cfg, synth_batch):
     copy_weights(small, twin)
     for a, b in zip(small.model_weights(), twin.model_weights()):
         assert (a.numpy() == b.numpy()).all()
+
+
+def test_placement_counts_the_shards_of_one_weight_once():
+    import tensorflow as tf
+
+    from mdl_tf.training.distribute import placement
+
+    class Listed:  # what Keras lists for a model whose table was split over two ps tasks
+        def __init__(self, names):
+            self.vars = [tf.Variable(0.0, name=n) for n in names]
+
+        def model_weights(self):
+            return self.vars
+
+    where = placement(Listed(["emb/table/part_0", "emb/table/part_1", "dense/kernel", "dense/part_time"]))
+    assert where == {"weights": 3, "sharded_weights": 1, "on_parameter_servers": 0}

@@ -19,9 +19,11 @@ the exported SavedModel is the same whatever strategy trained it.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
+import re
 import socket
 import time
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "parameter_server")
 NEEDS_TF_CONFIG = {"multi_worker_mirrored": ("worker",), "parameter_server": ("chief", "worker", "ps")}
 PS_MIN_SHARD_BYTES = 256 << 10
+_SHARD_SUFFIX = re.compile(r"/part_\d+(?=:\d+$|$)")  # ParameterServerStrategy names shards <name>/part_<i>
 COLLECTIVE_TIMEOUT_S = 300.0  # a peer that died surfaces as an error within this time instead of a hang
 
 
@@ -73,7 +76,8 @@ def check_cluster(name: str) -> dict:
     return conf
 
 
-def make_strategy(name: str = "default") -> tf.distribute.Strategy:
+def make_strategy(name: str = "default", ps_min_shard_bytes: int = PS_MIN_SHARD_BYTES) -> tf.distribute.Strategy:
+    """The strategy `name`; under parameter_server, variables over `ps_min_shard_bytes` are sharded over the ps."""
     conf = check_cluster(name)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -88,7 +92,7 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
                                  f"{task.get('type')}:{task.get('index')} (run `mdl-tf cluster-server` there)")
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-        min_shard_bytes=PS_MIN_SHARD_BYTES, max_shards=len(conf["cluster"]["ps"]))
+        min_shard_bytes=ps_min_shard_bytes, max_shards=len(conf["cluster"]["ps"]))
     return tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
 
 
@@ -157,11 +161,12 @@ def undistributed(model, strategy, build):
 
 
 def placement(model) -> dict:
-    """Where the trained weights lived: how many sit on parameter servers and how many were sharded."""
-    weights = model.model_weights()
-    sharded = [v for v in weights if hasattr(v, "variables") and len(getattr(v, "variables", ())) > 1]
-    parts = [p for v in weights for p in (getattr(v, "variables", None) or [v])]
-    return {"weights": len(weights), "sharded_weights": len(sharded),
+    """Where the trained weights lived: how many sit on parameter servers and how many were sharded.
+
+    Keras lists a sharded variable's shards as separate weights (`<name>/part_<i>`); they count as one weight."""
+    parts = [p for v in model.model_weights() for p in (getattr(v, "variables", None) or [v])]
+    shards_per_weight = collections.Counter(_SHARD_SUFFIX.sub("", p.name) for p in parts)
+    return {"weights": len(shards_per_weight), "sharded_weights": sum(n > 1 for n in shards_per_weight.values()),
             "on_parameter_servers": sum("/job:ps" in (p.device or "") for p in parts)}
 
 

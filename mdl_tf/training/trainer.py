@@ -42,6 +42,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     dense_params: int | None = None  # size the model's width to this dense-parameter budget (±5%)
     strategy: str = "default"       # see mdl_tf.training.distribute.STRATEGIES
+    ps_min_shard_bytes: int = distribute.PS_MIN_SHARD_BYTES  # parameter_server: shard variables over this size
     verbose: int = 1
 
 
@@ -133,7 +134,7 @@ def evaluate_frame(model, frame, cfg, transform) -> dict:
 
 def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None) -> dict:
     """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict."""
-    strategy = distribute.make_strategy(tc.strategy)  # first: multi-worker strategies precede other TF work
+    strategy = distribute.make_strategy(tc.strategy, tc.ps_min_shard_bytes)  # first: before any other TF work
     hparams = dict(hparams or {})
     cfg = cfgmod.load(schema_dir)
     out = Path(out_dir)

@@ -100,7 +100,7 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`Trainer(run_fn='tfx_pipeline.models.model.run_fn')`)."""
     custom = fn_args.custom_config or {}
     tc = train_config_from(custom)
-    strategy = distribute.make_strategy(tc.strategy)
+    strategy = distribute.make_strategy(tc.strategy, tc.ps_min_shard_bytes)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     tf.keras.utils.set_random_seed(tc.seed)
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
