@@ -68,9 +68,10 @@ def dense_raw_columns(inputs: dict, cfg: FeatureConfig) -> dict:
 
 def fit_and_apply(cfg: FeatureConfig, raw: dict) -> dict:
     """Analyzers (vocabularies, moments) over the training data, then the shared transform ops."""
+    # A threshold of 1 keeps every token; TFT wants None for that (it warns on 1).
     thresholds = {cfg.vocab_owner(f): f.min_frequency for f in cfg.features
-                  if f.is_id_feature and cfg.vocab_owner(f) == f.name}
-    vocabs = {owner: tft.vocabulary(tokens, frequency_threshold=thresholds.get(owner, 1),
+                  if f.is_id_feature and cfg.vocab_owner(f) == f.name and f.min_frequency > 1}
+    vocabs = {owner: tft.vocabulary(tokens, frequency_threshold=thresholds.get(owner),
                                     vocab_filename=vocabulary_name(owner))
               for owner, tokens in id_tokens(cfg, raw).items()}
     moments = {}
