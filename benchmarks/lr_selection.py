@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import mdl_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from mdl_tf.bench.machine import machine_info  # noqa: E402
+from mdl_tf.bench.quality import _mean_std as mean_std  # noqa: E402  (the published table's statistics)
 from mdl_tf.data import movielens  # noqa: E402
 from mdl_tf.models.base import DEFAULT_DENSE_LR  # noqa: E402
 from mdl_tf.training.trainer import TrainConfig, train  # noqa: E402
@@ -62,10 +63,7 @@ def main(work: Path) -> None:
             test = published["rows"][model]["mean_auc"]
             source = "published quality run"
         else:
-            values = [run(model, best, s, need_test=True)["test_mean_auc"] for s in range(SEEDS)]
-            mean = sum(values) / len(values)
-            test = {"mean": mean, "std": (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5,
-                    "n": len(values)}
+            test = mean_std([run(model, best, s, need_test=True)["test_mean_auc"] for s in range(SEEDS)])
             source = "this script"
         selection[model] = {"eval_seed0_by_lr": {str(k): v for k, v in evals.items()}, "selected_lr": best,
                             "test_mean_auc": test, "test_source": source,
