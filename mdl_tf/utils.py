@@ -38,3 +38,20 @@ def _json_safe(x):
 def write_json(path: Path, obj) -> None:
     """Atomic JSON write; NaN/inf become null (JSON has no NaN)."""
     atomic_write_text(Path(path), json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_npz(path: Path, **arrays) -> None:
+    """np.savez_compressed to `path` through a temporary file and a rename (never a partial file)."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

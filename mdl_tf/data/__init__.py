@@ -1,6 +1,11 @@
 """Datasets: the embedded synthetic generator and loaders for real data, all in the feature-config format."""
-from mdl_tf.data import aliccp, movielens, synthetic
+from types import SimpleNamespace
 
-DATASETS = {"synthetic": synthetic, "movielens": movielens, "aliccp": aliccp}
+from mdl_tf.data import aliccp, movielens, movielens1m, synthetic
 
-__all__ = ["DATASETS", "aliccp", "movielens", "synthetic"]
+# name -> an object with feature_config() (what `mdl-tf schema export` writes to schemas/<name>/).
+DATASETS = {"synthetic": synthetic, "movielens": movielens, "aliccp": aliccp,
+            **{movielens1m.dataset_name(p): SimpleNamespace(feature_config=lambda p=p: movielens1m.feature_config(p))
+               for p in movielens1m.PROTOCOLS}}
+
+__all__ = ["DATASETS", "aliccp", "movielens", "movielens1m", "synthetic"]

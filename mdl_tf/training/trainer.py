@@ -19,7 +19,7 @@ from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, l
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
-from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_LR
+from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEFAULT_SPARSE_LR
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training import distribute
 from mdl_tf.training.data import make_dataset
@@ -35,6 +35,7 @@ class TrainConfig:
     epochs: int = 1                 # the paper trains one pass in time order
     dense_lr: float = DEFAULT_DENSE_LR    # RMSprop (see mdl_tf.models.base for why not the spec's 1e-2)
     sparse_lr: float = DEFAULT_SPARSE_LR  # Adagrad
+    sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR  # Adagrad's initial accumulator (the spec's: 0.1)
     seed: int = 0
     precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
     jit_compile: bool = False
@@ -44,6 +45,8 @@ class TrainConfig:
     strategy: str = "default"       # see mdl_tf.training.distribute.STRATEGIES
     ps_min_shard_bytes: int = distribute.PS_MIN_SHARD_BYTES  # parameter_server: shard variables over this size
     verbose: int = 1
+    export: bool = True             # write OUT/saved_model (benchmarks that only need metrics skip it)
+    save_test_predictions: bool = False  # write OUT/test_predictions.npz (probabilities [N, N_t], test-split order)
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
@@ -124,23 +127,30 @@ def scenario_masks(frame, cfg, transform, batch_size: int = 4096) -> np.ndarray:
     return np.concatenate([x[SCENARIO_MASK].numpy() for x, _ in ds], axis=0)
 
 
-def evaluate_frame(model, frame, cfg, transform) -> dict:
+def evaluate_frame(model, frame, cfg, transform, return_probs: bool = False):
+    """The metrics.json body of `frame` (and the probabilities [N, N_t] when `return_probs`)."""
     probs = predict_frame(model, frame, cfg, transform)
     labels, mask = labels_and_mask(frame, cfg)
     users = frame[cfg.user_column].to_numpy() if cfg.user_column else None
-    return evaluate_predictions(cfg.task_names, cfg.scenario_names, probs, labels, mask,
-                                scenario_masks(frame, cfg, transform), users)
+    metrics = evaluate_predictions(cfg.task_names, cfg.scenario_names, probs, labels, mask,
+                                   scenario_masks(frame, cfg, transform), users)
+    return (metrics, probs) if return_probs else metrics
 
 
-def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None) -> dict:
-    """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict."""
+def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None,
+          frames: dict | None = None) -> dict:
+    """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict.
+
+    `frames` ({"train", "eval"[, "test"]: validated frames}) skips reading the splits again (benchmarks that train
+    many models on one dataset pass them); the test split is reported when present, never used for selection.
+    """
     strategy = distribute.make_strategy(tc.strategy, tc.ps_min_shard_bytes)  # first: before any other TF work
     hparams = dict(hparams or {})
     cfg = cfgmod.load(schema_dir)
     out = Path(out_dir)
     tf.keras.utils.set_random_seed(tc.seed)
 
-    frames = {s: read_split(data_dir, s, cfg) for s in ("train", "eval")}
+    frames = dict(frames) if frames else {s: read_split(data_dir, s, cfg) for s in ("train", "eval")}
     stats = fit_stats(frames["train"], cfg)
     transform = FeatureTransform(cfg, stats)
     sizes = vocab_sizes(cfg, stats)
@@ -148,7 +158,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     hparams = sized_hparams(tc, cfg, sizes, hparams)
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
-        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
+        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
+                      jit_compile=tc.jit_compile)
     fit_args = _fit_inputs(strategy, frames, cfg, transform, tc)
     best = BestEpoch(cfg.task_names, 0 if distribute.is_parameter_server(strategy) else tc.early_stopping_patience)
     started = time.time()
@@ -170,10 +181,19 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams,
                "distribution": {"strategy": tc.strategy, "replicas": int(strategy.num_replicas_in_sync), **where}}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
-    if split_path(data_dir, "test").exists():
+    if "test" in frames or split_path(data_dir, "test").exists():
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.
-        test = evaluate_frame(model, read_split(data_dir, "test", cfg), cfg, transform)
+        test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)
+        test, probs = evaluate_frame(model, test_frame, cfg, transform, return_probs=True)
         metrics["test"] = {**test, "mean_scenario_task_auc": mean_auc(test)}
+        if tc.save_test_predictions:
+            from mdl_tf.utils import atomic_save_npz
+
+            atomic_save_npz(out / "test_predictions.npz", probabilities=probs.astype(np.float32),
+                            tasks=np.asarray(cfg.task_names))
+    if not tc.export:
+        write_json(out / "metrics.json", metrics)
+        return metrics
     export_saved_model(model, transform, cfg, out / "saved_model",
                        metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams,
                                  "vocab_sizes": sizes},

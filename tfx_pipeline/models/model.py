@@ -105,7 +105,8 @@ def run_fn(fn_args) -> None:
     tf.keras.utils.set_random_seed(tc.seed)
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model, cfg, tc, hparams = build_from_transform(tft_output, custom)
-        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, jit_compile=tc.jit_compile)
+        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
+                      jit_compile=tc.jit_compile)
 
     epochs = max(1, tc.epochs)
     train_steps = int(fn_args.train_steps or configs.TRAIN_STEPS)

@@ -1,0 +1,298 @@
+"""`mdl-tf bench movielens1m`: MDL against the 8 baselines on MovieLens-1M, tuned alike, resumable over sittings.
+
+Protocol (issue 15):
+1. `tune` (random protocol): every model trains seed 0 at each point of its tuning grid (`TUNING_GRID` on the model
+   class; the same number of trials for every model) and the point with the best mean **eval** AUC over the
+   6 scenario x task cells is chosen. Nothing is chosen on test.
+2. `final` (random protocol): the chosen point of every model with seeds 0, 1, 2 (seed 0 is the tuning run).
+3. `temporal`: the chosen points again on the temporal protocol; 3 seeds for MDL and the two best baselines of
+   the random protocol's test table, 1 seed for the others.
+
+Every model is sized to the same dense-parameter budget (MDL's count at d=64 on that protocol's config, ±5%),
+trains at batch 4096 (as published) with early stopping on the eval split (patience 2, cap 8 epochs).
+
+Each finished run appends one JSON line to `<out>/runs.jsonl` (eval and test metrics, per-user bootstrap intervals,
+wall time, machine); a re-run skips every run whose key is already there, so the benchmark can be completed over
+several sittings. The key holds a fingerprint of the model's defaults and the protocol settings: changing MDL's
+defaults re-runs MDL's rows and nothing else. `summarise` turns the lines into quality.json/.md/.png.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mdl_tf.bench.machine import machine_info
+from mdl_tf.data import movielens1m
+
+BASELINES = ("shared_bottom", "mmoe", "ple", "star", "pepnet", "dffm", "hmoe", "rankmixer")
+MODELS = BASELINES + ("mdl",)  # MDL runs last: its defaults are what the next issue changes
+SEEDS = (0, 1, 2)
+SETTINGS = {"batch_size": 4096, "epochs": 8, "patience": 2, "reference_d_model": 64}
+# Bump when a change outside the models' own defaults (the training step, the transform, the data) changes results.
+PROTOCOL_VERSION = 1
+
+# Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
+# overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).
+ANCHORS = {
+    "shared_bottom": {"published": "SharedBottom", "overall": 0.8095, "under25": 0.8116, "25to34": 0.8128,
+                      "35plus": 0.8041},
+    "mmoe": {"published": "MMoE", "overall": 0.8086, "under25": 0.8029, "25to34": 0.8178, "35plus": 0.8016},
+    "ple": {"published": "PLE", "overall": 0.8091, "under25": 0.8118, "25to34": 0.8187, "35plus": 0.8002},
+    "star": {"published": "STAR", "overall": 0.8096, "under25": 0.8137, "25to34": 0.8133, "35plus": 0.7979},
+    "pepnet": {"published": "EPNet / PPNet", "overall": (0.8097, 0.8063)},
+}
+BEST_PUBLISHED = {"model": "M2M", "overall": 0.8115}
+ANCHOR_TOLERANCE = 0.01
+
+
+def tuning_grid(model: str) -> list:
+    """The trials of `model`: every combination of its class's TUNING_GRID, as {knob: value} dicts."""
+    from mdl_tf.models import REGISTRY
+
+    grid = REGISTRY[model].TUNING_GRID
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def split_trial(trial: dict) -> tuple:
+    """(TrainConfig overrides, model hparams) of a trial: learning rates go to training, the rest to the model."""
+    train_keys = {"dense_lr", "sparse_lr"}
+    return ({k: v for k, v in trial.items() if k in train_keys}, {k: v for k, v in trial.items() if k not in train_keys})
+
+
+def fingerprint(model: str, protocol: str, trial: dict) -> str:
+    """Hash of what decides a run's result besides the seed: model defaults, trial, settings, protocol version."""
+    from mdl_tf.models import REGISTRY
+
+    defaults = {f"{cls.__name__}.{k}": repr(p.default) for cls in REGISTRY[model].__mro__ if "__init__" in vars(cls)
+                and cls.__module__.startswith("mdl_tf") for k, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    blob = json.dumps({"model": model, "protocol": protocol, "trial": trial, "defaults": defaults,
+                       "settings": SETTINGS, "version": PROTOCOL_VERSION}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def run_key(model: str, protocol: str, trial: dict, seed: int) -> str:
+    return f"{protocol}/{model}/{json.dumps(trial, sort_keys=True)}/s{seed}/{fingerprint(model, protocol, trial)}"
+
+
+def read_runs(path: Path) -> dict:
+    """{key: record} of the finished runs in a runs.jsonl (a torn last line from a killed write is skipped)."""
+    runs = {}
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            runs[rec["key"]] = rec
+    return runs
+
+
+def append_run(path: Path, record: dict) -> None:
+    """Append one line and fsync: a run is recorded whole or not at all (read_runs skips a torn line)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# -- data ------------------------------------------------------------------------------------------------------------
+class Data:
+    """One protocol's dataset on disk (written once into the cache folder) and its frames in memory."""
+
+    def __init__(self, protocol: str, cache: Path):
+        from mdl_tf import config as cfgmod
+        from mdl_tf.data.io import read_split
+
+        self.protocol, self.dir = protocol, Path(cache) / movielens1m.dataset_name(protocol)
+        if not (self.dir / "dataset.json").exists():
+            movielens1m.write(self.dir, protocol=protocol)
+        self.cfg = cfgmod.load(self.dir)
+        self.frames = {s: read_split(self.dir, s, self.cfg) for s in ("train", "eval", "test")}
+        self._budget = None
+
+    @property
+    def budget(self) -> int:
+        """MDL's dense-parameter count at the reference width on this protocol's config."""
+        if self._budget is None:
+            from mdl_tf.data.transform import fit_stats, vocab_sizes
+            from mdl_tf.models.sizing import dense_params
+
+            sizes = vocab_sizes(self.cfg, fit_stats(self.frames["train"], self.cfg))
+            self._budget = dense_params("mdl", self.cfg, sizes, d_model=SETTINGS["reference_d_model"])
+        return self._budget
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------------
+def user_bootstrap(users, labels, probs, cells: dict, resamples: int = 200, seed: int = 0) -> dict:
+    """95% intervals by resampling users with replacement (a user's rows stay together).
+
+    cells {name: bool mask [N]} -> {name: {"auc": [lo, hi], "users": n}} and "gauc": [lo, hi]; labels/probs [N]."""
+    from mdl_tf.evaluation import auc
+
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(users, return_inverse=True)
+    rows_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    draws = [np.concatenate([rows_of[u] for u in rng.integers(0, len(uniq), len(uniq))]) for _ in range(resamples)]
+    out = {}
+    for name, mask in cells.items():
+        values = [auc(labels[d][mask[d]], probs[d][mask[d]]) for d in draws]
+        values = [v for v in values if v is not None]
+        out[name] = {"auc": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values
+                     else None, "users": int(len(np.unique(users[mask])))}
+    per_user = np.array([auc(labels[r], probs[r]) if len(r) else None for r in rows_of], dtype=object)
+    defined = np.array([v is not None for v in per_user])
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        pick = pick[defined[pick]]
+        values.append(float(np.mean(per_user[pick].astype(np.float64))))
+    out["gauc"] = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return out
+
+
+def _compact(metrics: dict) -> dict:
+    """The parts of a metrics.json body the tables need."""
+    return {"cells": {f"{s}/{t}": {"auc": m["auc"], "logloss": m["logloss"], "count": m["count"]}
+                      for s, cell in metrics["per_scenario"].items() if s != "unseen" for t, m in cell.items()},
+            "overall": {t: {"auc": m["auc"], "logloss": m["logloss"]} for t, m in metrics["overall"].items()},
+            "gauc": metrics["gauc"], "mean_auc": metrics["mean_scenario_task_auc"]}
+
+
+def test_intervals(data: Data, probs: np.ndarray) -> dict:
+    """Per task: per-user bootstrap intervals of the pooled AUC, each scenario's AUC and GAUC on the test split."""
+    from mdl_tf.data.transform import labels_and_mask
+
+    frame, cfg = data.frames["test"], data.cfg
+    labels, mask = labels_and_mask(frame, cfg)
+    users = frame[cfg.user_column].to_numpy()
+    scenario = frame[cfg.scenario.column].to_numpy()
+    out = {}
+    for i, task in enumerate(cfg.task_names):
+        keep = mask[:, i] > 0
+        cells = {"pooled": np.ones(int(keep.sum()), bool),
+                 **{s: scenario[keep] == s for s in cfg.scenario_names}}
+        out[task] = user_bootstrap(users[keep], labels[keep, i], probs[keep, i], cells)
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------------------------------
+def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dict:
+    """Train one (model, trial, seed) on `data`; returns the record appended to runs.jsonl."""
+    import tensorflow as tf
+
+    from mdl_tf.training.trainer import TrainConfig, train
+
+    train_kw, hparams = split_trial(trial)
+    tc = TrainConfig(model=model, epochs=SETTINGS["epochs"], batch_size=SETTINGS["batch_size"], seed=seed,
+                     early_stopping_patience=SETTINGS["patience"], dense_params=data.budget, verbose=0,
+                     export=False, save_test_predictions=True, **train_kw)
+    started = time.time()
+    out = work / f"{data.protocol}-{model}-{fingerprint(model, data.protocol, trial)}-s{seed}"
+    metrics = train(data.dir, data.dir, out, tc, hparams, frames=data.frames)
+    probs = np.load(out / "test_predictions.npz")["probabilities"]
+    record = {"key": run_key(model, data.protocol, trial, seed), "protocol": data.protocol, "model": model,
+              "trial": trial, "seed": seed, "hparams": metrics["hparams"], "params": metrics["params"],
+              "dense_budget": data.budget, "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+              "train_seconds": metrics["train_seconds"], "eval": _compact(metrics), "test": _compact(metrics["test"]),
+              "test_intervals": test_intervals(data, probs), "settings": SETTINGS,
+              "machine": machine_info(), "wall_seconds": None, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record["wall_seconds"] = round(time.time() - started, 1)
+    tf.keras.backend.clear_session()
+    return record
+
+
+def chosen_trial(runs: dict, model: str) -> dict | None:
+    """The tuning point with the best mean eval AUC over the 6 cells (random protocol, seed 0), once every point ran."""
+    scores = []
+    for trial in tuning_grid(model):
+        rec = runs.get(run_key(model, "random", trial, 0))
+        if rec is None:
+            return None
+        scores.append((rec["eval"]["mean_auc"], trial))
+    return max(scores, key=lambda s: s[0])[1]
+
+
+def plan(runs: dict, protocols=("random", "temporal"), models=MODELS) -> list:
+    """The (protocol, model, trial, seed) runs still to do, in order; later stages appear once earlier ones finish."""
+    todo = []
+    if "random" in protocols:  # model by model: its trials, then its chosen point's other seeds
+        for m in models:
+            todo += [("random", m, t, 0) for t in tuning_grid(m)]
+            trial = chosen_trial(runs, m)
+            if trial is not None:
+                todo += [("random", m, trial, s) for s in SEEDS[1:]]
+    if "temporal" in protocols:
+        best = best_baselines(runs, 2)
+        for m in models:
+            trial = chosen_trial(runs, m)
+            if trial is not None and best is not None:
+                todo += [("temporal", m, trial, s) for s in (SEEDS if m == "mdl" or m in best else SEEDS[:1])]
+    return [t for t in todo if run_key(t[1], t[0], t[2], t[3]) not in runs]
+
+
+def best_baselines(runs: dict, n: int) -> list | None:
+    """The n baselines with the best mean test AUC on the random protocol, once every baseline's seeds are done."""
+    means = []
+    for m in BASELINES:
+        trial = chosen_trial(runs, m)
+        recs = [runs.get(run_key(m, "random", trial, s)) for s in SEEDS] if trial else [None]
+        if any(r is None for r in recs):
+            return None
+        means.append((np.mean([r["test"]["mean_auc"] for r in recs]), m))
+    return [m for _, m in sorted(means, reverse=True)[:n]]
+
+
+def run(out_dir, cache_dir, protocols=("random", "temporal"), models=MODELS, max_minutes: float | None = None,
+        work_dir=None) -> dict:
+    """Run what is left of the plan (resumable), summarising after every run. Returns the summary."""
+    import tempfile
+
+    out = Path(out_dir)
+    log = out / "runs.jsonl"
+    started = time.time()
+    data = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work_dir or tmp)
+        while True:
+            runs = read_runs(log)
+            todo = plan(runs, protocols, models)
+            if not todo:
+                break
+            if max_minutes is not None and time.time() - started > 60 * max_minutes:
+                print(f"bench movielens1m: stopping after {max_minutes} min; {len(todo)}+ runs left (re-run to "
+                      f"continue)", flush=True)
+                break
+            protocol, model, trial, seed = todo[0]
+            if protocol not in data:
+                data[protocol] = Data(protocol, cache_dir)
+            print(f"bench movielens1m: {len(runs)} done, next {protocol} {model} {trial} seed {seed} "
+                  f"({len(todo)} queued)", flush=True)
+            record = train_one(data[protocol], model, trial, seed, work)
+            append_run(log, record)
+            print(f"bench movielens1m: {protocol} {model} s{seed}: eval {record['eval']['mean_auc']:.4f} test "
+                  f"{record['test']['mean_auc']:.4f} ({record['wall_seconds']:.0f} s, best epoch "
+                  f"{record['best_epoch']})", flush=True)
+            write_summary(out, read_runs(log))
+    return write_summary(out, read_runs(log))
+
+
+def write_summary(out: Path, runs: dict) -> dict:
+    from mdl_tf.bench.movielens1m_report import summarise, write_reports
+
+    summary = summarise(runs)
+    write_reports(out, summary)
+    return summary
+
+
+__all__ = ["ANCHORS", "BASELINES", "MODELS", "SETTINGS", "plan", "run", "tuning_grid", "user_bootstrap"]

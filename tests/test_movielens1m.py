@@ -1,0 +1,85 @@
+"""MovieLens-1M loader: the published domain counts, label rates, split sizes and time safety of the history."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mdl_tf.data import movielens1m
+from mdl_tf.data.io import DataError
+
+
+@pytest.fixture(scope="module")
+def frames():
+    src = movielens1m.fetch()
+    return {p: movielens1m.build_frame(src, p) for p in movielens1m.PROTOCOLS}
+
+
+def test_domains_labels_and_features_match_the_published_setup(frames):
+    frame = frames["random"]
+    assert len(frame) == 1_000_209 and frame.user_id.nunique() == 6_040 and frame.item_id.nunique() == 3_706
+    # Scenario-Wise-Rec's domains: ages {1, 18} -> d0, {25} -> d1, {35, 45, 50, 56} -> d2.
+    assert frame.age_group.value_counts().to_dict() == {"25to34": 395_556, "35plus": 393_906, "under25": 210_747}
+    # click = rating > 3, like = rating > 4 (rates of the released ratings: 4 and 5 are 57.5%, 5 is 22.6%).
+    assert frame.click.mean() == pytest.approx(575_281 / 1_000_209)
+    assert frame.like.mean() == pytest.approx(226_310 / 1_000_209)
+    assert ((frame.like == 1) <= (frame.click == 1)).all()
+    assert frame.user_id.str.fullmatch(r"\d+").all() and set(frame.age) == {1, 18, 25, 35, 45, 50, 56}
+    genres = frame.genres.str.split("|")
+    assert genres.map(len).between(1, 6).all()
+    cfg = movielens1m.feature_config("random")
+    assert set(cfg.required_columns) <= set(frame.columns) and "hist_items" not in frame
+    assert not set(cfg.label_columns) & set(cfg.raw_feature_columns)
+
+
+def test_random_split_sizes_and_seed(frames):
+    splits = movielens1m.random_split(frames["random"])
+    assert {k: len(v) for k, v in splits.items()} == {"train": 800_167, "eval": 100_021, "test": 100_021}
+    idx = [set(v.index) for v in splits.values()]
+    assert not (idx[0] & idx[1] or idx[0] & idx[2] or idx[1] & idx[2])
+    again = movielens1m.random_split(frames["random"])
+    assert all(again[k].index.equals(splits[k].index) for k in splits)  # seeded: the same split every time
+    # Random, not by time: every split spans (nearly) the whole period.
+    assert splits["test"].ts.min() < splits["train"].ts.quantile(0.01)
+
+
+def test_temporal_split_and_history_never_reach_forward(frames):
+    frame = frames["temporal"]
+    splits = movielens1m.time_split(frame)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 800_167, "eval": 100_021, "test": 100_021}
+    assert splits["train"].ts.max() <= splits["eval"].ts.min() <= splits["eval"].ts.max() <= splits["test"].ts.min()
+    first_seen = {}
+    for u, it, t in zip(frame.user_id, frame.item_id, frame.ts):
+        first_seen.setdefault((u, it), t)
+    sample = frame.sample(3000, random_state=0)
+    for u, t, hist, n in zip(sample.user_id, sample.ts, sample.hist_items, sample.hist_len):
+        items = [i for i in hist.split("|") if i]
+        assert len(items) == min(int(n), movielens1m.HISTORY)
+        for it in items:
+            assert first_seen[(u, it)] < t
+    # hist_len counts every earlier event of the user (not only the last HISTORY).
+    user = frame[frame.user_id == frame.user_id.iloc[-1]]
+    assert user.hist_len.iloc[-1] == (user.ts < user.ts.iloc[-1]).sum()
+
+
+def test_write_and_cli_errors(tmp_path, frames):
+    from mdl_tf.cli import main
+
+    info = movielens1m.write(tmp_path / "ml1m", protocol="temporal")
+    assert info["rows"] == {"train": 800_167, "eval": 100_021, "test": 100_021}
+    assert info["protocol"] == "temporal"
+    with pytest.raises(DataError, match=r"protocol 'daily' is not one of \('random', 'temporal'\)"):
+        movielens1m.write(tmp_path / "x", protocol="daily")
+    assert main(["data", "movielens", "--out", str(tmp_path / "y"), "--protocol", "random"]) == 2
+
+
+def test_bad_source_rows_are_named(tmp_path):
+    src = movielens1m.fetch()
+    users = pd.read_csv(src / "ml-1m.user", sep="\t", dtype=str, keep_default_na=False)
+    users.iloc[3, 1] = "30"
+    for name in ("ml-1m.inter", "ml-1m.item"):
+        (tmp_path / name).write_bytes((src / name).read_bytes())
+    users.to_csv(tmp_path / "ml-1m.user", sep="\t", index=False)
+    with pytest.raises(DataError, match=r"ml-1m.user: row 4, column 'age': 30 is not one of MovieLens-1M's age codes"):
+        movielens1m.build_frame(tmp_path)
+    (tmp_path / "ml-1m.user").unlink()
+    with pytest.raises(DataError, match=r"ml-1m.user: file not found"):
+        movielens1m.build_frame(tmp_path)
