@@ -42,7 +42,7 @@ def pipeline_train_dict(args) -> dict:
     from mdl_tf.cli import _train_config
 
     tc = dataclasses.asdict(_train_config(args))
-    for key in ("model", "verbose", "max_steps_per_epoch"):
+    for key in ("model", "verbose", "max_steps_per_epoch", "export", "save_test_predictions"):
         tc.pop(key)
     return tc
 

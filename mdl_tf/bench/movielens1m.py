@@ -195,7 +195,7 @@ def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dic
 
     train_kw, hparams = split_trial(trial)
     tc = TrainConfig(model=model, epochs=SETTINGS["epochs"], batch_size=SETTINGS["batch_size"], seed=seed,
-                     early_stopping_patience=SETTINGS["patience"], dense_params=data.budget, verbose=0,
+                     early_stopping_patience=SETTINGS["patience"], dense_params=data.budget, verbose=2,
                      export=False, save_test_predictions=True, **train_kw)
     started = time.time()
     out = work / f"{data.protocol}-{model}-{fingerprint(model, data.protocol, trial)}-s{seed}"
@@ -206,6 +206,7 @@ def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dic
               "dense_budget": data.budget, "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
               "train_seconds": metrics["train_seconds"], "eval": _compact(metrics), "test": _compact(metrics["test"]),
               "test_intervals": test_intervals(data, probs), "settings": SETTINGS,
+              "attention_entropy": metrics.get("attention_entropy"),
               "machine": machine_info(), "wall_seconds": None, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     record["wall_seconds"] = round(time.time() - started, 1)
     tf.keras.backend.clear_session()

@@ -108,7 +108,7 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_params: int | None = None,
-                      epochs: int = 10, batch_size: int = 512, patience: int = 1, ablations=tuple(ABLATIONS),
+                      epochs: int = 10, batch_size: int = 512, patience: int = 2, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
     from mdl_tf import config as cfgmod
     from mdl_tf.models.sizing import dense_params as count_dense
@@ -124,23 +124,26 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
 
             sizes = vocab_sizes(cfg, fit_stats(read_split(data, "train", cfg), cfg))
             dense_params = count_dense("mdl", cfg, sizes, d_model=d_model_reference)
-        plan = [(m, m, {}) for m in models]
+        plan = [(m, m, {}, dense_params) for m in models]
         unknown = sorted(set(ablations or ()) - set(ABLATIONS))
         if unknown:
             raise ValueError(f"unknown ablation(s) {unknown}; available: {sorted(ABLATIONS)}")
         if "mdl" in models:
-            plan += [(f"mdl:{a}", "mdl", ABLATIONS[a]) for a in (ablations or ())]
+            # Ablations at MDL's own width (d, k fixed), not re-sized to the budget: a re-sized ablation changes its
+            # width too, and its reading would mix the removed component with the width change.
+            fixed = {"d_model": d_model_reference, "ffn_multiplier": 4}
+            plan += [(f"mdl:{a}", "mdl", {**fixed, **ABLATIONS[a]}, None) for a in (ablations or ())]
         runs = {}
-        for label, model, hp in tqdm(plan, desc=f"quality on {dataset}", unit="model"):
+        for label, model, hp, budget in tqdm(plan, desc=f"quality on {dataset}", unit="model"):
             runs[label] = []
             for seed in range(seeds):
                 tc = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, seed=seed, verbose=0,
-                                 early_stopping_patience=patience, dense_params=dense_params)
+                                 early_stopping_patience=patience, dense_params=budget, export=False)
                 runs[label].append(train(data, data, work / f"{label}-{seed}", tc, dict(hp)))
     summary = summarise(runs)
     command = (f"mdl-tf bench quality --dataset {dataset} --models {','.join(models)} --seeds {seeds} "
                f"--dense-params {dense_params} --epochs {epochs} --batch-size {batch_size} --patience {patience}"
-               + f" --ablations {','.join(ablations) if ablations else 'none'}"
+               + f" --ablations {','.join(ablations) if ablations else 'none'} (at d={d_model_reference}, k=4)"
                + (f" --rows {rows}" if dataset == "synthetic" else ""))
     result = {"machine": machine_info(), "command": command, "dataset": dataset, "seeds": seeds,
               "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",

@@ -6,30 +6,41 @@ import tensorflow as tf
 from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
 HEADS = ("linear", "mlp")
+HEAD_INITS = ("zeros", "glorot")
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")
 class TaskHeads(tf.keras.layers.Layer):
     """Task tokens [B, N_t, d] -> logits [B, N_t] (float32). "linear": z_n = T[:, n] W_n + b_n with W [N_t, d, 1];
-    "mlp": a per-task d -> d -> 1 GELU MLP."""
+    "mlp": a per-task d -> d -> 1 GELU MLP.
 
-    def __init__(self, kind: str = "linear", **kwargs):
+    `init="zeros"` (MDL's default) starts the output weights at zero, so an untrained model predicts the bias for
+    every row, as the baselines' towers nearly do. The task tokens read an un-normalised residual stream whose RMS
+    grows with depth: with Glorot output weights ("glorot", the earlier behaviour) the initial logits had a std of
+    1.2-2.2 across rows against 0.05-0.3 for the baselines, and the first epoch went to undoing them
+    (../shared/design/MDL_MOVIELENS_REVIEW.md §2). The weights still get gradients: d logit / d W = T_t ≠ 0.
+    """
+
+    def __init__(self, kind: str = "linear", init: str = "zeros", **kwargs):
         super().__init__(**kwargs)
         if kind not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
+        if init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {init!r}")
         self.kind = kind
+        self.init = init
 
     def build(self, input_shape):
         d = int(input_shape[-1])
-        self.proj = (PerTokenDense(1, name="linear") if self.kind == "linear"
-                     else PerTokenFFN(d, output_dim=1, name="mlp"))
+        self.proj = (PerTokenDense(1, kernel_init=self.init, name="linear") if self.kind == "linear"
+                     else PerTokenFFN(d, output_dim=1, outer_init=self.init, name="mlp"))
         super().build(input_shape)
 
     def call(self, task_tokens):
         return tf.cast(self.proj(task_tokens)[..., 0], tf.float32)
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+        return {**super().get_config(), "kind": self.kind, "init": self.init}
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")

@@ -16,19 +16,23 @@ def per_token_glorot(num_tokens: int, fan_in: int, fan_out: int, seed=None):
 class PerTokenDense(tf.keras.layers.Layer):
     """y[:, n] = x[:, n] @ W[n] + b[n].
 
-    Input  [B, N, d_in]; output [B, N, units]. Kernel [N, d_in, units], bias [N, units].
+    Input  [B, N, d_in]; output [B, N, units]. Kernel [N, d_in, units], bias [N, units]. The kernel starts
+    per-token Glorot-uniform, or all zeros with `kernel_init="zeros"` (an output head that starts at the bias).
     """
 
-    def __init__(self, units: int, use_bias: bool = True, activation=None, **kwargs):
+    def __init__(self, units: int, use_bias: bool = True, activation=None, kernel_init: str = "glorot", **kwargs):
         super().__init__(**kwargs)
+        if kernel_init not in ("glorot", "zeros"):
+            raise ValueError(f"kernel_init must be 'glorot' or 'zeros', got {kernel_init!r}")
         self.units = int(units)
         self.use_bias = bool(use_bias)
         self.activation = tf.keras.activations.get(activation)
+        self.kernel_init = kernel_init
 
     def build(self, input_shape):
         num_tokens, d_in = int(input_shape[-2]), int(input_shape[-1])
-        self.kernel = self.add_weight("kernel", shape=(num_tokens, d_in, self.units),
-                                      initializer=per_token_glorot(num_tokens, d_in, self.units))
+        init = "zeros" if self.kernel_init == "zeros" else per_token_glorot(num_tokens, d_in, self.units)
+        self.kernel = self.add_weight("kernel", shape=(num_tokens, d_in, self.units), initializer=init)
         self.bias = (self.add_weight("bias", shape=(num_tokens, self.units), initializer="zeros")
                      if self.use_bias else None)
         super().build(input_shape)
@@ -41,7 +45,7 @@ class PerTokenDense(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
-                "activation": tf.keras.activations.serialize(self.activation)}
+                "activation": tf.keras.activations.serialize(self.activation), "kernel_init": self.kernel_init}
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")
@@ -52,7 +56,7 @@ class PerTokenFFN(tf.keras.layers.Layer):
     """
 
     def __init__(self, hidden_dim: int, output_dim: int | None = None, num_layers: int = 2,
-                 activation="gelu", **kwargs):
+                 activation="gelu", outer_init: str = "glorot", **kwargs):
         super().__init__(**kwargs)
         if num_layers not in (1, 2):
             raise ValueError(f"PerTokenFFN num_layers must be 1 or 2, got {num_layers}")
@@ -60,12 +64,13 @@ class PerTokenFFN(tf.keras.layers.Layer):
         self.output_dim = output_dim
         self.num_layers = num_layers
         self.activation = activation
+        self.outer_init = outer_init
 
     def build(self, input_shape):
         out = int(self.output_dim or input_shape[-1])
         if self.num_layers == 2:
             self.inner = PerTokenDense(self.hidden_dim, activation=self.activation, name="inner")
-        self.outer = PerTokenDense(out, name="outer")
+        self.outer = PerTokenDense(out, kernel_init=self.outer_init, name="outer")
         super().build(input_shape)
 
     def call(self, x):
@@ -75,4 +80,4 @@ class PerTokenFFN(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
-                "num_layers": self.num_layers, "activation": self.activation}
+                "num_layers": self.num_layers, "activation": self.activation, "outer_init": self.outer_init}

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig, from_dict
-from mdl_tf.data.transform import PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
+from mdl_tf.data.transform import FIRST_ID, OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
 from mdl_tf.training.losses import masked_multitask_loss, per_task_bce
 
 
@@ -174,9 +174,17 @@ class MultiDistributionModel(tf.keras.Model):
     # -- training ------------------------------------------------------------------------------------------------
     def compile(self, dense_lr: float = DEFAULT_DENSE_LR, sparse_lr: float = DEFAULT_SPARSE_LR,
                 dense_optimizer=None, sparse_optimizer=None,
-                sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR, **kwargs):
+                sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR, oov_rate: float = 0.0, **kwargs):
         """RMSprop(dense_lr) for dense weights, Adagrad(sparse_lr, initial accumulator `sparse_accumulator`) for the
-        embedding tables (MDL_SPEC §5.2; pass sparse_accumulator=0.1 for the spec's starting value)."""
+        embedding tables (MDL_SPEC §5.2; pass sparse_accumulator=0.1 for the spec's starting value).
+
+        `oov_rate` (training only): each categorical id of a training row is replaced by the OOV id with this
+        probability, so the OOV row of every table learns what an unknown user or item looks like. Without it the
+        OOV row never occurs in training when every training id is in the vocabulary (min_frequency 1), and cold
+        rows at serving time read a random vector."""
+        if not 0.0 <= oov_rate < 1.0:
+            raise ValueError(f"oov_rate must be in [0, 1), got {oov_rate}")
+        self.oov_rate = float(oov_rate)
         dense_opt = dense_optimizer or tf.keras.optimizers.RMSprop(dense_lr, rho=0.9, momentum=0.0, epsilon=1e-7)
         self.sparse_optimizer = sparse_optimizer or tf.keras.optimizers.Adagrad(
             sparse_lr, initial_accumulator_value=sparse_accumulator)
@@ -201,8 +209,20 @@ class MultiDistributionModel(tf.keras.Model):
             self.task_bce[i].update_state(bce[:, i], sample_weight=w)
         return {m.name: m.result() for m in self.metrics}
 
+    def _drop_ids(self, features: dict) -> dict:
+        """Categorical ids [B] -> the OOV id with probability `oov_rate` each (padding and OOV ids stay)."""
+        if not getattr(self, "oov_rate", 0.0):
+            return features
+        out = dict(features)
+        for f in self.cfg.features_of_kind("categorical"):
+            ids = features[f.name]
+            drop = tf.random.uniform(tf.shape(ids)) < self.oov_rate
+            out[f.name] = tf.where(drop & (ids >= FIRST_ID), tf.constant(OOV_ID, ids.dtype), ids)
+        return out
+
     def train_step(self, data):
         features, targets = data
+        features = self._drop_ids(features)
         labels, mask = targets["labels"], targets["label_mask"]
         dense_vars, sparse_vars = self.variable_groups()
         with tf.GradientTape() as tape:

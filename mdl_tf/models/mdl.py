@@ -14,8 +14,8 @@ from mdl_tf.models.base import MultiDistributionModel
 MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, tokenizer="group", seq_encoder="din",
                     feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
                     domain_prenorm=False, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
-                    fuse_state="pre_ffn", head="linear", last_scenario_ffn=False, use_global_token=True,
-                    use_scenario_tokens=True, use_task_tokens=True, scenario_interaction="attention",
+                    fuse_state="pre_ffn", head="linear", head_init="zeros", last_scenario_ffn=False,
+                    use_global_token=True, use_scenario_tokens=True, use_task_tokens=True, scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
@@ -42,7 +42,8 @@ class MDLModel(MultiDistributionModel):
     def __init__(self, feature_config, vocab_sizes, d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4,
                  tokenizer="group", seq_encoder="din", feature_block="rankmixer", kv_source="updated",
                  attn_out_proj=False, attn_bias=False, domain_prenorm=False, share_kv=False, init_ffn_layers=2,
-                 global_input="mean_spec", fuse_state="pre_ffn", head="linear", last_scenario_ffn=False,
+                 global_input="mean_spec", fuse_state="pre_ffn", head="linear", head_init="zeros",
+                 last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
@@ -52,7 +53,7 @@ class MDLModel(MultiDistributionModel):
                             feature_block=feature_block, kv_source=kv_source, attn_out_proj=attn_out_proj,
                             attn_bias=attn_bias, domain_prenorm=domain_prenorm, share_kv=share_kv,
                             init_ffn_layers=init_ffn_layers, global_input=global_input, fuse_state=fuse_state,
-                            head=head, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
+                            head=head, head_init=head_init, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
                             use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
                             scenario_interaction=scenario_interaction, task_interaction=task_interaction,
                             embedding_dim=embedding_dim)
@@ -89,7 +90,7 @@ class MDLModel(MultiDistributionModel):
                      num_scenario_tokens=cfg.num_scenarios + int(use_global_token), num_task_tokens=cfg.num_tasks,
                      name=f"mdl_block_{layer}")
             for layer in range(num_layers)]
-        self.heads = TaskHeads(head, name="task_heads") if use_task_tokens else None
+        self.heads = TaskHeads(head, init=head_init, name="task_heads") if use_task_tokens else None
 
     def tokens(self, features, return_attention=False):
         """Run the backbone; returns the final (T_f, T_s, T_t) and, if asked, per-layer attention weights."""

@@ -36,6 +36,7 @@ class TrainConfig:
     dense_lr: float = DEFAULT_DENSE_LR    # RMSprop (see mdl_tf.models.base for why not the spec's 1e-2)
     sparse_lr: float = DEFAULT_SPARSE_LR  # Adagrad
     sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR  # Adagrad's initial accumulator (the spec's: 0.1)
+    oov_rate: float = 0.0           # training rows' categorical ids -> OOV with this probability (trains the OOV row)
     seed: int = 0
     precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
     jit_compile: bool = False
@@ -137,6 +138,21 @@ def evaluate_frame(model, frame, cfg, transform, return_probs: bool = False):
     return (metrics, probs) if return_probs else metrics
 
 
+def attention_entropy(model, frame, cfg, transform, rows: int = 2048) -> list:
+    """Per layer: mean entropy (nats) of the scenario and task tokens' attention over the N_f feature tokens, on the
+    first `rows` rows of `frame`, with ln N_f (uniform attention) for reference. Lower = more selective prompts."""
+    features, _ = next(iter(make_dataset(frame.iloc[:rows], cfg, transform, rows)))
+    out = []
+    for layer, maps in enumerate(model.attention_maps(features)):
+        entry = {"layer": layer + 1}
+        for kind, w in maps.items():  # w [B, heads, tokens, N_f]
+            w = tf.cast(w, tf.float32)
+            entry[kind] = float(tf.reduce_mean(-tf.reduce_sum(w * tf.math.log(w + 1e-12), axis=-1)))
+            entry["uniform"] = float(np.log(int(w.shape[-1])))
+        out.append(entry)
+    return out
+
+
 def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None,
           frames: dict | None = None) -> dict:
     """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict.
@@ -159,7 +175,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
         model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
-                      jit_compile=tc.jit_compile)
+                      oov_rate=tc.oov_rate, jit_compile=tc.jit_compile)
     fit_args = _fit_inputs(strategy, frames, cfg, transform, tc)
     best = BestEpoch(cfg.task_names, 0 if distribute.is_parameter_server(strategy) else tc.early_stopping_patience)
     started = time.time()
@@ -181,6 +197,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams,
                "distribution": {"strategy": tc.strategy, "replicas": int(strategy.num_replicas_in_sync), **where}}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
+    if hasattr(model, "attention_maps"):
+        metrics["attention_entropy"] = attention_entropy(model, frames["eval"], cfg, transform)
     if "test" in frames or split_path(data_dir, "test").exists():
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.
         test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)

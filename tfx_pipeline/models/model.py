@@ -106,7 +106,7 @@ def run_fn(fn_args) -> None:
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model, cfg, tc, hparams = build_from_transform(tft_output, custom)
         model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
-                      jit_compile=tc.jit_compile)
+                      oov_rate=tc.oov_rate, jit_compile=tc.jit_compile)
 
     epochs = max(1, tc.epochs)
     train_steps = int(fn_args.train_steps or configs.TRAIN_STEPS)
