@@ -13,12 +13,14 @@ from typing import Optional
 
 import yaml
 
+from mdl_tf.errors import UserError
+
 FEATURE_KINDS = ("categorical", "numeric", "multi_hot", "sequence")
 DOMAINS = ("scenario", "task")
 CONFIG_FILE = "features.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A feature config that cannot be used; the message names the field and the fix."""
 
 
@@ -236,6 +238,9 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         if dtype not in DTYPES or (kind == "numeric") != (dtype == "float"):
             raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}' "
                               f"(numeric features are float; id features are string or int)")
+        if kind in ("multi_hot", "sequence") and dtype != "string":
+            raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}': its values are ids "
+                              f"joined with the separator (\"3|7\"), which is text; declare it `dtype: string`")
         features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
                                     min_frequency=int(f.get("min_frequency", 1)), max_len=max_len,
                                     separator=str(f.get("separator", "|")),

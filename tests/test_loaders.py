@@ -111,7 +111,7 @@ def test_read_split_errors_name_file_row_and_column(synth_dir, synth_cfg, tmp_pa
     two = frame.copy()
     two.loc[0, "click"] = "2"
     two.to_csv(tmp_path / "train" / "data.csv", index=False)
-    with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': label 2.0 must be 0 or 1"):
+    with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': value '2' is not 0 or 1"):
         read_split(tmp_path, "train", synth_cfg)
     with pytest.raises(DataError, match=r"eval/data.csv: file not found"):
         read_split(tmp_path, "eval", synth_cfg)
