@@ -334,12 +334,14 @@ def check_frame(frame: pd.DataFrame, cfg: FeatureConfig, path) -> pd.DataFrame:
                 i = int(np.flatnonzero((cells == cell).to_numpy())[0])
                 raise DataError(f"{path}: row {i + 1} (line {line_of(i)}), column '{col}': value {_short(cell)} "
                                 f"{e.reason}") from None
-        values = cells.map(canonical)
+        # Map each cell to a value of the column's final type directly: a Series of ints with a missing value would
+        # turn float (7 -> 7.0) on the way, which is how int ids lose their digits.
         if rule.kind in ("numeric", "label"):
-            out[col] = values.astype(np.float64)
+            out[col] = cells.map({k: np.nan if v is None else float(v) for k, v in canonical.items()}).astype(
+                np.float64)
         elif rule.kind == "time":
-            out[col] = values.astype(np.int64)
+            out[col] = np.array([canonical[c] for c in cells], dtype=np.int64)
         else:
-            out[col] = values.map(lambda v: "" if v is None else str(v))
+            out[col] = cells.map({k: "" if v is None else str(v) for k, v in canonical.items()}).astype(object)
     check_csv_types(frame, cfg, path)
     return out

@@ -7,6 +7,7 @@ CSV behind.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -85,6 +86,15 @@ def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
     return read_csv_checked(path, cfg, split)
 
 
+def _check_field_counts(path, width: int) -> None:
+    """Every record has the header's number of fields (pandas pads short rows; CsvExampleGen fails on them)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        for i, record in enumerate(csv.reader(fh)):
+            if record and len(record) != width and i > 0:
+                raise DataError(f"{path}: row {i} has {len(record)} fields, the header {width}; CsvExampleGen refuses "
+                                f"such a file (write an empty field for a missing value)")
+
+
 def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFrame:
     """One CSV file of `split`, checked against the config (see read_split)."""
     try:
@@ -98,11 +108,7 @@ def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFram
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows")
-    short = frame.isna().any(axis=1).to_numpy()  # with keep_default_na=False only a missing field is NaN
-    if short.any():
-        i = int(np.flatnonzero(short)[0])
-        raise DataError(f"{path}: row {i + 1} (line {values.line_of(i)}) has fewer fields than the header; "
-                        f"CsvExampleGen refuses such a file (write an empty field for a missing value)")
+    _check_field_counts(path, len(frame.columns))
     missing = [c for c in cfg.required_columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} declared in the feature config are missing from the header")
