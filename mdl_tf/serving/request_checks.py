@@ -23,8 +23,8 @@ def _list_kind(rule: values.ColumnRule) -> str:
 
 
 def check_examples(serialized, rules: dict, input_name: str = "examples") -> None:
-    """Every serialized tf.Example of a request: parsable, each model feature a list of the right type with at most
-    one value that fits its rule, required features present. Raises DataError naming `input_name[i]` and the
+    """Every serialized tf.Example of a request: parsable, each model feature absent (missing) or a list of the right
+    type with exactly one value that fits its rule, required features present. Raises DataError naming `input_name[i]` and the
     feature; features the model does not read are ignored (as TF Serving does)."""
     for i, blob in enumerate(serialized):
         where = f"{input_name}[{i}]"
@@ -47,9 +47,10 @@ def check_examples(serialized, rules: dict, input_name: str = "examples") -> Non
                     raise DataError(f"{where}, feature '{name}': holds a {kind}, the model expects a {want} with one "
                                     f"value; {rule.expects}")
                 items = list(getattr(feature, want).value) if kind else []
-                if len(items) > 1:
-                    raise DataError(f"{where}, feature '{name}': holds {len(items)} values, the model takes one "
-                                    f"per example; {rule.expects}")
+                if kind and len(items) != 1:
+                    raise DataError(f"{where}, feature '{name}': holds {len(items)} values in its {kind}, the model "
+                                    f"takes one per example (leave the feature out when the value is missing); "
+                                    f"{rule.expects}")
                 value = items[0] if items else None
             try:
                 values.check_value(rule, value)
@@ -70,19 +71,20 @@ def check_raw_inputs(inputs: dict, rules: dict) -> None:
                 raise DataError(f"input '{name}'[{i}]: value {e.value!r} {e.reason}") from None
 
 
-_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\s*\[\[\{\{node [^\]]*\]\]")
-_FEATURE = re.compile(r"(?:Key|Feature|feature|input):?\s*'?([^\s,.'()]+)'?")
+_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\s*\[\[\{\{node [^\]]*\]\]|Graph execution error:|"
+                    r"Detected at node \S+ defined at \(most recent call last\):|<stack traces unavailable>|"
+                    r"Name: <unknown>,")
+_TF_FEATURE = re.compile(r"\b(?:Key|Feature):\s*([^\s,]+?)[,.]?(?:\s|$)")
 _INDEX = re.compile(r"Index:\s*(\d+)")
 
 
 def describe_tf_error(message: str, names) -> str:
     """A TensorFlow error raised inside a serving graph, as one line that names the feature (and example) it is
-    about when the message mentions one of `names`; graph-node noise removed."""
+    about: the one TensorFlow's parser names (`Key: x` / `Feature: x`), else one of `names` the message mentions;
+    graph-node noise removed."""
     text = " ".join(_NOISE.sub(" ", message).split())
-    text = text.replace("Name: <unknown>, ", "")
-    known = [m for m in _FEATURE.findall(text) if m in set(names)]
-    if not known:
-        known = [n for n in sorted(names, key=len, reverse=True) if re.search(rf"\b{re.escape(n)}\b", text)]
+    reported = _TF_FEATURE.findall(text)
+    known = reported or [n for n in sorted(names, key=len, reverse=True) if re.search(rf"\b{re.escape(n)}\b", text)]
     if not known:
         return text[:500]
     index = _INDEX.search(text)

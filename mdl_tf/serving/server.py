@@ -120,7 +120,7 @@ def _answer_spec(spec, manager: ModelManager, servable, signature: str | None = 
         spec.signature_name = signature
 
 
-def _value_rules(servable) -> dict:
+def value_rules(servable) -> dict:
     """{feature: values.ColumnRule} of the servable's model inputs, from its feature config ({} when the version has
     no mdl metadata, e.g. a foreign SavedModel). Computed once per loaded version."""
     rules = getattr(servable, "_value_rules", None)
@@ -133,7 +133,7 @@ def _value_rules(servable) -> dict:
 
 def _check_values(servable, signature: str, inputs: dict) -> dict:
     """The value contract on the request (`request_checks`); a bad value -> INVALID_ARGUMENT naming it."""
-    rules = _value_rules(servable)
+    rules = value_rules(servable)
     if not rules:
         return rules
     try:
