@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="mdl,rankmixer,shared_bottom,mmoe,ple,star,hmoe,pepnet,dffm")
     p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--dense-params", type=positive_float, help="budget (default: MDL's dense count at d=64)")
-    p.add_argument("--epochs", type=positive_int, default=10, help="cap; early stopping on the eval split ends most runs sooner")
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="cap; early stopping on the eval split ends most runs sooner")
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--patience", type=int, default=1, help="early stopping on the eval split")
     p.add_argument("--rows", type=SYNTH_ROWS, default=50_000, help="synthetic rows")

@@ -102,7 +102,8 @@ def add_pipeline_parser(sub, add_train_args) -> None:
     p.add_argument("--schema", help="folder with features.yaml + schema.pbtxt (default: the data folder's)")
     p.add_argument("--root", required=True, help="pipeline root: artifacts, ML Metadata, cache")
     p.add_argument("--serving-root", help="where pushed models go (default: <root>/serving)")
-    p.add_argument("--eval-steps", type=positive_int, help="eval batches per validation (default: the whole eval split)")
+    p.add_argument("--eval-steps", type=positive_int,
+                   help="eval batches per validation (default: the whole eval split)")
     p.add_argument("--workers", type=positive_int, default=1, help="Beam DirectRunner processes (1 = in-memory)")
     p.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                    help="per task, overall slice: the AUC a model needs to be blessed")

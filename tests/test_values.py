@@ -307,3 +307,30 @@ def test_command_line_mistakes_end_in_one_line_and_exit_code_2(argv, needle, tmp
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("mdl-tf")]
     assert len(lines) == 1 and needle in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_user_given_integers_elsewhere_are_refused_by_name(monkeypatch, tmp_path):
+    """Config fields, TF_CONFIG and version folders: no bare int() on what a user wrote."""
+    from mdl_tf.config import ConfigError, from_dict
+    from mdl_tf.serving.model_manager import ModelManager
+    from mdl_tf.training.distribute import ClusterConfigError, check_cluster
+
+    for patch, needle in [({"embedding_dim": "16"}, "'embedding_dim' must be an integer, got '16'"),
+                          ({"version": 1.5}, "'version' must be an integer, got 1.5")]:
+        with pytest.raises(ConfigError, match=needle):
+            from_dict({**synthetic.FEATURES_YAML, **patch})
+    raw = {**synthetic.FEATURES_YAML, "features": [{**f, "max_len": "four"} if f["name"] == "item_tags" else f
+                                                   for f in synthetic.FEATURES_YAML["features"]]}
+    with pytest.raises(ConfigError, match=r"\(item_tags\): 'max_len' must be an integer, got 'four'"):
+        from_dict(raw)
+    for tf_config, needle in [
+            ('{"cluster": {"chief": ["localhost:x"], "worker": ["localhost:2"], "ps": ["localhost:3"]}, '
+             '"task": {"type": "chief", "index": 0}}', "address 'localhost:x' is not HOST:PORT"),
+            ('{"cluster": {"chief": ["localhost:1"], "worker": ["localhost:2"], "ps": ["localhost:3"]}, '
+             '"task": {"type": "worker", "index": "0"}}', "task index '0' must be an integer from 0 to 0")]:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+        with pytest.raises(ClusterConfigError, match=needle):
+            check_cluster("parameter_server")
+    (tmp_path / "²").mkdir()  # str.isdigit() says yes, int() says no
+    (tmp_path / "²" / "saved_model.pb").write_bytes(b"")
+    assert ModelManager(tmp_path, "m").candidates() == []

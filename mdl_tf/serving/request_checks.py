@@ -24,8 +24,8 @@ def _list_kind(rule: values.ColumnRule) -> str:
 
 def check_examples(serialized, rules: dict, input_name: str = "examples") -> None:
     """Every serialized tf.Example of a request: parsable, each model feature absent (missing) or a list of the right
-    type with exactly one value that fits its rule, required features present. Raises DataError naming `input_name[i]` and the
-    feature; features the model does not read are ignored (as TF Serving does)."""
+    type with exactly one value that fits its rule, required features present. Raises DataError naming
+    `input_name[i]` and the feature; features the model does not read are ignored (as TF Serving does)."""
     for i, blob in enumerate(serialized):
         where = f"{input_name}[{i}]"
         if not isinstance(blob, bytes):
@@ -71,7 +71,8 @@ def check_raw_inputs(inputs: dict, rules: dict) -> None:
                 raise DataError(f"input '{name}'[{i}]: value {e.value!r} {e.reason}") from None
 
 
-_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\s*\[\[\{\{node [^\]]*\]\]|Graph execution error:|"
+_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\s*\[\[\{\{node [^\]]*\]\]|"
+                    r"Graph execution error:|"
                     r"Detected at node \S+ defined at \(most recent call last\):|<stack traces unavailable>|"
                     r"Name: <unknown>,")
 _TF_FEATURE = re.compile(r"\b(?:Key|Feature):\s*([^\s,]+?)[,.]?(?:\s|$)")
