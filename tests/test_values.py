@@ -1,6 +1,7 @@
 """The value contract (mdl_tf.values) at the file doors: the rules per kind, the CSV loaders, the pipeline's pre-run
 check and CsvExampleGen's own parsing, and the command line's one-line errors. Serving doors: test_serving_values.py."""
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -301,7 +302,7 @@ def test_int_ids_are_normalised_the_way_csvexamplegen_reads_them(synth_dir, tmp_
 def test_command_line_mistakes_end_in_one_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = subprocess.run([sys.executable, "-m", "mdl_tf.cli", *argv], capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+                         env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert res.returncode == 2, res
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("mdl-tf")]
