@@ -59,11 +59,10 @@ def write_dataset(out_dir, splits: dict, cfg: cfgmod.FeatureConfig, provenance: 
     return info
 
 
-def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True) -> np.ndarray:
-    """Column `col` of a source file as float64 (NaN for empty cells when allowed), by the numeric rule of
-    `mdl_tf.values`; a non-number stops with file, row and column."""
-    rule = values.ColumnRule(col, "numeric", "float", required=not allow_empty)
-    cells = frame[col].astype(str).str.strip()
+def parse_column(frame: pd.DataFrame, col: str, rule: values.ColumnRule, path) -> pd.Series:
+    """Column `col` of a source file checked cell by cell with `rule` (`mdl_tf.values`): the canonical values
+    (None when missing); the first bad cell stops with file, row (line) and column."""
+    cells = frame[col].astype(str)
     parsed = {}
     for cell in pd.unique(cells):  # in order of first appearance: the first bad cell is the first bad row
         try:
@@ -72,7 +71,15 @@ def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True)
             i = int(np.flatnonzero((cells == cell).to_numpy())[0])
             raise DataError(f"{path}: row {i + 1} (line {values.line_of(i)}), column '{col}': value "
                             f"{frame[col].iloc[i]!r} {e.reason}") from None
-    return cells.map(parsed).astype(np.float64).to_numpy()
+    return pd.Series([parsed[c] for c in cells], index=frame.index, dtype=object)
+
+
+def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True) -> np.ndarray:
+    """Column `col` of a source file as float64 (NaN for empty cells when allowed), by the numeric rule of
+    `mdl_tf.values`; a non-number stops with file, row and column."""
+    rule = values.ColumnRule(col, "numeric", "float", required=not allow_empty)
+    parsed = parse_column(frame.assign(**{col: frame[col].astype(str).str.strip()}), col, rule, path)
+    return np.array([np.nan if v is None else v for v in parsed], dtype=np.float64)
 
 
 def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
