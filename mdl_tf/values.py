@@ -36,7 +36,6 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-KINDS = ("numeric", "id", "ids", "label", "time")
 CSV_TYPES = ("INT", "FLOAT", "STRING")  # CsvExampleGen's type hierarchy, lowest first
 _CSV_TYPE_OF = {"float": "FLOAT", "int": "INT", "string": "STRING"}
 
