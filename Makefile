@@ -6,7 +6,7 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 RUN_OUT ?= out/demo
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast fuzz clean
 
 setup:  ## create .venv (Python 3.10) and install pinned requirements; no-op when up to date
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,10 @@ test: setup  ## the whole test suite
 
 test-fast: setup  ## skip tests marked slow
 	$(PY) -m pytest -q -m "not slow"
+
+fuzz: setup  ## the property-based tests of the value contract with a large, random budget (CI runs a small fixed one)
+	MDL_FUZZ=1 MDL_FUZZ_SCALE=$${MDL_FUZZ_SCALE:-25} $(PY) -m pytest -q -p no:cacheprovider tests/test_values.py \
+		tests/test_serving_values.py -k "fuzz or every_value or inference or loader_accepts"
 
 clean:
 	rm -rf out .pytest_cache

@@ -19,8 +19,58 @@ import mdl_tf  # noqa: E402  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
-class CLIError(Exception):
-    pass
+from mdl_tf.errors import UserError  # noqa: E402
+
+
+class CLIError(UserError):
+    """A user mistake on the command line; main() prints it as one line and exits with code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `mdl-tf data synth: error: ... (see mdl-tf data synth --help)`, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def at_least(minimum: int, why: str = ""):
+    """argparse type: an integer >= `minimum` (`why` explains the floor in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be at least {minimum}{why}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+positive_int = at_least(1)
+SYNTH_ROWS = at_least(1000, " (the synthetic generator fills three splits)")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
 
 
 def _print(obj) -> None:
@@ -220,7 +270,10 @@ def cmd_bench_quality(args) -> None:
 def cmd_bench_pipeline(args) -> None:
     from mdl_tf.bench.pipeline import run_pipeline_bench
 
-    rows = [int(float(n)) for n in args.rows.split(",")]
+    try:
+        rows = [positive_int(n.strip()) for n in args.rows.split(",")]
+    except argparse.ArgumentTypeError as e:
+        raise CLIError(f"--rows {args.rows!r}: {e}; expected comma-separated row counts, e.g. 10000,100000") from None
     run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers)
     print((Path(args.out) / "pipeline.md").read_text())
 
@@ -242,11 +295,11 @@ def _add_train_args(p) -> None:
     from mdl_tf.constants import MODEL_NAMES, PRECISIONS
 
     p.add_argument("--model", default="mdl", choices=MODEL_NAMES, help="registered model name")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--dense-lr", type=float, help="RMSprop learning rate for dense weights (default 1e-3)")
-    p.add_argument("--sparse-lr", type=float, help="Adagrad learning rate for embedding tables (default 0.05)")
-    p.add_argument("--sparse-accumulator", type=float,
+    p.add_argument("--batch-size", type=positive_int, default=512)
+    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--dense-lr", type=positive_float, help="RMSprop learning rate for dense weights (default 1e-3)")
+    p.add_argument("--sparse-lr", type=positive_float, help="Adagrad learning rate for embedding tables (default 0.05)")
+    p.add_argument("--sparse-accumulator", type=positive_float,
                    help="Adagrad's initial accumulator (default 1e-6; the spec's 0.1 freezes tables at large batch)")
     p.add_argument("--oov-rate", type=float,
                    help="probability that a training row's categorical id is replaced by OOV (default 0: off)")
@@ -254,26 +307,26 @@ def _add_train_args(p) -> None:
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--d-model", type=int, help="token width d")
-    p.add_argument("--layers", type=int, help="number of MDL blocks L")
+    p.add_argument("--d-model", type=positive_int, help="token width d")
+    p.add_argument("--layers", type=positive_int, help="number of MDL blocks L")
     p.add_argument("--hparam", action="append", metavar="NAME=VALUE",
                    help="any model flag, e.g. --hparam kv_source=previous (repeatable)")
     p.add_argument("--ablation", choices=("no_task_tokens", "no_scenario_tokens", "no_global_token",
                                           "no_scenario_attention", "no_task_attention"),
                    help="MDL with exactly one component removed (MDL_SPEC §11); only with --model mdl")
-    p.add_argument("--dense-params", type=float, metavar="N",
+    p.add_argument("--dense-params", type=positive_float, metavar="N",
                    help="size the model to N dense parameters (±5%%) by its width, e.g. 2e6")
     p.add_argument("--strategy", default="default",
                    choices=("default", "mirrored", "multi_worker_mirrored", "parameter_server"),
                    help="tf.distribute strategy; the multi-process ones read the cluster from TF_CONFIG "
                         "(README, Scale out)")
-    p.add_argument("--ps-min-shard-bytes", type=int, metavar="BYTES",
+    p.add_argument("--ps-min-shard-bytes", type=positive_int, metavar="BYTES",
                    help="parameter_server: shard variables larger than this over the ps tasks (default 256 KiB)")
-    p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (default: one pass)")
+    p.add_argument("--steps-per-epoch", type=positive_int, help="cap on training steps per epoch (default: one pass)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdl-tf", description="MDL multi-scenario, multi-task ranking: data, "
+    parser = _Parser(prog="mdl-tf", description="MDL multi-scenario, multi-task ranking: data, "
                                      "training, pipeline, serving and benchmarks.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -282,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "format").add_subparsers(dest="dataset", metavar="DATASET", required=True)
     p = data.add_parser("synth", help="seeded synthetic multi-scenario, multi-task data (the embedded default)")
     p.add_argument("--out", required=True)
-    p.add_argument("--rows", type=int, default=50_000)
+    p.add_argument("--rows", type=SYNTH_ROWS, default=50_000, help="at least 1000 (three splits)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data)
     p = data.add_parser("movielens", help="MovieLens-100K or -1M: scenario = age group, tasks click (>=4) and like (5)")
@@ -301,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
-    p.add_argument("--dataset", help="one dataset (default: all)")
+    p.add_argument("--dataset", choices=("aliccp", "movielens", "synthetic"), help="one dataset (default: all)")
     p.add_argument("--out", default=str(REPO_SCHEMAS))
     p.set_defaults(func=cmd_schema_export)
 
@@ -314,14 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cluster-server", help="serve a worker or ps task of a parameter-server cluster (TF_CONFIG) "
                        "until its chief finishes")
-    p.add_argument("--wait-for-chief", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--wait-for-chief", type=positive_float, default=600.0, metavar="SECONDS",
                    help="exit with an error if the chief has not come up after this long")
     p.set_defaults(func=cmd_cluster_server)
 
     p = sub.add_parser("run", help="the main job on the embedded synthetic data: data, TFX pipeline, push, gRPC predict")
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--rows", type=int, default=50_000)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rows", type=SYNTH_ROWS, default=50_000)
+    p.add_argument("--epochs", type=positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_run)
 
@@ -349,13 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("quality", help="MDL vs the baselines (+ ablations) at one dense budget, over seeds")
     p.add_argument("--dataset", choices=("synthetic", "movielens"), default="movielens")
     p.add_argument("--models", default="mdl,rankmixer,shared_bottom,mmoe,ple,star,hmoe,pepnet,dffm")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--dense-params", type=float, help="budget (default: MDL's dense count at d=64)")
-    p.add_argument("--epochs", type=int, default=10, help="cap; early stopping on the eval split ends most runs sooner")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--dense-params", type=positive_float, help="budget (default: MDL's dense count at d=64)")
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="cap; early stopping on the eval split ends most runs sooner")
+    p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--patience", type=int, default=2, help="early stopping on the eval split (1 froze MDL at a "
                    "noisy first epoch in 4 of 9 review runs)")
-    p.add_argument("--rows", type=int, default=50_000, help="synthetic rows")
+    p.add_argument("--rows", type=SYNTH_ROWS, default=50_000, help="synthetic rows")
     p.add_argument("--ablations", default="no_task_tokens,no_scenario_tokens,no_global_token,"
                    "no_scenario_attention,no_task_attention", help="MDL ablation rows, comma-separated, or 'none'")
     p.add_argument("--out", default="benchmarks/results")
@@ -372,20 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_movielens1m)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=2048)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--d-model", type=positive_int, default=256)
+    p.add_argument("--layers", type=positive_int, default=2)
     p.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     p.add_argument("--jit-compile", action="store_true")
     p.add_argument("--no-compare", action="store_true", help="skip MDL vs MMoE at equal dense parameters")
     p.add_argument("--no-scaling", action="store_true", help="skip the d / L / N_f / N_t cost sweep")
-    p.add_argument("--scaling-batch-size", type=int, default=512)
+    p.add_argument("--scaling-batch-size", type=positive_int, default=512)
     p.set_defaults(func=cmd_bench_speed)
     p = bench.add_parser("pipeline", help="wall time of the local TFX pipeline per component as rows grow")
     p.add_argument("--rows", default="10000,100000,1000000", help="comma-separated synthetic row counts")
-    p.add_argument("--train-steps", type=int, default=200)
-    p.add_argument("--workers", type=int, default=1, help="Beam DirectRunner processes")
+    p.add_argument("--train-steps", type=positive_int, default=200)
+    p.add_argument("--workers", type=positive_int, default=1, help="Beam DirectRunner processes")
     p.add_argument("--out", default="benchmarks/results/pipeline")
     p.set_defaults(func=cmd_bench_pipeline)
     return parser
@@ -410,35 +464,57 @@ def cmd_bench_movielens1m(args) -> None:
     print(f"{summary['runs_done']} runs in {out / 'runs.jsonl'}; tables in {out / 'quality.md'}")
 
 
+def _anomalies_found() -> tuple:
+    """(AnomaliesFound,) once a pipeline ran in this process, else () (importing TFX just to check costs seconds)."""
+    gate = sys.modules.get("tfx_pipeline.components.anomalies_gate")
+    return (gate.AnomaliesFound,) if gate else ()
+
+
 def _user_error(exc: BaseException, kinds: tuple):
     """Our own input error in `exc`'s chain (also when a TFX component raised it, like the AnomaliesGate), or None."""
-    from tfx_pipeline.components.anomalies_gate import AnomaliesFound
-
+    kinds = (*kinds, *_anomalies_found())
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (*kinds, AnomaliesFound)):
+        if isinstance(exc, kinds):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
 
 
+_FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, _FILE_ERRORS) and error.filename:
+        return f"{error.filename}: {error.strerror}; check the path given on the command line"
+    if isinstance(error, _anomalies_found()):
+        return str(error)  # a report: one line per anomaly
+    return " ".join(str(error).split())  # one line, whatever the message held
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code. A user mistake (bad flag value, missing or unreadable file, bad
+    data, config or request value, too few rows, unknown model or dataset) prints one line on stderr and returns 2;
+    with -v the traceback is logged as well."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a one-line usage error (2)
+        return int(e.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from mdl_tf.config import ConfigError
-    from mdl_tf.data.io import DataError
 
     try:
         args.func(args)
     except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
         from mdl_tf.training.distribute import ClusterConfigError
 
-        user_error = _user_error(e, (CLIError, ConfigError, DataError, ClusterConfigError))
+        user_error = _user_error(e, (UserError, ClusterConfigError, *_FILE_ERRORS))
         if user_error is None:
             raise
-        print(f"mdl-tf: error: {user_error}", file=sys.stderr)
+        if args.verbose:
+            logging.exception("traceback of the error below")
+        print(f"mdl-tf: error: {_describe(user_error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -81,6 +81,8 @@ def cmd_pipeline_compile(args) -> None:
 
 
 def add_pipeline_parser(sub, add_train_args) -> None:
+    from mdl_tf.cli import positive_int
+
     from tfx_pipeline.pipeline import configs
 
     pipe = sub.add_parser("pipeline", help="the TFX pipeline: run locally or compile for Kubeflow"
@@ -89,7 +91,7 @@ def add_pipeline_parser(sub, add_train_args) -> None:
     def common(p):
         add_train_args(p)
         p.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name")
-        p.add_argument("--train-steps", type=int, default=configs.TRAIN_STEPS)
+        p.add_argument("--train-steps", type=positive_int, default=configs.TRAIN_STEPS)
         p.add_argument("--beam-args", metavar="YAML", help="file of Beam pipeline arguments (runner profile)")
         p.add_argument("--fail-on-anomalies", action="store_true",
                        help="stop before training when ExampleValidator finds anomalies")
@@ -100,8 +102,9 @@ def add_pipeline_parser(sub, add_train_args) -> None:
     p.add_argument("--schema", help="folder with features.yaml + schema.pbtxt (default: the data folder's)")
     p.add_argument("--root", required=True, help="pipeline root: artifacts, ML Metadata, cache")
     p.add_argument("--serving-root", help="where pushed models go (default: <root>/serving)")
-    p.add_argument("--eval-steps", type=int, help="eval batches per validation (default: the whole eval split)")
-    p.add_argument("--workers", type=int, default=1, help="Beam DirectRunner processes (1 = in-memory)")
+    p.add_argument("--eval-steps", type=positive_int,
+                   help="eval batches per validation (default: the whole eval split)")
+    p.add_argument("--workers", type=positive_int, default=1, help="Beam DirectRunner processes (1 = in-memory)")
     p.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
                    help="per task, overall slice: the AUC a model needs to be blessed")
     p.add_argument("--max-auc-drop", type=float, default=configs.MAX_AUC_DROP,

@@ -14,40 +14,52 @@ def cmd_serve(args) -> None:
                   max_message_bytes=int(args.max_request_mb * (1 << 20)), max_workers=args.workers)
 
 
-def read_jsonl(path) -> list:
+def read_jsonl(path) -> tuple:
+    """(rows, line numbers) of a JSON-lines file of raw-feature objects; a bad line is a CLIError naming it."""
     from mdl_tf.cli import CLIError
 
-    rows = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CLIError(f"{path}: line {n} is not valid JSON ({e.msg}); one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise CLIError(f"{path}: line {n} is a JSON {type(row).__name__}; expected an object of raw features")
-            rows.append(row)
+    rows, lines = [], []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CLIError(f"{path}: line {n} is not valid JSON ({e.msg}); one JSON object per line") from None
+                if not isinstance(row, dict):
+                    raise CLIError(f"{path}: line {n} is a JSON {type(row).__name__}; expected an object of raw "
+                                   f"features")
+                rows.append(row)
+                lines.append(n)
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{path}: not UTF-8 text (byte {e.start}); JSON lines are UTF-8") from None
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read the input ({e.strerror}); --input is a JSON-lines file") from None
     if not rows:
         raise CLIError(f"{path}: no rows; one JSON object of raw features per line")
-    return rows
+    return rows, lines
 
 
 def cmd_predict(args) -> None:
+    """Score a JSON-lines file: every row is checked against the model's features first (a bad value stops with the
+    file, line and feature, exit code 2, nothing written), then sent in batches."""
     from mdl_tf import config as cfgmod
     from mdl_tf.cli import CLIError
     from mdl_tf.serving.client import ServingClient, ServingError
 
-    rows = read_jsonl(args.input)
+    rows, lines = read_jsonl(args.input)
     cfg = cfgmod.load(args.schema) if args.schema else None
     out_lines = []
     with ServingClient(args.server, args.model_name, signature=args.signature, timeout=args.timeout,
                        feature_config=cfg) as client:
         try:
-            for start in range(0, len(rows), args.batch_size):
-                chunk = rows[start:start + args.batch_size]
-                out_lines += [json.dumps(p) for p in client.predict(chunk)]
+            examples = client.examples(rows, [f"{args.input}: line {n}" for n in lines])
+            for start in range(0, len(examples), args.batch_size):
+                outputs = client.predict_examples(examples[start:start + args.batch_size])
+                count = len(next(iter(outputs.values())))
+                out_lines += [json.dumps({k: float(v[i]) for k, v in sorted(outputs.items())}) for i in range(count)]
         except ServingError as e:
             raise CLIError(f"{args.server} model '{args.model_name}': {e}") from None
     text = "\n".join(out_lines) + "\n"
@@ -70,15 +82,17 @@ def cmd_bench_serving(args) -> None:
 
 
 def add_serving_parsers(sub, bench) -> None:
+    from mdl_tf.cli import port_number, positive_float, positive_int
+
     p = sub.add_parser("serve", help="development gRPC server with TF Serving's API (production: TF Serving)")
     p.add_argument("--model-base-path", required=True, help="<base>/<version>/saved_model.pb, as the Pusher writes")
     p.add_argument("--model-name", required=True)
-    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--port", type=port_number, default=8500)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for a new version")
-    p.add_argument("--max-batch-size", type=int, default=8192)
-    p.add_argument("--max-request-mb", type=float, default=64.0)
-    p.add_argument("--workers", type=int, default=min(32, (os.cpu_count() or 2) * 4), help="gRPC threads")
+    p.add_argument("--poll-seconds", type=positive_float, default=2.0, help="how often to look for a new version")
+    p.add_argument("--max-batch-size", type=positive_int, default=8192)
+    p.add_argument("--max-request-mb", type=positive_float, default=64.0)
+    p.add_argument("--workers", type=positive_int, default=min(32, (os.cpu_count() or 2) * 4), help="gRPC threads")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("predict", help="score JSON lines of raw features through a TF Serving gRPC endpoint")
@@ -88,8 +102,8 @@ def add_serving_parsers(sub, bench) -> None:
     p.add_argument("--output", help="out.jsonl (default: stdout)")
     p.add_argument("--schema", help="features.yaml folder (needed with TF Serving; `mdl-tf serve` publishes it)")
     p.add_argument("--signature", default="serving_default")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--timeout", type=float, default=10.0, help="deadline per request in seconds")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--timeout", type=positive_float, default=10.0, help="deadline per request in seconds")
     p.set_defaults(func=cmd_predict)
 
     p = bench.add_parser("serving", help="latency and throughput in-process and over gRPC at batch 1, 64, 512")
@@ -97,7 +111,7 @@ def add_serving_parsers(sub, bench) -> None:
     p.add_argument("--model-name", default="mdl")
     p.add_argument("--data", help="dataset folder whose test rows are sent (default: rows from the vocabularies)")
     p.add_argument("--out", default="benchmarks/results/serving")
-    p.add_argument("--iterations", type=int, default=200, help="timed calls per batch size")
-    p.add_argument("--load-requests", type=int, default=20000)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--iterations", type=positive_int, default=200, help="timed calls per batch size")
+    p.add_argument("--load-requests", type=positive_int, default=20000)
+    p.add_argument("--concurrency", type=positive_int, default=16)
     p.set_defaults(func=cmd_bench_serving)

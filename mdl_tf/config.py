@@ -13,12 +13,14 @@ from typing import Optional
 
 import yaml
 
+from mdl_tf.errors import UserError
+
 FEATURE_KINDS = ("categorical", "numeric", "multi_hot", "sequence")
 DOMAINS = ("scenario", "task")
 CONFIG_FILE = "features.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A feature config that cannot be used; the message names the field and the fix."""
 
 
@@ -181,6 +183,14 @@ def _default_dtype(kind: str) -> str:
     return "float" if kind == "numeric" else "string"
 
 
+def _int_field(mapping: dict, key: str, default: int, where: str) -> int:
+    """An integer field of the YAML (default when absent); text, floats and booleans are refused by name."""
+    value = mapping.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+    return value
+
+
 def _require(mapping: dict, key: str, where: str):
     if key not in mapping:
         raise ConfigError(f"{where}: missing required field '{key}'")
@@ -229,22 +239,28 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
                 raise ConfigError(f"{where} ({name}): important_for '{d}' must be one of {DOMAINS}")
         if important and kind != "categorical":
             raise ConfigError(f"{where} ({name}): only categorical features can be important_for domain tokens")
-        max_len = int(f.get("max_len", 1))
+        max_len = _int_field(f, "max_len", 1, f"{where} ({name})")
         if kind in ("multi_hot", "sequence") and max_len < 1:
             raise ConfigError(f"{where} ({name}): max_len must be >= 1")
         dtype = f.get("dtype", _default_dtype(kind))
         if dtype not in DTYPES or (kind == "numeric") != (dtype == "float"):
             raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}' "
                               f"(numeric features are float; id features are string or int)")
+        if kind in ("multi_hot", "sequence") and dtype != "string":
+            raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}': its values are ids "
+                              f"joined with the separator (\"3|7\"), which is text; declare it `dtype: string`")
         features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
-                                    min_frequency=int(f.get("min_frequency", 1)), max_len=max_len,
+                                    min_frequency=_int_field(f, "min_frequency", 1, f"{where} ({name})"),
+                                    max_len=max_len,
                                     separator=str(f.get("separator", "|")),
                                     shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype))
 
-    cfg = FeatureConfig(name=str(_require(raw, "name", source)), version=int(raw.get("version", 1)),
+    cfg = FeatureConfig(name=str(_require(raw, "name", source)),
+                        version=_int_field(raw, "version", 1, source),
                         token_groups=groups, features=tuple(features), scenario=scenario, tasks=tuple(tasks),
                         user_column=raw.get("user_column"), query_column=raw.get("query_column"),
-                        time_column=raw.get("time_column"), embedding_dim=int(raw.get("embedding_dim", 16)),
+                        time_column=raw.get("time_column"),
+                        embedding_dim=_int_field(raw, "embedding_dim", 16, source),
                         slice_columns=tuple(str(c) for c in raw.get("slice_columns", ())))
     validate(cfg, source)
     return cfg

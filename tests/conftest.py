@@ -50,6 +50,32 @@ def synth_batch(synth_dir, synth_cfg):
     return transform, vocab_sizes(synth_cfg, stats), batch, rows
 
 
+@pytest.fixture(scope="session")
+def synth_model(synth_dir, tmp_path_factory):
+    """A small MDL trained by `mdl-tf train` on `synth_dir` (1 epoch, d=16); its folder holds saved_model/.
+    Tests that serve it copy saved_model/ into their own TF Serving layout."""
+    from mdl_tf.training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("synth_model")
+    train(synth_dir, synth_dir, out, TrainConfig(epochs=1, batch_size=256, verbose=0), {"d_model": 16})
+    return out
+
+
+# Property-based tests: a fixed seed and a small example count in CI; `make fuzz` (MDL_FUZZ=1) runs many more.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("fuzz", settings.get_profile("ci"), derandomize=False)
+settings.load_profile("fuzz" if os.environ.get("MDL_FUZZ") == "1" else "ci")
+FUZZ_SCALE = int(os.environ.get("MDL_FUZZ_SCALE", "25")) if os.environ.get("MDL_FUZZ") == "1" else 1
+
+
+def fuzz_examples(n: int) -> int:
+    """The example count of a property test: `n` in CI, `n * MDL_FUZZ_SCALE` under `make fuzz`."""
+    return n * FUZZ_SCALE
+
+
 SYNTH_SCHEMA = os.path.join(REPO, "schemas", "synthetic")
 PIPELINE_ARGS = ["--d-model", "16", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
                  "--max-auc-drop", "0.2"]

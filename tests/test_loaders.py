@@ -111,7 +111,22 @@ def test_read_split_errors_name_file_row_and_column(synth_dir, synth_cfg, tmp_pa
     two = frame.copy()
     two.loc[0, "click"] = "2"
     two.to_csv(tmp_path / "train" / "data.csv", index=False)
-    with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': label 2.0 must be 0 or 1"):
+    with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': value '2' is not 0 or 1"):
         read_split(tmp_path, "train", synth_cfg)
     with pytest.raises(DataError, match=r"eval/data.csv: file not found"):
         read_split(tmp_path, "eval", synth_cfg)
+
+
+def test_aliccp_ids_stay_exact_and_labels_are_0_or_1(tmp_path):
+    def big_id(f):
+        f.loc[0, "101"] = str(2 ** 53 + 1)  # a float64 would make it 2**53
+        return f
+
+    src = _copy_ali(tmp_path, big_id)
+    aliccp.write(tmp_path / "o", src)
+    assert read_split(tmp_path / "o", "train", aliccp.feature_config())["f101"].iloc[0] == str(2 ** 53 + 1)
+    shutil.rmtree(tmp_path / "src")
+    src = _copy_ali(tmp_path, lambda f: f.assign(click=f["click"].str.replace("1", "1.0")))
+    with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row \d+ \(line \d+\), column 'click': "
+                                        r"value '1.0' is not 0 or 1"):
+        aliccp.write(tmp_path / "o2", src)

@@ -22,7 +22,6 @@ from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.load import run_load
 from mdl_tf.serving.model_manager import ModelManager
 from mdl_tf.serving.server import make_server
-from mdl_tf.training.trainer import TrainConfig, train
 
 MODEL = "mdl"
 MAX_BATCH = 1000
@@ -30,12 +29,10 @@ MAX_MESSAGE = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def model_base(synth_dir, tmp_path_factory):
+def model_base(synth_model, tmp_path_factory):
     """A small trained MDL in TF Serving's layout: <base>/1/."""
-    out = tmp_path_factory.mktemp("served")
-    train(synth_dir, synth_dir, out / "train", TrainConfig(epochs=1, batch_size=256, verbose=0), {"d_model": 16})
-    base = out / "models" / MODEL
-    shutil.copytree(out / "train" / "saved_model", base / "1")
+    base = tmp_path_factory.mktemp("served") / "models" / MODEL
+    shutil.copytree(synth_model / "saved_model", base / "1")
     return base
 
 

@@ -72,7 +72,7 @@ def pushed_versions(serving_root, model_name: str) -> list:
     base = Path(serving_root) / model_name
     if not base.is_dir():
         return []
-    versions = [p for p in base.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    versions = [p for p in base.iterdir() if p.name.isascii() and p.name.isdigit() and (p / "saved_model.pb").exists()]
     return sorted(versions, key=lambda p: int(p.name))
 
 

@@ -1,15 +1,16 @@
 """Checks on the input folder before a pipeline starts, so bad input stops with the file, row and column named
 (instead of a Beam stack trace minutes later inside the Transform or the Evaluator).
 
-CsvExampleGen infers each column's type from its values (all integers -> INT, numbers -> FLOAT, else BYTES), so a
-column must hold what `features.yaml` declares: an id column of bare numbers needs `dtype: int`.
+Every file goes through `mdl_tf.data.io.read_csv_checked`, the loader `mdl-tf train` uses, which applies the value
+contract of `mdl_tf.values`: each cell must be a value of its column's rule, and each column must hold what
+CsvExampleGen will infer as the type schema.pbtxt declares (it infers all integers -> INT, numbers -> FLOAT, else
+BYTES). The pipeline adds what only it needs: one header per split and every eval row labelled for the Evaluator.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.io import DataError, read_csv_checked
@@ -17,29 +18,9 @@ from mdl_tf.data.io import DataError, read_csv_checked
 SPLITS = ("train", "eval")
 
 
-def _integers(values: pd.Series) -> np.ndarray:
-    return values.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
-
-
-def check_inferred_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
-    dtypes = {f.name: f.dtype for f in cfg.features}
-    dtypes[cfg.scenario.column] = cfg.scenario.dtype
-    for col, dtype in dtypes.items():
-        if dtype == "float":
-            continue
-        cells = frame[col].astype(str)
-        cells = cells[cells != ""]
-        if cells.empty:
-            continue
-        ints = _integers(cells)
-        if dtype == "string" and ints.all():
-            raise DataError(f"{path}: column '{col}' holds only integers, so CsvExampleGen reads it as INT, but "
-                            f"features.yaml declares it a string; set `dtype: int` for '{col}' (and regenerate "
-                            f"schema.pbtxt with `mdl-tf schema export`)")
-        if dtype == "int" and not ints.all():
-            i = int(np.flatnonzero(~ints)[0])
-            raise DataError(f"{path}: column '{col}' is declared `dtype: int` but holds {cells.iloc[i]!r}; "
-                            f"fix the value or declare the column a string")
+def _header(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
 
 
 def check_input(data_root, cfg: FeatureConfig, input_format: str = "csv") -> dict:
@@ -60,13 +41,16 @@ def check_input(data_root, cfg: FeatureConfig, input_format: str = "csv") -> dic
                             f"<data>/eval/*.csv (make them with `mdl-tf data synth --out {root}`)")
         rows[split] = 0
         for path in files:
+            if _header(path) != _header(files[0]):
+                raise DataError(f"{path}: header differs from {files[0].name}'s; CsvExampleGen needs the same header "
+                                f"(same columns in the same order) in every file of a split")
             frame = read_csv_checked(path, cfg, split)
-            check_inferred_types(frame, cfg, path)
             if split == "eval":
                 for col in cfg.label_columns:
                     if frame[col].isna().any():
                         i = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-                        raise DataError(f"{path}: row {i + 1}, column '{col}': the Evaluator needs every eval row "
-                                        f"labelled for every task; drop unlabelled rows from the eval split")
+                        raise DataError(f"{path}: row {i + 1} (line {i + 2}), column '{col}': the Evaluator needs "
+                                        f"every eval row labelled for every task; drop unlabelled rows from the "
+                                        f"eval split")
             rows[split] += len(frame)
     return rows

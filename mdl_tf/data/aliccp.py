@@ -6,13 +6,15 @@ file is the training split; the test file's first half is the eval split and its
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import DataError, parse_numbers, write_dataset
+from mdl_tf import values
+from mdl_tf.data.io import DataError, parse_column, parse_numbers, write_dataset
 
 TRAIN_FILE, TEST_FILE = "ali_ccp_train_sample.csv", "ali_ccp_test_sample.csv"
 LABELS = ("click", "purchase")
@@ -66,12 +68,16 @@ def read_source(path: Path) -> pd.DataFrame:
     if missing:
         kind = ("label" if set(missing) & set(LABELS) else "scenario" if SCENARIO in missing else "feature")
         raise DataError(f"{path}: {kind} column(s) {missing} missing from the header")
-    parsed = {col: parse_numbers(frame, col, path, allow_empty=col in DENSE) for col in required}
-    out = pd.DataFrame({_name(c): frame[c].str.strip() for c in USER + ITEM + CROSS + BEHAVIOUR + [SCENARIO]})
+    # Every cell by the value contract of the column it becomes: ids exact int64 (never through float), labels 0/1.
+    rules = values.column_rules(feature_config())
+    out = pd.DataFrame(index=frame.index)
+    for c in USER + ITEM + CROSS + BEHAVIOUR + [SCENARIO]:
+        rule = dataclasses.replace(rules[_name(c)], required=True)
+        out[_name(c)] = [str(v) for v in parse_column(frame, c, rule, path)]
     for c in DENSE:
-        out[_name(c)] = parsed[c]
+        out[_name(c)] = parse_numbers(frame, c, path, allow_empty=True)
     for c in LABELS:
-        out[c] = parsed[c].astype(np.int64)
+        out[c] = parse_column(frame, c, dataclasses.replace(rules[c], required=True), path).astype(np.int64)
     return out
 
 

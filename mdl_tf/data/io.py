@@ -1,10 +1,13 @@
 """Dataset files on disk: `<dir>/{train,eval,test}/data.csv` plus `features.yaml`, `schema.pbtxt`, `dataset.json`.
 
-Reading validates against the feature config and stops at the first problem with a message that names the file,
-the row and the column. Writing is atomic per file, so an interrupted write never leaves a half CSV behind.
+Reading validates against the feature config with the value contract of `mdl_tf.values` (the same rules the pipeline's
+pre-run check, the serving client and the development server apply) and stops at the first problem with a message
+that names the file, the row and the column. Writing is atomic per file, so an interrupted write never leaves a half
+CSV behind.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -14,15 +17,13 @@ import numpy as np
 import pandas as pd
 
 from mdl_tf import config as cfgmod
+from mdl_tf import values
+from mdl_tf.errors import DataError
 from mdl_tf.schema import write_schema
 from mdl_tf.utils import write_json
 
 SPLITS = ("train", "eval", "test")
 DATA_FILE = "data.csv"
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the row and the column."""
 
 
 def split_path(data_dir, split: str) -> Path:
@@ -58,31 +59,47 @@ def write_dataset(out_dir, splits: dict, cfg: cfgmod.FeatureConfig, provenance: 
     return info
 
 
-def _line(row_index: int) -> int:
-    """1-based line number in the CSV file of 0-based data row `row_index` (the header is line 1)."""
-    return row_index + 2
+def parse_column(frame: pd.DataFrame, col: str, rule: values.ColumnRule, path) -> pd.Series:
+    """Column `col` of a source file checked cell by cell with `rule` (`mdl_tf.values`): the canonical values
+    (None when missing); the first bad cell stops with file, row (line) and column."""
+    cells = frame[col].astype(str)
+    parsed = {}
+    for cell in pd.unique(cells):  # in order of first appearance: the first bad cell is the first bad row
+        try:
+            parsed[cell] = values.check_value(rule, cell)
+        except values.InvalidValue as e:
+            i = int(np.flatnonzero((cells == cell).to_numpy())[0])
+            raise DataError(f"{path}: row {i + 1} (line {values.line_of(i)}), column '{col}': value "
+                            f"{frame[col].iloc[i]!r} {e.reason}") from None
+    return pd.Series([parsed[c] for c in cells], index=frame.index, dtype=object)
 
 
 def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True) -> np.ndarray:
-    """Column `col` as float64 (NaN for empty cells when allowed); a non-number stops with file, row and column."""
-    raw = frame[col].astype(str).str.strip()
-    values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna() & ((raw != "") | (not allow_empty))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column '{col}': value {frame[col].iloc[i]!r} "
-                        f"is not a number")
-    return values.to_numpy(dtype=np.float64)
+    """Column `col` of a source file as float64 (NaN for empty cells when allowed), by the numeric rule of
+    `mdl_tf.values`; a non-number stops with file, row and column."""
+    rule = values.ColumnRule(col, "numeric", "float", required=not allow_empty)
+    parsed = parse_column(frame.assign(**{col: frame[col].astype(str).str.strip()}), col, rule, path)
+    return np.array([np.nan if v is None else v for v in parsed], dtype=np.float64)
 
 
 def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
-    """Read one split and check it against the config. Returns a frame with typed columns:
-    id columns as str (empty string when missing), numeric and label columns as float (NaN when missing)."""
+    """Read one split and check it against the config (`mdl_tf.values.check_frame`). Returns a frame with typed
+    columns: id columns as their canonical text (empty string when missing; int ids without sign or leading zeros),
+    numeric and label columns as float (NaN when missing), the time column as int64."""
     path = split_path(data_dir, split)
     if not path.exists():
         raise DataError(f"{path}: file not found; expected <data dir>/{split}/{DATA_FILE} (make one with "
                         f"`mdl-tf data synth|movielens|aliccp --out DIR`)")
     return read_csv_checked(path, cfg, split)
+
+
+def _check_field_counts(path, width: int) -> None:
+    """Every record has the header's number of fields (pandas pads short rows; CsvExampleGen fails on them)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        for i, record in enumerate(csv.reader(fh)):
+            if record and len(record) != width and i > 0:
+                raise DataError(f"{path}: row {i} has {len(record)} fields, the header {width}; CsvExampleGen refuses "
+                                f"such a file (write an empty field for a missing value)")
 
 
 def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFrame:
@@ -91,27 +108,22 @@ def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFram
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty; it needs a header line and at least one row") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: not a valid CSV file ({str(e).strip()}); every row needs as many fields as the "
+                        f"header") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows")
+    _check_field_counts(path, len(frame.columns))
     missing = [c for c in cfg.required_columns if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: column(s) {missing} declared in the feature config are missing from the header")
 
-    numeric_cols = [f.name for f in cfg.features_of_kind("numeric")]
-    label_cols = cfg.label_columns
-    for col in numeric_cols + label_cols:
-        frame[col] = parse_numbers(frame, col, path)
-    for col in label_cols:
-        vals = frame[col].to_numpy()
-        bad = ~np.isnan(vals) & ~np.isin(vals, (0.0, 1.0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path}: row {i + 1} (line {_line(i)}), column '{col}': label {vals[i]!r} must be 0 or 1 "
-                            f"(leave the cell empty when the label is unknown)")
-        if split == "train" and np.isnan(vals).all():
+    frame = values.check_frame(frame, cfg, path)
+    for col in cfg.label_columns:
+        if split == "train" and frame[col].isna().all():
             raise DataError(f"{path}: column '{col}': every label is missing; task '{col}' cannot be trained")
-    if cfg.time_column:
-        frame[cfg.time_column] = parse_numbers(frame, cfg.time_column, path, allow_empty=False).astype(np.int64)
     return frame
 
 

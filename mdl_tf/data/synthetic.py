@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mdl_tf import config as cfgmod
+from mdl_tf.errors import UserError
 
 SCENARIOS = ("home", "feed", "search")
 TRAFFIC = (0.70, 0.20, 0.10)
@@ -104,7 +105,8 @@ def _bilinear_maps(rng: np.random.Generator) -> dict:
 
 def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
     if rows < 1000:
-        raise ValueError(f"rows={rows}: the synthetic generator needs at least 1000 rows to fill three splits")
+        raise UserError(f"rows={rows}: the synthetic generator needs at least 1000 rows to fill three splits; "
+                        f"ask for more (mdl-tf data synth --rows 1000)")
     rng = np.random.default_rng(seed)
     n_users, n_items = max(200, rows // 25), max(100, rows // 50)
     n_tags, n_categories = 40, 20

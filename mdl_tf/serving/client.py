@@ -22,9 +22,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from mdl_tf import config as cfgmod
 from mdl_tf.serving.examples import row_to_example
-from mdl_tf.serving.server import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE, MDL_METADATA_FIELD, SIGNATURE_DEF_FIELD
-
-EXAMPLES_INPUT = "examples"
+from mdl_tf.serving.server import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE, EXAMPLES_INPUT, MDL_METADATA_FIELD,
+                                   SIGNATURE_DEF_FIELD)
 
 
 def _dtype_name(tensor_info) -> str:
@@ -110,12 +109,19 @@ class ServingClient:
             self._cfg = cfgmod.from_dict(mdl["feature_config"], f"{self.target}/{self.model_name} metadata")
         return self._cfg
 
-    def predict(self, rows: list, version: int | None = None) -> list:
-        """Raw feature dicts -> one {output: probability} dict per row."""
+    def examples(self, rows: list, row_names: list | None = None) -> list:
+        """Raw feature dicts -> serialized tf.Examples by the value contract (`mdl_tf.values`); a value that does not
+        fit its feature raises DataError naming the row (`row_names[i]`, default "row i") and the feature, before
+        anything is sent."""
+        cfg = self.feature_config()
+        names = row_names or [f"row {i}" for i in range(len(rows))]
+        return [row_to_example(r, cfg, where=name) for r, name in zip(rows, names)]
+
+    def predict(self, rows: list, version: int | None = None, row_names: list | None = None) -> list:
+        """Raw feature dicts -> one {output: probability} dict per row (see `examples` for how rows are checked)."""
         if not rows:
             return []
-        cfg = self.feature_config()
-        outputs = self.predict_examples([row_to_example(r, cfg) for r in rows], version=version)
+        outputs = self.predict_examples(self.examples(rows, row_names), version=version)
         return [{k: float(v[i]) for k, v in sorted(outputs.items())} for i in range(len(rows))]
 
     def metadata(self, include_mdl: bool = False) -> dict:

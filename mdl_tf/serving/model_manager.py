@@ -78,7 +78,8 @@ class ModelManager:
         """Complete version directories, newest first."""
         if not self.base_path.is_dir():
             return []
-        dirs = [p for p in self.base_path.iterdir() if p.is_dir() and p.name.isdigit() and (p / SAVED_MODEL).exists()]
+        dirs = [p for p in self.base_path.iterdir()
+                if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p / SAVED_MODEL).exists()]
         return sorted(dirs, key=lambda p: int(p.name), reverse=True)
 
     def refresh(self) -> ServableVersion | None:

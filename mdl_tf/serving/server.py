@@ -6,7 +6,8 @@ PredictionService.Predict and GetModelMetadata and ModelService.GetModelStatus f
 under the base path and picks up newer ones while serving.
 
 Errors follow TF Serving's codes: unknown model, version or signature -> NOT_FOUND; a missing or unknown input, a
-wrong dtype or rank, an empty batch, or examples the signature cannot parse -> INVALID_ARGUMENT; a batch above
+wrong dtype or rank, an empty batch, examples the signature cannot parse, or a value that breaks the value contract
+of `mdl_tf.values` (checked before the model runs, naming the example and feature) -> INVALID_ARGUMENT; a batch above
 `max_batch_size` or a message above `max_message_bytes` -> RESOURCE_EXHAUSTED. A bad request never affects the next.
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from mdl_tf import config as cfgmod
+from mdl_tf import values
+from mdl_tf.errors import DataError
+from mdl_tf.serving import request_checks
 from mdl_tf.serving.model_manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ SIGNATURE_DEF_FIELD = "signature_def"
 MDL_METADATA_FIELD = "mdl_metadata"  # our extension: assets.extra/mdl_metadata.json as a StringValue (JSON)
 DEFAULT_MAX_BATCH = 8192
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+EXAMPLES_INPUT = "examples"
 
 
 class RequestError(Exception):
@@ -114,15 +120,43 @@ def _answer_spec(spec, manager: ModelManager, servable, signature: str | None = 
         spec.signature_name = signature
 
 
+def value_rules(servable) -> dict:
+    """{feature: values.ColumnRule} of the servable's model inputs, from its feature config ({} when the version has
+    no mdl metadata, e.g. a foreign SavedModel). Computed once per loaded version."""
+    rules = getattr(servable, "_value_rules", None)
+    if rules is None:
+        raw = (servable.metadata or {}).get("feature_config")
+        rules = values.serving_rules(cfgmod.from_dict(raw, f"version {servable.version} metadata")) if raw else {}
+        servable._value_rules = rules
+    return rules
+
+
+def _check_values(servable, signature: str, inputs: dict) -> dict:
+    """The value contract on the request (`request_checks`); a bad value -> INVALID_ARGUMENT naming it."""
+    rules = value_rules(servable)
+    if not rules:
+        return rules
+    try:
+        if set(inputs) == {EXAMPLES_INPUT}:
+            request_checks.check_examples(inputs[EXAMPLES_INPUT].reshape(-1), rules, EXAMPLES_INPUT)
+        else:
+            request_checks.check_raw_inputs(inputs, rules)
+    except DataError as e:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"signature '{signature}' rejected the input: {e}")
+    return rules
+
+
 def predict(manager: ModelManager, request, max_batch: int = DEFAULT_MAX_BATCH):
     """PredictRequest -> PredictResponse (raises RequestError)."""
     servable = _resolve(manager, request.model_spec)
     signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
     inputs = _inputs(servable, signature, request, max_batch)
+    rules = _check_values(servable, signature, inputs)
     try:
         outputs = servable.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-        message = getattr(e, "message", str(e)).strip().splitlines()[0][:500]
+    except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as e:
+        names = list(rules) or list(inputs)
+        message = request_checks.describe_tf_error(getattr(e, "message", str(e)), names)
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"signature '{signature}' rejected the input: {message}")
     wanted = _known(set(request.output_filter) or set(outputs), set(outputs), "output_filter")
     response = predict_pb2.PredictResponse()

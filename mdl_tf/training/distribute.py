@@ -73,7 +73,25 @@ def check_cluster(name: str) -> dict:
     if missing:
         raise ClusterConfigError(f"strategy '{name}' needs TF_CONFIG cluster entries for {missing}; "
                                  f"got {sorted(conf['cluster'])}")
+    _check_addresses(conf)
     return conf
+
+
+_ADDRESS = re.compile(r"[^\s:]+:[0-9]{1,5}")
+
+
+def _check_addresses(conf: dict) -> None:
+    """Every cluster address is HOST:PORT and the task index is an integer naming one of its type's addresses."""
+    for role, addresses in conf["cluster"].items():
+        for address in addresses if isinstance(addresses, list) else [addresses]:
+            if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+                raise ClusterConfigError(f"TF_CONFIG cluster '{role}' address {address!r} is not HOST:PORT")
+    task = conf.get("task") or {}
+    index = task.get("index", 0)
+    count = len(conf["cluster"].get(task.get("type"), []) or [])
+    if isinstance(index, bool) or not isinstance(index, int) or (count and not 0 <= index < count):
+        raise ClusterConfigError(f"TF_CONFIG task index {index!r} must be an integer from 0 to {max(count - 1, 0)} "
+                                 f"(one of the {count} '{task.get('type')}' addresses)")
 
 
 def make_strategy(name: str = "default", ps_min_shard_bytes: int = PS_MIN_SHARD_BYTES) -> tf.distribute.Strategy:
@@ -195,7 +213,7 @@ def run_cluster_server(wait_for_chief_s: float = 600.0, poll_s: float = 1.0) -> 
     # Each worker runs the coordinator's closures and their remote reads concurrently; with the default pool
     # (one thread per core, 2 here) those can wait on each other forever.
     config.inter_op_parallelism_threads = max(4, len(conf["cluster"]["worker"]) + 1)
-    server = tf.distribute.Server(cluster, job_name=task["type"], task_index=int(task.get("index", 0)),
+    server = tf.distribute.Server(cluster, job_name=task["type"], task_index=task.get("index", 0),
                                   protocol="grpc", config=config, start=True)
     log.info("serving %s:%s at %s", task["type"], task.get("index", 0), server.target)
     chief = conf["cluster"]["chief"][0]

@@ -1,0 +1,27 @@
+"""User-facing error kinds. Every error a user can fix (bad input data, config, flag or request value) derives from
+`UserError`, so the command line can end it in one line with exit code 2 instead of a traceback."""
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake in what the user gave us; the message names where it is and how to fix it."""
+
+
+class DataError(UserError):
+    """Bad input data; the message names the file (or request), the row and the column."""
+
+
+class InvalidValue(DataError):
+    """One value that does not fit its column's rule (`mdl_tf.values`).
+
+    `column` is the column or feature, `value` the value as given, `reason` what was expected (no location: the caller
+    knows the file/request and row and puts them in front)."""
+
+    def __init__(self, column: str, value, reason: str):
+        super().__init__(f"column '{column}': value {_short(value)} {reason}")
+        self.column, self.value, self.reason = column, value, reason
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
