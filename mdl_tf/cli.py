@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
-    p.add_argument("--dataset", choices=("aliccp", "movielens", "synthetic"), help="one dataset (default: all)")
+    p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_temporal", "synthetic"),
+                   help="one dataset (default: all)")
     p.add_argument("--out", default=str(REPO_SCHEMAS))
     p.set_defaults(func=cmd_schema_export)
 

@@ -67,3 +67,11 @@ def test_round_trip_through_yaml(tmp_path):
     cfg = synthetic.feature_config()
     cfgmod.dump(cfg, tmp_path / "features.yaml")
     assert cfgmod.load(tmp_path) == cfg
+
+
+def test_schema_export_offers_every_dataset():
+    from mdl_tf.cli import build_parser
+
+    parser = build_parser()
+    for name in DATASETS:
+        assert parser.parse_args(["schema", "export", "--dataset", name]).dataset == name

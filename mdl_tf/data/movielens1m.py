@@ -41,7 +41,7 @@ _USER_FEATURES = [
     {"name": "user_id", "kind": "categorical", "group": "user", "important_for": ["scenario", "task"],
      "dtype": "int"},
     {"name": "gender", "kind": "categorical", "group": "profile", "important_for": ["scenario"]},
-    {"name": "occupation", "kind": "categorical", "group": "profile", "important_for": ["scenario"]},
+    {"name": "occupation", "kind": "categorical", "group": "profile", "important_for": ["scenario"], "dtype": "int"},
     {"name": "zip_code", "kind": "categorical", "group": "profile"},
     {"name": "age", "kind": "numeric", "group": "profile"},
     {"name": "age_group", "kind": "categorical", "group": "profile"},
