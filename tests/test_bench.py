@@ -17,9 +17,15 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot(tmp_path):
     assert result["split_reported"] == "test" and result["seeds"] == 2
     rows = result["rows"]
     assert set(rows) == {"mdl", "mmoe", "mdl:no_task_tokens", "mdl:no_scenario_attention"}
-    for row in rows.values():
-        assert abs(row["params"]["dense"] - 60000) <= 0.05 * 60000
+    for name, row in rows.items():
+        if ":" not in name:  # the models meet the budget; the ablations keep MDL's width instead
+            assert abs(row["params"]["dense"] - 60000) <= 0.05 * 60000
         assert row["mean_auc"]["n"] == 2 and {"home/click", "feed/purchase"} <= set(row["cells"])
+    for name in ("mdl:no_task_tokens", "mdl:no_scenario_attention"):
+        assert {k: rows[name]["hparams"][k] for k in ("d_model", "ffn_multiplier")} == \
+            {k: rows["mdl"]["hparams"][k] for k in ("d_model", "ffn_multiplier")}
+    # Removing the task tokens removes weights; the width is not grown back to the budget.
+    assert rows["mdl:no_task_tokens"]["params"]["dense"] < rows["mdl"]["params"]["dense"]
     assert set(result["mdl_gain_over_best_baseline"]["home/click"]) == {"best_baseline", "best_baseline_auc",
                                                                      "relative_gain"}
     table = (out / "synthetic" / "quality.md").read_text()
@@ -69,3 +75,95 @@ def test_bench_pipeline_smoke_times_every_component(tmp_path):
     assert sum(run["components"].values()) <= run["pipeline_seconds"] + 1
     assert "| Transform |" in (out / "pipeline.md").read_text()
     assert (out / "pipeline.png").stat().st_size > 1000
+
+
+def _fake_record(model, protocol, trial, seed, eval_auc, test_auc):
+    from mdl_tf.bench import movielens1m as b
+
+    pairs = [(s, t) for s in ("under25", "25to34", "35plus") for t in ("click", "like")]
+    cells = {f"{s}/{t}": {"auc": test_auc + 0.001 * i, "logloss": 0.5, "count": 100}
+             for i, (s, t) in enumerate(pairs)}
+    interval = {"auc": [test_auc - 0.01, test_auc + 0.01], "users": 80}
+    return {"key": b.run_key(model, protocol, trial, seed), "protocol": protocol, "model": model, "trial": trial,
+            "seed": seed, "hparams": {"d_model": 64}, "params": {"dense": 1000, "embedding": 10},
+            "dense_budget": 1000, "best_epoch": 2, "epochs_run": 4, "train_seconds": 1.0, "wall_seconds": 2.0,
+            "eval": {"mean_auc": eval_auc, "cells": cells, "overall": {}, "gauc": {}},
+            "test": {"mean_auc": test_auc, "cells": cells,
+                     "overall": {t: {"auc": test_auc, "logloss": 0.5} for t in ("click", "like")},
+                     "gauc": {"click": test_auc - 0.05, "like": test_auc - 0.04}},
+            "test_intervals": {t: {"pooled": interval, "gauc": [0.7, 0.72], "under25": interval,
+                                   "25to34": interval, "35plus": interval} for t in ("click", "like")},
+            "machine": {"cpus": 2}, "settings": b.SETTINGS, "attention_entropy": None}
+
+
+def test_movielens1m_plan_resumes_and_moves_through_the_stages(tmp_path):
+    """The plan: every model's trials (seed 0), then the eval-chosen trial's other seeds; temporal once the random
+    table is complete. A recorded run is never planned again, a torn last line is ignored."""
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.bench.movielens1m_report import markdown, summarise
+
+    log = tmp_path / "runs.jsonl"
+    todo = b.plan(b.read_runs(log))
+    assert len(todo) == 9 * 4 and todo[0] == ("random", "shared_bottom", b.tuning_grid("shared_bottom")[0], 0)
+    # shared_bottom's trials: the third is best on eval (and worst on test: test never decides)
+    for i, trial in enumerate(b.tuning_grid("shared_bottom")):
+        b.append_run(log, _fake_record("shared_bottom", "random", trial, 0, 0.80 + (0.01 if i == 2 else 0),
+                                       0.78 if i == 2 else 0.81))
+    with open(log, "a") as fh:
+        fh.write('{"key": "torn')  # a run killed while writing its line
+    runs = b.read_runs(log)
+    assert len(runs) == 4 and b.chosen_trial(runs, "shared_bottom") == b.tuning_grid("shared_bottom")[2]
+    todo = b.plan(runs, ("random",))
+    assert todo[:2] == [("random", "shared_bottom", b.tuning_grid("shared_bottom")[2], s) for s in (1, 2)]
+    assert not any(t[0] == "temporal" for t in b.plan(runs))  # the random table is not complete yet
+    # Every model done on random: temporal gets 3 seeds for MDL and the two best baselines, 1 for the rest.
+    log.write_text("")
+    for m in b.MODELS:
+        for i, trial in enumerate(b.tuning_grid(m)):
+            b.append_run(log, _fake_record(m, "random", trial, 0, 0.80 + 0.001 * i, 0.80))
+        best = b.tuning_grid(m)[-1]
+        score = {"mmoe": 0.83, "ple": 0.82, "mdl": 0.835}.get(m, 0.80)
+        for s in (1, 2):
+            b.append_run(log, _fake_record(m, "random", best, s, 0.80, score))
+    runs = b.read_runs(log)
+    assert b.best_baselines(runs, 2) == ["mmoe", "ple"]
+    todo = b.plan(runs)
+    assert all(t[0] == "temporal" for t in todo)
+    assert sorted((m, len([t for t in todo if t[1] == m])) for m in ("mdl", "mmoe", "ple", "star")) == \
+        [("mdl", 3), ("mmoe", 3), ("ple", 3), ("star", 1)]
+    summary = summarise(runs)
+    gains = summary["random"]["mdl_vs_best_baseline"]
+    assert gains["mean"]["best_baseline"] == "mmoe"
+    assert set(summary["anchors"]) == {"shared_bottom", "mmoe", "ple", "star", "pepnet"}
+    md = markdown(summary)
+    assert "Published anchors" in md and "MDL vs best baseline" in md and "(< 50: noisy)" not in md
+
+
+def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch):
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.models.mdl import MDLModel
+
+    trial = b.tuning_grid("mdl")[0]
+    before = {m: b.fingerprint(m, "random", trial) for m in ("mdl", "mmoe")}
+    defaults = list(MDLModel.__init__.__defaults__)
+    defaults[0] = 96  # d_model's default
+    monkeypatch.setattr(MDLModel.__init__, "__defaults__", tuple(defaults))
+    assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]
+
+
+def test_user_bootstrap_interval_contains_the_estimate():
+    import numpy as np
+
+    from mdl_tf.bench.movielens1m import user_bootstrap
+    from mdl_tf.evaluation import auc
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), 20)
+    labels = (rng.random(1200) < 0.4).astype(float)
+    probs = np.clip(0.3 * labels + rng.random(1200) * 0.7, 0, 1)
+    out = user_bootstrap(users, labels, probs, {"all": np.ones(1200, bool), "few": users < 10}, resamples=50)
+    lo, hi = out["all"]["auc"]
+    assert lo < auc(labels, probs) < hi and out["all"]["users"] == 60 and out["few"]["users"] == 10
+    assert out["few"]["auc"][1] - out["few"]["auc"][0] > hi - lo  # fewer users, wider interval
+    assert out["gauc"][0] < out["gauc"][1]

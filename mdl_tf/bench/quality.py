@@ -111,28 +111,29 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
                       epochs: int = 10, batch_size: int = 512, patience: int = 2, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
     from mdl_tf import config as cfgmod
+    from mdl_tf.data.io import read_split
+    from mdl_tf.data.transform import fit_stats, vocab_sizes
     from mdl_tf.models.sizing import dense_params as count_dense
+    from mdl_tf.models.sizing import size_to_budget
 
     out = Path(out_dir) / dataset
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = _prepare(dataset, work, rows)
         cfg = cfgmod.load(data)
+        sizes = vocab_sizes(cfg, fit_stats(read_split(data, "train", cfg), cfg))
         if dense_params is None:  # the budget: MDL at the reference width
-            from mdl_tf.data.io import read_split
-            from mdl_tf.data.transform import fit_stats, vocab_sizes
-
-            sizes = vocab_sizes(cfg, fit_stats(read_split(data, "train", cfg), cfg))
             dense_params = count_dense("mdl", cfg, sizes, d_model=d_model_reference)
         plan = [(m, m, {}, dense_params) for m in models]
         unknown = sorted(set(ablations or ()) - set(ABLATIONS))
         if unknown:
             raise ValueError(f"unknown ablation(s) {unknown}; available: {sorted(ABLATIONS)}")
-        if "mdl" in models:
-            # Ablations at MDL's own width (d, k fixed), not re-sized to the budget: a re-sized ablation changes its
-            # width too, and its reading would mix the removed component with the width change.
-            fixed = {"d_model": d_model_reference, "ffn_multiplier": 4}
-            plan += [(f"mdl:{a}", "mdl", {**fixed, **ABLATIONS[a]}, None) for a in (ablations or ())]
+        if "mdl" in models and ablations:
+            # Ablations at the full MDL's width (its sized d and k), not re-sized to the budget: a re-sized
+            # ablation changes its width too, and its reading would mix the removed part with the width change.
+            width = {k: v for k, v in size_to_budget("mdl", cfg, sizes, dense_params)["hparams"].items()
+                     if k in ("d_model", "ffn_multiplier")}
+            plan += [(f"mdl:{a}", "mdl", {**width, **ABLATIONS[a]}, None) for a in ablations]
         runs = {}
         for label, model, hp, budget in tqdm(plan, desc=f"quality on {dataset}", unit="model"):
             runs[label] = []
@@ -143,7 +144,7 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
     summary = summarise(runs)
     command = (f"mdl-tf bench quality --dataset {dataset} --models {','.join(models)} --seeds {seeds} "
                f"--dense-params {dense_params} --epochs {epochs} --batch-size {batch_size} --patience {patience}"
-               + f" --ablations {','.join(ablations) if ablations else 'none'} (at d={d_model_reference}, k=4)"
+               + f" --ablations {','.join(ablations) if ablations else 'none'}"
                + (f" --rows {rows}" if dataset == "synthetic" else ""))
     result = {"machine": machine_info(), "command": command, "dataset": dataset, "seeds": seeds,
               "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
