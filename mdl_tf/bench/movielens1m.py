@@ -63,7 +63,8 @@ def tuning_grid(model: str) -> list:
 def split_trial(trial: dict) -> tuple:
     """(TrainConfig overrides, model hparams) of a trial: learning rates go to training, the rest to the model."""
     train_keys = {"dense_lr", "sparse_lr"}
-    return ({k: v for k, v in trial.items() if k in train_keys}, {k: v for k, v in trial.items() if k not in train_keys})
+    return ({k: v for k, v in trial.items() if k in train_keys},
+            {k: v for k, v in trial.items() if k not in train_keys})
 
 
 def fingerprint(model: str, protocol: str, trial: dict) -> str:

@@ -213,7 +213,8 @@ def markdown(summary: dict) -> str:
              "train click and like jointly with our two-optimizer step and a multi-hot of all genres (they embed the "
              f"first genre). Tolerance ±{ANCHOR_TOLERANCE}. Their best model: {s['best_published']['model']} "
              f"{s['best_published']['overall']}.", "",
-             "| ours | published | overall (ours / pub.) | under25 = d0 | 25to34 = d1 | 35plus = d2 |", "|---|---|---|---|---|---|"]
+             "| ours | published | overall (ours / pub.) | under25 = d0 | 25to34 = d1 | 35plus = d2 |",
+             "|---|---|---|---|---|---|"]
     for m, a in s["anchors"].items():
         def cell(part):
             c = a["checks"].get(part)
@@ -231,7 +232,8 @@ def markdown(summary: dict) -> str:
         grid = ", ".join(f"{k} ∈ {v}" for k, v in t["grid"].items())
         trials = [f"{_trial(x['trial'])}: {x['eval_mean_auc']:.4f}" if x["eval_mean_auc"] is not None
                   else f"{_trial(x['trial'])}: –" for x in t["trials"]]
-        lines.append(f"| {m} | {grid} | " + " | ".join(trials) + f" | {_trial(t['chosen']) if t['chosen'] else '–'} |")
+        chosen = _trial(t["chosen"]) if t["chosen"] else "–"
+        lines.append(f"| {m} | {grid} | " + " | ".join(trials) + f" | {chosen} |")
     lines += [""]
     lines += _table_md(s["random"], "Random protocol (seeded 80/10/10; 3 seeds)")
     lines += _table_md(s["temporal"], "Temporal protocol (80/10/10 by time, with history; chosen points of random)")

@@ -136,13 +136,14 @@ class DomainTokenizer(tf.keras.layers.Layer):
     ê_spec^k is a learnable per-domain id embedding, optionally concatenated with per-domain numeric priors
     `priors` [B, N, P]. With `global_token=True` a shared token is appended last, its spec input the mean of the
     ê_spec^k (`global_input="mean_spec"`) or its own learnable embedding (`"id"`). FFN_k is per token.
+    `output_norm=True` applies a LayerNorm over d to every token after the ReLU (not in the paper).
 
     ids: {feature: int ids [B]} -> [B, N (+1), d].
     """
 
     def __init__(self, num_domains: int, important_vocab_sizes: dict, d_model: int, embedding_dim: int = 16,
                  spec_dim: int | None = None, ffn_multiplier: int = 4, ffn_layers: int = 2,
-                 global_token: bool = False, global_input: str = "mean_spec", **kwargs):
+                 global_token: bool = False, global_input: str = "mean_spec", output_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         if global_input not in GLOBAL_INPUTS:
             raise ValueError(f"global_input must be one of {GLOBAL_INPUTS}, got {global_input!r}")
@@ -164,6 +165,11 @@ class DomainTokenizer(tf.keras.layers.Layer):
         self.spec_embedding = SparseEmbedding(spec_rows, self.spec_dim, name="spec_embedding")
         self.ffn = PerTokenFFN(self.ffn_multiplier * self.d_model, output_dim=self.d_model,
                                num_layers=self.ffn_layers, name="init_ffn")
+        # ReLU(FFN(·)) of 0.05-scale embeddings gives tokens of RMS ~0.02, half exact zeros: their first-layer
+        # queries are ~0 and the attention over the feature tokens is uniform (MDL_MOVIELENS_REVIEW §1.3).
+        # output_norm LayerNorms each token (per-token scale and shift learnable) to unit RMS.
+        self.output_norm = bool(output_norm)
+        self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="token_norm") if output_norm else None
 
     @property
     def num_tokens(self) -> int:
@@ -185,11 +191,13 @@ class DomainTokenizer(tf.keras.layers.Layer):
                     glob = tf.concat([glob, tf.reduce_mean(tf.cast(priors, glob.dtype), 1, keepdims=True)], -1)
             spec = tf.concat([spec, glob], axis=1)
         imp = tf.broadcast_to(imp[:, None, :], [batch, self.num_tokens, imp.shape[-1]])
-        return tf.nn.relu(self.ffn(tf.concat([imp, spec], axis=-1)))
+        tokens = tf.nn.relu(self.ffn(tf.concat([imp, spec], axis=-1)))
+        return self.norm(tokens) if self.norm is not None else tokens
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,
                 "important_vocab_sizes": self.important_vocab_sizes, "d_model": self.d_model,
                 "embedding_dim": self.embedding_dim, "spec_dim": self.spec_dim,
                 "ffn_multiplier": self.ffn_multiplier, "ffn_layers": self.ffn_layers,
-                "global_token": self.global_token, "global_input": self.global_input}
+                "global_token": self.global_token, "global_input": self.global_input,
+                "output_norm": self.output_norm}

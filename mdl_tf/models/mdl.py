@@ -14,8 +14,9 @@ from mdl_tf.models.base import MultiDistributionModel
 MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, tokenizer="group", seq_encoder="din",
                     feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
                     domain_prenorm=False, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
-                    fuse_state="pre_ffn", head="linear", head_init="zeros", last_scenario_ffn=False,
-                    use_global_token=True, use_scenario_tokens=True, use_task_tokens=True, scenario_interaction="attention",
+                    fuse_state="pre_ffn", head="linear", head_init="zeros", domain_token_norm=False,
+                    last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
+                    scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
@@ -43,7 +44,7 @@ class MDLModel(MultiDistributionModel):
                  tokenizer="group", seq_encoder="din", feature_block="rankmixer", kv_source="updated",
                  attn_out_proj=False, attn_bias=False, domain_prenorm=False, share_kv=False, init_ffn_layers=2,
                  global_input="mean_spec", fuse_state="pre_ffn", head="linear", head_init="zeros",
-                 last_scenario_ffn=False,
+                 domain_token_norm=False, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
@@ -53,7 +54,8 @@ class MDLModel(MultiDistributionModel):
                             feature_block=feature_block, kv_source=kv_source, attn_out_proj=attn_out_proj,
                             attn_bias=attn_bias, domain_prenorm=domain_prenorm, share_kv=share_kv,
                             init_ffn_layers=init_ffn_layers, global_input=global_input, fuse_state=fuse_state,
-                            head=head, head_init=head_init, last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
+                            head=head, head_init=head_init, domain_token_norm=domain_token_norm,
+                            last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
                             use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
                             scenario_interaction=scenario_interaction, task_interaction=task_interaction,
                             embedding_dim=embedding_dim)
@@ -71,13 +73,14 @@ class MDLModel(MultiDistributionModel):
         self.scenario_tokenizer = DomainTokenizer(
             cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
             ffn_layers=init_ffn_layers, global_token=use_global_token, global_input=global_input,
-            name="scenario_tokenizer") if use_scenario_tokens else None
+            output_norm=domain_token_norm, name="scenario_tokenizer") if use_scenario_tokens else None
         # "w/o scenario token" ablation (MDL_SPEC §11): per-scenario towers on the final task tokens instead.
         self.scenario_towers = (None if use_scenario_tokens else
                                 ScenarioTowers(cfg.num_scenarios, d_model, name="scenario_towers"))
         self.task_tokenizer = DomainTokenizer(
             cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
-            ffn_layers=init_ffn_layers, name="task_tokenizer") if use_task_tokens else None
+            ffn_layers=init_ffn_layers, output_norm=domain_token_norm,
+            name="task_tokenizer") if use_task_tokens else None
         # "w/o task token" ablation: per-task MLP towers on [mean-pooled T_f ⊕ s̄] instead of task tokens and heads.
         self.task_towers = None if use_task_tokens else PerTokenFFN(d_model, output_dim=1, name="task_towers")
         self.blocks = [
