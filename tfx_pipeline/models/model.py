@@ -24,7 +24,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.data.transform import FIRST_ID
+from mdl_tf.data.transform import is_hashed_owner, table_sizes
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
@@ -65,8 +65,9 @@ def input_fn(files, data_accessor, tft_output, batch_size: int, num_epochs=None,
 
 
 def vocab_sizes_from(tft_output, cfg: FeatureConfig) -> dict:
-    return {f.name: FIRST_ID + tft_output.vocabulary_size_by_name(vocabulary_name(cfg.vocab_owner(f)))
-            for f in cfg.features if f.is_id_feature}
+    """Embedding-table rows per id feature: the Transform's vocabulary sizes, `hash_buckets` for hashed features
+    (which have no vocabulary file)."""
+    return table_sizes(cfg, lambda owner: tft_output.vocabulary_size_by_name(vocabulary_name(owner)))
 
 
 def build_from_transform(tft_output, custom_config: dict):
@@ -89,6 +90,8 @@ def serving_raw_spec(tft_output, cfg: FeatureConfig) -> dict:
 def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
     vocabs = {}
     for owner in {cfg.vocab_owner(f) for f in cfg.features if f.is_id_feature}:
+        if is_hashed_owner(cfg, owner):
+            continue  # no vocabulary: synthetic_rows makes up an id, which hashes like any other
         vocabs[owner] = [t.decode() if isinstance(t, bytes) else str(t)
                          for t in tft_output.vocabulary_by_name(vocabulary_name(owner))[:64]]
     import pandas as pd
