@@ -91,7 +91,7 @@ def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
     vocabs = {}
     for owner in {cfg.vocab_owner(f) for f in cfg.features if f.is_id_feature}:
         if is_hashed_owner(cfg, owner):
-            continue  # no vocabulary: synthetic_rows makes up an id, which hashes like any other
+            continue  # no vocabulary: synthetic_rows makes up ids, which hash like any other
         vocabs[owner] = [t.decode() if isinstance(t, bytes) else str(t)
                          for t in tft_output.vocabulary_by_name(vocabulary_name(owner))[:64]]
     import pandas as pd
