@@ -40,6 +40,25 @@ WEIGHTS = "weights"               # <model_run_dir>/weights: the trained Keras w
 TRAINER_METRICS = "metrics.json"  # <model_run_dir>/metrics.json
 
 
+class EpochLine(tf.keras.callbacks.Callback):
+    """One line per training epoch on stdout (Keras' own progress output is off): loss, the eval AUC per task when
+    there is validation, and the epoch's time; the full history goes to the Trainer's metrics.json."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        aucs = ", ".join(f"{k[len('val_auc_'):]} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("val_auc_"))
+        print(f"          Trainer epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f}"
+              f"{f', eval AUC {aucs}' if aucs else ''} ({time.time() - self.started:.1f} s)", flush=True)
+
+
 def train_config_from(custom_config: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     given = dict(custom_config.get("train") or {})
@@ -130,8 +149,9 @@ def run_fn(fn_args) -> None:
     log.info("training %s (%s strategy): %d steps (%d epochs x %d), batch %d", tc.model, tc.strategy,
              steps_per_epoch * epochs, epochs, steps_per_epoch, tc.batch_size)
     started = time.time()
+    callbacks.append(EpochLine(epochs))
     history = model.fit(train_input, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=2, **validation)
+                        verbose=0, **validation)
     if not distribute.is_chief(strategy):
         log.info("worker done; the chief exports")
         return
