@@ -190,7 +190,8 @@ def cmd_run(args) -> None:
     print_component_progress()
     summary = local_runner.run(data_dir, data_dir, root, model="mdl", serving_root=out / "serving",
                                hparams={"d_model": 64}, train={"batch_size": batch, "epochs": args.epochs,
-                                                                "seed": args.seed}, train_steps=steps)
+                                                                "seed": args.seed}, train_steps=steps,
+                               **({"auc_floor": args.auc_floor} if args.auc_floor is not None else {}))
     metrics = artifacts.evaluation_metrics(summary["evaluation"]) if summary["evaluation"] else {}
     if not summary["pushed"]:
         # Not blessed (for example, worse than the model already pushed): the gate did its job; serve what is there.
@@ -377,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=SYNTH_ROWS, default=50_000)
     p.add_argument("--epochs", type=positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auc-floor", type=float, help="per task: the AUC the model needs to be blessed "
+                   "(default: the pipeline's, 0.55)")
     p.set_defaults(func=cmd_run)
 
     from mdl_tf.cli_pipeline import add_pipeline_parser

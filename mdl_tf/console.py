@@ -27,8 +27,8 @@ from pathlib import Path
 NOISE = tuple(re.compile(p) for p in (
     r"Unable to register cu(FFT|DNN|BLAS) factory",           # TF's C++ at import (CPU-only wheels, harmless)
     r"FutureWarning: .*google-cloud-storage",                 # google-cloud-aiplatform on the pinned storage client
-    r"FutureWarning: .*Python (version )?3\.10",               # google-api-core: Python 3.10 support ends (TFX pins it)
-    r"FutureWarning: .*(google\.api_core|google/api_core)",
+    r"google/api_core/.*FutureWarning",                       # google-api-core: Python 3.10 support ends (TFX pins 3.10)
+    r"non-supported Python version",
     r"Tables initialized inside a tf\.function",              # TF Transform's vocabulary tables (by design)
     r"(Artifact|Context)Query\.property_predicate is not supported",  # TFX input resolution (local runner)
     r"does not have payload_format custom property",          # TFX: CsvExampleGen's examples are tf.Examples
@@ -36,6 +36,10 @@ NOISE = tuple(re.compile(p) for p in (
     r"AutoGraph could not transform",
     r"python-snappy",                                         # Beam: a faster CRC is optional
     r"Make sure that locally built Python SDK docker image",  # Beam: only about portable runners
+    r"is deprecated and will be removed",                     # TF deprecation notices from inside TFX/TFT/TFMA
+    r"non-serializable objects\. Please implement a `get_config",  # tf.keras on subclassed models (we save weights)
+    r"SavedModel saved prior to TF 2\.5 detected",            # TFMA loading the serving SavedModel
+    r"tensorflow_model_analysis/.*RuntimeWarning: (invalid value|divide by zero)",  # TFMA: empty calibration bins
 ))
 OWN_LOGGERS = ("mdl_tf", "tfx_pipeline")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
