@@ -175,7 +175,7 @@ def cmd_run(args) -> None:
 
     import numpy as np
 
-    from mdl_tf.cli_pipeline import _quiet_tfx_progress
+    from mdl_tf.cli_pipeline import print_component_progress
     from mdl_tf.data import synthetic
     from mdl_tf.data.io import read_split
     from tfx_pipeline import artifacts, local_runner
@@ -187,10 +187,11 @@ def cmd_run(args) -> None:
     batch = 512
     steps = args.epochs * math.ceil(info["rows"]["train"] / batch)
     print(f"[2/3] TFX pipeline (ExampleGen ... Transform, Trainer: MDL {steps} steps, Evaluator, Pusher) -> {root}")
-    _quiet_tfx_progress(args.verbose)
+    print_component_progress()
     summary = local_runner.run(data_dir, data_dir, root, model="mdl", serving_root=out / "serving",
                                hparams={"d_model": 64}, train={"batch_size": batch, "epochs": args.epochs,
-                                                                "seed": args.seed}, train_steps=steps)
+                                                                "seed": args.seed}, train_steps=steps,
+                               **({"auc_floor": args.auc_floor} if args.auc_floor is not None else {}))
     metrics = artifacts.evaluation_metrics(summary["evaluation"]) if summary["evaluation"] else {}
     if not summary["pushed"]:
         # Not blessed (for example, worse than the model already pushed): the gate did its job; serve what is there.
@@ -377,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=SYNTH_ROWS, default=50_000)
     p.add_argument("--epochs", type=positive_int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auc-floor", type=float, help="per task: the AUC the model needs to be blessed "
+                   "(default: the pipeline's, 0.55)")
     p.set_defaults(func=cmd_run)
 
     from mdl_tf.cli_pipeline import add_pipeline_parser
@@ -503,21 +506,48 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a one-line usage error (2)
         return int(e.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from mdl_tf import console
 
-    try:
-        args.func(args)
-    except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
-        from mdl_tf.training.distribute import ClusterConfigError
+    with console.session(log_file(args), args.verbose, title=f"mdl-tf {' '.join(argv or sys.argv[1:])}"):
+        try:
+            args.func(args)
+        except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
+            from mdl_tf.training.distribute import ClusterConfigError
 
-        user_error = _user_error(e, (UserError, ClusterConfigError, *_FILE_ERRORS))
-        if user_error is None:
-            raise
-        if args.verbose:
-            logging.exception("traceback of the error below")
-        print(f"mdl-tf: error: {_describe(user_error)}", file=sys.stderr)
-        return 2
+            user_error = _user_error(e, (UserError, ClusterConfigError, *_FILE_ERRORS))
+            if user_error is None:
+                raise  # a bug, not a user mistake: Python prints the traceback on the terminal
+            if args.verbose:
+                logging.exception("traceback of the error below")
+            else:  # the log file only
+                logging.getLogger("mdl_tf.cli").info("traceback of the error below", exc_info=True)
+            print(f"mdl-tf: error: {_describe(user_error)}", file=sys.stderr)
+            return 2
     return 0
+
+
+# Commands whose output is a file (the log goes next to it) and commands without an output folder (the log goes to
+# mdl_tf.console.default_log_dir()); every other command writes its log into its --out folder (--root: pipeline run).
+_FILE_OUTPUT = {"pipeline_compile": "out", "predict": "output"}
+_NO_OUTPUT_FOLDER = {"schema_export", "serve", "cluster_server"}
+
+
+def _command_name(args) -> str:
+    return args.func.__name__.removeprefix("cmd_")
+
+
+def log_file(args) -> Path:
+    """Where a command's library logging goes: `<its output folder>/mdl-tf-<command>.log`."""
+    from mdl_tf.console import default_log_dir
+
+    command = _command_name(args)
+    name = f"mdl-tf-{command.replace('_', '-')}.log"
+    if command in _FILE_OUTPUT and getattr(args, _FILE_OUTPUT[command], None):
+        return Path(getattr(args, _FILE_OUTPUT[command])).resolve().parent / name
+    folder = getattr(args, "root", None) or getattr(args, "out", None)
+    if command in _NO_OUTPUT_FOLDER or command in _FILE_OUTPUT or not folder:
+        return default_log_dir() / name
+    return Path(folder) / name
 
 
 if __name__ == "__main__":

@@ -3,39 +3,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 
-PROGRESS_MARKERS = (" is running.", " is finished.")
+PROGRESS = re.compile(r"^Component (\S+) is (running|finished)\.$")
 
 
 class _ComponentProgress(logging.Handler):
-    """Prints one line when each TFX component starts and finishes (absl INFO is otherwise thousands of lines)."""
+    """Prints one line on stdout when each TFX component finishes, with the time since the run started and the
+    component's own time (absl INFO, thousands of lines, goes to the command's log file)."""
 
     def __init__(self):
         super().__init__(level=logging.INFO)
         self.started = time.time()
+        self.running = {}
 
     def emit(self, record):
-        msg = record.getMessage()
-        if msg.startswith("Component ") and msg.endswith(PROGRESS_MARKERS):
-            print(f"[{time.time() - self.started:7.1f}s] {msg}", flush=True)
+        m = PROGRESS.match(record.getMessage())
+        if not m:
+            return
+        name, state = m.groups()
+        now = time.time()
+        if state == "running":
+            self.running[name] = now
+        else:
+            took = now - self.running.pop(name, now)
+            print(f"[{now - self.started:7.1f}s] {name} done ({took:.1f} s)", flush=True)
 
 
-def _quiet_tfx_progress(verbose: bool) -> None:
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.INFO)
-    logger = logging.getLogger("absl")
-    logger.addHandler(_ComponentProgress())
-    if not verbose:  # keep TFX's INFO stream (thousands of lines) away from the console; warnings still show
-        import warnings as py_warnings
-
-        py_warnings.filterwarnings("ignore", category=RuntimeWarning, module="tensorflow_model_analysis")
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # deprecation notices from inside TFMA/TFT
-        logger.propagate = False
-        warnings = logging.StreamHandler()
-        warnings.setLevel(logging.WARNING)
-        logger.addHandler(warnings)
+def print_component_progress() -> None:
+    """Component progress lines on stdout; where the rest of TFX's logging goes is `mdl_tf.console`'s job."""
+    logging.getLogger("absl").addHandler(_ComponentProgress())
 
 
 def pipeline_train_dict(args) -> dict:
@@ -51,7 +49,7 @@ def cmd_pipeline_run(args) -> dict:
     from mdl_tf.cli import _hparams, _print
     from tfx_pipeline import local_runner
 
-    _quiet_tfx_progress(args.verbose)
+    print_component_progress()
     summary = local_runner.run(
         args.data, args.schema or args.data, args.root, model=args.model, serving_root=args.serving_root,
         model_name=args.model_name, hparams=_hparams(args), train=pipeline_train_dict(args),

@@ -36,6 +36,10 @@ class FeatureSpec:
     max_len:       multi_hot/sequence length after truncation and padding.
     shares_vocab_with: a sequence of ids of another categorical feature (e.g. the history of `item_id`); it uses that
                    feature's vocabulary and embedding table, and that feature is the DIN target.
+    hash_buckets:  when set (N >= 1), ids are hashed into N buckets (ids 2..N+1; 0 padding, 1 missing) with a stable
+                   fingerprint hash instead of a vocabulary fitted on the training data: no vocabulary to compute,
+                   at the cost of collisions. Categorical, multi_hot and sequence features only; a feature and the
+                   one whose vocabulary it shares must both be hashed into the same N, or neither.
     """
 
     name: str
@@ -47,10 +51,15 @@ class FeatureSpec:
     separator: str = "|"
     shares_vocab_with: Optional[str] = None
     dtype: str = "string"  # raw column type in the files: string | int | float
+    hash_buckets: Optional[int] = None
 
     @property
     def is_id_feature(self) -> bool:
         return self.kind != "numeric"
+
+    @property
+    def is_hashed(self) -> bool:
+        return self.hash_buckets is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +165,8 @@ class FeatureConfig:
                 d["shares_vocab_with"] = f.shares_vocab_with
             if f.dtype != _default_dtype(f.kind):
                 d["dtype"] = f.dtype
+            if f.is_hashed:
+                d["hash_buckets"] = f.hash_buckets
             return d
 
         scenario = {"column": self.scenario.column, "values": list(self.scenario.values)}
@@ -189,6 +200,24 @@ def _int_field(mapping: dict, key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
     return value
+
+
+def _hash_buckets(mapping: dict, kind: str, min_frequency: int, where: str) -> Optional[int]:
+    """`hash_buckets` of one feature (None when absent); refused on numeric features, below 1, or with a
+    `min_frequency` (which needs a vocabulary)."""
+    if mapping.get("hash_buckets") is None:
+        return None
+    buckets = _int_field(mapping, "hash_buckets", 0, where)
+    if kind == "numeric":
+        raise ConfigError(f"{where}: hash_buckets is for id features (categorical, multi_hot, sequence); a numeric "
+                          f"feature has no ids to hash: remove 'hash_buckets'")
+    if buckets < 1:
+        raise ConfigError(f"{where}: hash_buckets must be an integer >= 1 (the number of embedding rows ids are "
+                          f"hashed into, e.g. a few times the expected number of distinct ids), got {buckets}")
+    if min_frequency != 1:
+        raise ConfigError(f"{where}: min_frequency needs a vocabulary and a hashed feature has none: remove "
+                          f"'min_frequency' or 'hash_buckets'")
+    return buckets
 
 
 def _require(mapping: dict, key: str, where: str):
@@ -249,11 +278,12 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         if kind in ("multi_hot", "sequence") and dtype != "string":
             raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}': its values are ids "
                               f"joined with the separator (\"3|7\"), which is text; declare it `dtype: string`")
+        min_frequency = _int_field(f, "min_frequency", 1, f"{where} ({name})")
         features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
-                                    min_frequency=_int_field(f, "min_frequency", 1, f"{where} ({name})"),
-                                    max_len=max_len,
+                                    min_frequency=min_frequency, max_len=max_len,
                                     separator=str(f.get("separator", "|")),
-                                    shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype))
+                                    shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype,
+                                    hash_buckets=_hash_buckets(f, kind, min_frequency, f"{where} ({name})")))
 
     cfg = FeatureConfig(name=str(_require(raw, "name", source)),
                         version=_int_field(raw, "version", 1, source),
@@ -264,6 +294,10 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
                         slice_columns=tuple(str(c) for c in raw.get("slice_columns", ())))
     validate(cfg, source)
     return cfg
+
+
+def _hashing(spec: FeatureSpec) -> str:
+    return f"hash_buckets: {spec.hash_buckets}" if spec.is_hashed else "no hash_buckets"
 
 
 def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
@@ -290,6 +324,10 @@ def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
                                   f"which must be a categorical feature of this config")
             if f.kind not in ("sequence", "multi_hot"):
                 raise ConfigError(f"{source}: feature '{f.name}': shares_vocab_with is only for sequence/multi_hot")
+            if f.hash_buckets != owner.hash_buckets:
+                raise ConfigError(f"{source}: feature '{f.name}' ({_hashing(f)}) shares_vocab_with '{owner.name}' "
+                                  f"({_hashing(owner)}): features sharing one embedding table must map ids the same "
+                                  f"way; give both the same hash_buckets, or neither")
     used = {f.group for f in cfg.features}
     empty = [g for g in cfg.token_groups if g not in used]
     if empty:

@@ -21,7 +21,8 @@ METADATA_FILE = "mdl_metadata.json"
 
 
 def raw_feature_spec(cfg: FeatureConfig) -> dict:
-    """tf.Example parsing spec of the raw serving inputs (labels never included)."""
+    """tf.Example parsing spec of the raw serving inputs (labels never included): numerics and string ids parse
+    to [B] with NaN / "" when absent, int ids to a [B, <=1] SparseTensor (absent = no value)."""
     numeric = {f.name for f in cfg.features_of_kind("numeric")}
     dtypes = {f.name: f.dtype for f in cfg.features}
     dtypes[cfg.scenario.column] = cfg.scenario.dtype
@@ -30,7 +31,9 @@ def raw_feature_spec(cfg: FeatureConfig) -> dict:
         if col in numeric:
             spec[col] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
         elif dtypes.get(col) == "int":
-            spec[col] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+            # No default: an absent int id must stay missing (every int64 is a possible id, even -1); the transform
+            # reads the [B, <=1] SparseTensor as TF Transform does.
+            spec[col] = tf.io.VarLenFeature(tf.int64)
         else:
             spec[col] = tf.io.FixedLenFeature([], tf.string, default_value="")
     return spec

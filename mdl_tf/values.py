@@ -14,6 +14,9 @@ raw tensors. The README's "Accepted values" table documents the same rules.
 | multi_hot / sequence / membership    | str "a|b"       | separator-joined text, or a list of ids (text or integers) |
 | label                                | int 0 or 1      | 0 or 1 as an integer, or the text "0"/"1"                  |
 
+A hashed feature (`hash_buckets`) follows the rule of its kind and dtype: any id is valid (there is no vocabulary to
+be out of; an unseen id gets its own bucket), so no rule depends on the training data.
+
 Missing (None, "", NaN, pandas NA, an empty list) is allowed except in the scenario and time columns. Booleans,
 objects, nested lists, floats for ids and labels, text that is not a number for numbers, NaN/inf text, values out of
 range and text that is not UTF-8 are refused. CSV files also have a rule per column (`check_csv_types`): CsvExampleGen

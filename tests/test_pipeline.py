@@ -102,6 +102,39 @@ def test_push_carries_tft_assets_and_replayable_warmup_requests(pipeline_runs):
 
 
 @pytest.mark.slow
+def test_hashed_ids_need_no_vocabulary_and_serve_the_in_process_buckets(pipeline_runs):
+    """The synthetic config hashes item_id and hist_items: the Transform writes no vocabulary for them, the Trainer
+    sizes their shared table from hash_buckets, and the pushed model's bucket of every raw value is the one
+    `mdl-tf train`'s transform (mdl_tf.data.transform.hash_ids) gives it."""
+    from mdl_tf.data.transform import FIRST_ID, OOV_ID, hash_ids
+    from mdl_tf.serving.examples import rows_to_examples
+
+    data, root, _ = pipeline_runs
+    cfg = synthetic.feature_config()
+    buckets = cfg.feature("item_id").hash_buckets
+    transform_dir = Path(artifacts.latest(root, "TransformGraph")["uri"]) / "transform_fn" / "assets"
+    pushed = artifacts.pushed_versions(root / "serving", "mdl")[-1]
+    for assets in (transform_dir, pushed / "assets"):
+        names = {p.name for p in assets.iterdir()}
+        assert "vocab_user_id" in names and not {"vocab_item_id", "vocab_hist_items"} & names, names
+    meta = json.loads((pushed / "assets.extra" / "mdl_metadata.json").read_text())
+    assert meta["vocab_sizes"]["item_id"] == meta["vocab_sizes"]["hist_items"] == buckets + FIRST_ID
+    rows = pd.read_csv(data / "eval" / "data.csv", dtype=str, keep_default_na=False).iloc[:40]
+    rows.loc[0, "item_id"] = ""
+    rows.loc[1, "item_id"] = "an-item-nobody-has-seen"
+    out = tf.saved_model.load(str(pushed)).signatures["transform_features"](
+        examples=tf.constant(rows_to_examples(rows, cfg)))
+    ids = out["item_id"].numpy()
+    assert ids[0] == OOV_ID
+    np.testing.assert_array_equal(ids[1:], hash_ids(tf.constant(rows["item_id"].iloc[1:].tolist()), buckets).numpy())
+    last = [h.split("|")[-1] for h in rows["hist_items"]]
+    lengths = (out["hist_items"].numpy() > 0).sum(axis=1)
+    for i, (token, n) in enumerate(zip(last, lengths)):
+        if token:
+            assert out["hist_items"].numpy()[i, n - 1] == hash_ids(tf.constant([token]), buckets).numpy()[0]
+
+
+@pytest.mark.slow
 def test_bad_input_stops_before_anything_runs_and_keeps_pushed_models(pipeline_runs, tmp_path, capsys):
     data, root, _ = pipeline_runs
     before = sorted(p.name for p in artifacts.pushed_versions(root / "serving", "mdl"))

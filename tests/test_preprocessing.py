@@ -1,4 +1,6 @@
 """The TF Transform preprocessing_fn, run with tft_beam on small in-memory data, against the transform contract."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +10,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 
 from mdl_tf import config as cfgmod
 from mdl_tf.data.io import read_split
-from mdl_tf.data.transform import OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK, FeatureTransform, fit_stats, raw_columns
+from mdl_tf.data.transform import (OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK, FeatureTransform, fit_stats, hash_ids,
+                                   raw_columns)
 from mdl_tf.schema import build_schema
 from tfx_pipeline.models import preprocessing
 from tfx_pipeline.pipeline.configs import custom_config
@@ -88,6 +91,9 @@ def test_matches_the_in_process_transform(transformed, synth_cfg):
             continue
         np.testing.assert_array_equal(out[f.name] == PAD_ID, ref[f.name] == PAD_ID, err_msg=f.name)
         np.testing.assert_array_equal(out[f.name] == OOV_ID, ref[f.name] == OOV_ID, err_msg=f.name)
+        if f.is_hashed:  # no vocabulary: the bucket ids themselves are the same
+            np.testing.assert_array_equal(out[f.name], ref[f.name], err_msg=f.name)
+            continue
         vocab = tft_out.vocabulary_by_name(preprocessing.vocabulary_name(synth_cfg.vocab_owner(f)))
         known = out[f.name] >= 2
         decoded = np.array([vocab[i - 2] for i in out[f.name][known]])
@@ -114,6 +120,19 @@ def test_min_frequency_sends_rare_ids_to_oov(transformed, synth_cfg):
     assert vocab == {u.encode() for u, n in counts.items() if n >= 2}
     rare = frame["user_id"].map(counts).to_numpy() < 2
     assert rare.any() and (out["user_id"][rare] == OOV_ID).all()
+
+
+def test_hashed_columns_get_buckets_and_no_vocabulary(transformed, synth_cfg):
+    """item_id and hist_items (hash_buckets, sharing one table): TF Transform runs no analyzer for them, writes no
+    vocabulary file, and gives each raw value the bucket mdl_tf.data.transform.hash_ids gives it."""
+    frame, out, tft_out = transformed
+    hashed = [f for f in synth_cfg.features if f.is_hashed]
+    assert {f.name for f in hashed} == {"item_id", "hist_items"}
+    assets = {p.name for p in Path(tft_out.transform_savedmodel_dir, "assets").iterdir()}
+    assert preprocessing.vocabulary_name("user_id") in assets  # vocabularies are written here ...
+    assert not {preprocessing.vocabulary_name(f.name) for f in hashed} & assets  # ... but none for hashed columns
+    buckets = synth_cfg.feature("item_id").hash_buckets
+    np.testing.assert_array_equal(out["item_id"], hash_ids(tf.constant(frame["item_id"].tolist()), buckets).numpy())
 
 
 def test_labels_can_never_become_features(synth_cfg):

@@ -8,9 +8,9 @@ The labels carry structure that only a scenario- and task-aware model can exploi
 * the same features act differently per scenario and per task: user-item affinity goes through a different bilinear
   map in each scenario, price raises clicks in feed but lowers them in search, age x price is an interaction whose
   sign flips between scenarios, the behaviour sequence matters mostly in search, and purchase has its own map;
-* high-cardinality user/item ids, numeric, multi-hot tags and a recent-clicks sequence; users and items keep joining
-  over time, so the test split (the latest rows) holds ids never seen in training, and a new surface ("live")
-  appears in the test split only.
+* high-cardinality user/item ids (item ids hashed into buckets, no vocabulary), numeric, multi-hot tags and a
+  recent-clicks sequence; users and items keep joining over time, so the test split (the latest rows) holds ids
+  never seen in training, and a new surface ("live") appears in the test split only.
 
 `generate()` also returns the oracle click logits with and without scenario knowledge, so tests can check that a
 scenario-blind model is measurably worse.
@@ -33,6 +33,7 @@ SPLITS = ("train", "eval", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 LATENT = 4
 HISTORY = 10
+ITEM_HASH_BUCKETS = 4096  # item_id and hist_items (hashed): 2x the 2,000 items of 100k rows (rows / 50)
 
 FEATURES_YAML = {
     "name": "synthetic",
@@ -50,12 +51,14 @@ FEATURES_YAML = {
          "min_frequency": 2},
         {"name": "user_age", "kind": "numeric", "group": "user"},
         {"name": "user_segment", "kind": "categorical", "group": "user", "important_for": ["scenario"]},
-        {"name": "item_id", "kind": "categorical", "group": "item", "important_for": ["task"], "min_frequency": 2},
+        # Hashed ids: no vocabulary to fit (see hash_buckets in mdl_tf/config.py); the history shares the table.
+        {"name": "item_id", "kind": "categorical", "group": "item", "important_for": ["task"],
+         "hash_buckets": ITEM_HASH_BUCKETS},
         {"name": "item_category", "kind": "categorical", "group": "item", "important_for": ["task"]},
         {"name": "item_price", "kind": "numeric", "group": "item"},
         {"name": "item_tags", "kind": "multi_hot", "group": "item", "max_len": 4, "separator": "|"},
         {"name": "hist_items", "kind": "sequence", "group": "behaviour", "max_len": HISTORY, "separator": "|",
-         "shares_vocab_with": "item_id"},
+         "shares_vocab_with": "item_id", "hash_buckets": ITEM_HASH_BUCKETS},
         {"name": "hist_len", "kind": "numeric", "group": "behaviour"},
         {"name": "scenario", "kind": "categorical", "group": "context"},
         {"name": "device", "kind": "categorical", "group": "context"},

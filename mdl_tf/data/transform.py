@@ -5,12 +5,17 @@ the same transformed-feature contract, which every model in `mdl_tf.models` read
 
 | key                 | dtype / shape        | meaning                                                        |
 |---------------------|----------------------|----------------------------------------------------------------|
-| `<categorical>`     | int64 [B]            | id: 0 padding, 1 OOV/missing, 2.. vocabulary                   |
+| `<categorical>`     | int64 [B]            | id: 0 padding, 1 OOV/missing, 2.. vocabulary (or hash bucket)  |
 | `<multi_hot>`       | int64 [B, max_len]   | ids, 0-padded on the right (first `max_len` kept)              |
 | `<sequence>`        | int64 [B, max_len]   | ids oldest -> newest, 0-padded on the right (last `max_len`)   |
 | `<numeric>`         | float32 [B]          | z-score with training mean/std, missing -> 0, clipped to +-5   |
 | `scenario_mask`     | float32 [B, N_s]     | multi-hot scenario membership; all zero for an unseen scenario |
 | `scenario_index`    | int64 [B]            | index of the primary scenario, N_s when unseen                  |
+
+A feature with `hash_buckets: N` has no vocabulary: its ids are `FIRST_ID + fingerprint64(id text) mod N`
+(`tf.strings.to_hash_bucket_fast`, FarmHash Fingerprint64: the same bucket in every process, run and machine), so
+ids 2..N+1; missing stays 1, padding 0, and nothing is fitted for it. Integer ids are hashed as their decimal text
+("7"), so a dtype int column and its string form land in the same bucket.
 
 Labels are never part of it: `labels_and_mask` builds them separately.
 """
@@ -40,12 +45,20 @@ def _tokens(values: pd.Series, sep: str) -> list:
     return [tok for v in values for tok in v.split(sep) if tok]
 
 
+def is_hashed_owner(cfg: FeatureConfig, owner: str) -> bool:
+    """Whether the ids of vocabulary owner `owner` (and of every feature sharing its table) are hashed."""
+    return cfg.feature(owner).is_hashed
+
+
 def fit_stats(frame: pd.DataFrame, cfg: FeatureConfig) -> dict:
-    """Vocabularies (by frequency, then token) and numeric moments from the training split."""
+    """Vocabularies (by frequency, then token) and numeric moments from the training split; hashed features
+    (`hash_buckets`) get no vocabulary."""
     counters: dict = collections.defaultdict(collections.Counter)
     min_freq = {}
     for f in cfg.features:
         owner = cfg.vocab_owner(f)
+        if f.is_id_feature and is_hashed_owner(cfg, owner):
+            continue
         if f.kind == "categorical":
             counters[owner].update(v for v in frame[f.name] if v != "")
         elif f.kind in ("multi_hot", "sequence"):
@@ -76,10 +89,20 @@ def load_stats(directory) -> dict:
     return json.loads((Path(directory) / STATS_FILE).read_text())
 
 
+def table_sizes(cfg: FeatureConfig, vocabulary_size) -> dict:
+    """Embedding-table rows per id feature, keyed by feature name: padding + OOV + the owner's vocabulary
+    (`vocabulary_size(owner)`, only called for owners with a vocabulary) or its `hash_buckets`."""
+    sizes = {}
+    for f in cfg.features:
+        if f.is_id_feature:
+            owner = cfg.feature(cfg.vocab_owner(f))
+            sizes[f.name] = FIRST_ID + (owner.hash_buckets if owner.is_hashed else int(vocabulary_size(owner.name)))
+    return sizes
+
+
 def vocab_sizes(cfg: FeatureConfig, stats: dict) -> dict:
-    """Embedding-table rows per id feature (padding + OOV + vocabulary), keyed by feature name."""
-    return {f.name: FIRST_ID + len(stats["vocabularies"].get(cfg.vocab_owner(f), []))
-            for f in cfg.features if f.is_id_feature}
+    """Embedding-table rows per id feature (padding + OOV + vocabulary or hash buckets), keyed by feature name."""
+    return table_sizes(cfg, lambda owner: len(stats["vocabularies"].get(owner, [])))
 
 
 # -- TF ops shared by FeatureTransform and the TF Transform preprocessing_fn (tfx_pipeline/models/preprocessing.py) ----
@@ -93,16 +116,52 @@ def as_string(x: tf.Tensor) -> tf.Tensor:
     return tf.strings.as_string(x)
 
 
+def dense_column(x, dtype: str, default) -> tf.Tensor:
+    """A raw input (dense [B, 1] or sparse [B, <=1]) as a dense [B] tensor; missing cells get `default`."""
+    if isinstance(x, tf.SparseTensor):
+        values = x.values
+        if dtype == "float":
+            values = tf.cast(values, tf.float32)
+        elif values.dtype != tf.string:
+            values = tf.strings.as_string(values)  # int ids: missing must stay "" (OOV), not a number
+        # dense_shape[1] is 0 when a whole batch misses the column; every row gets exactly one cell.
+        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, values, tf.stack([x.dense_shape[0], 1])),
+                               default_value=default)
+    elif dtype == "float":
+        x = tf.cast(x, tf.float32)
+    return tf.reshape(x, [-1])
+
+
+def raw_dtypes(cfg: FeatureConfig) -> dict:
+    """{raw column: "string" | "int" | "float"} for every raw model input."""
+    dtypes = {f.name: f.dtype for f in cfg.features}
+    dtypes[cfg.scenario.column] = cfg.scenario.dtype
+    if cfg.scenario.membership_column:
+        dtypes[cfg.scenario.membership_column] = "string"
+    return dtypes
+
+
 def split_tokens(x: tf.Tensor, sep: str) -> tf.RaggedTensor:
     """[B] joined strings ("a|b|c", possibly empty) -> ragged [B, None] non-empty tokens."""
     parts = tf.strings.split(as_string(x), sep=sep)
     return tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
 
 
+def hash_ids(strings: tf.Tensor, buckets: int) -> tf.Tensor:
+    """int64 ids FIRST_ID..FIRST_ID+buckets-1 of id strings (any shape) by FarmHash Fingerprint64 mod `buckets`.
+
+    Stable across processes, runs and machines (no seed, no vocabulary); the same op in the in-process transform,
+    the TF Transform graph and the serving signatures."""
+    return tf.strings.to_hash_bucket_fast(strings, buckets) + FIRST_ID
+
+
 def id_tokens(cfg: FeatureConfig, raw: dict) -> dict:
-    """Every raw id token per vocabulary owner, flat [n] strings (what a vocabulary is fitted on)."""
+    """Every raw id token per vocabulary owner, flat [n] strings (what a vocabulary is fitted on); hashed owners
+    are left out (they have no vocabulary)."""
     out = collections.defaultdict(list)
     for f in cfg.features:
+        if f.is_id_feature and is_hashed_owner(cfg, cfg.vocab_owner(f)):
+            continue
         if f.kind == "categorical":
             s = as_string(raw[f.name])
             out[cfg.vocab_owner(f)].append(tf.boolean_mask(s, tf.not_equal(s, "")))
@@ -143,9 +202,14 @@ def scenario_inputs(cfg: FeatureConfig, raw: dict) -> dict:
 def transform_raw(cfg: FeatureConfig, raw: dict, lookup, moments) -> dict:
     """The transformed-feature contract (module docstring) from [B] raw columns.
 
-    lookup(owner, strings) -> int64 ids with OOV_ID for unknown tokens, FIRST_ID.. for vocabulary entries;
+    lookup(owner, strings) -> int64 ids with OOV_ID for unknown tokens, FIRST_ID.. for vocabulary entries (never
+    called for hashed owners: their ids come from `hash_ids`);
     moments(name) -> (mean, std) of a numeric feature.
     """
+    def ids_of(owner: str, strings: tf.Tensor) -> tf.Tensor:
+        spec = cfg.feature(owner)
+        return hash_ids(strings, spec.hash_buckets) if spec.is_hashed else lookup(owner, strings)
+
     out = {}
     for f in cfg.features:
         x = raw[f.name]
@@ -153,11 +217,11 @@ def transform_raw(cfg: FeatureConfig, raw: dict, lookup, moments) -> dict:
             out[f.name] = standardize(x, *moments(f.name))
         elif f.kind == "categorical":
             s = as_string(x)
-            out[f.name] = tf.where(tf.equal(s, ""), tf.constant(OOV_ID, tf.int64), lookup(cfg.vocab_owner(f), s))
+            out[f.name] = tf.where(tf.equal(s, ""), tf.constant(OOV_ID, tf.int64), ids_of(cfg.vocab_owner(f), s))
         else:
             parts = split_tokens(x, f.separator)
             parts = parts[:, -f.max_len:] if f.kind == "sequence" else parts[:, :f.max_len]
-            ids = tf.ragged.map_flat_values(lambda s, o=cfg.vocab_owner(f): lookup(o, s), parts)
+            ids = tf.ragged.map_flat_values(lambda s, o=cfg.vocab_owner(f): ids_of(o, s), parts)
             out[f.name] = ids.to_tensor(default_value=PAD_ID, shape=[None, f.max_len])
     out.update(scenario_inputs(cfg, raw))
     return out
@@ -184,6 +248,11 @@ class FeatureTransform(tf.Module):
         return table.lookup(strings)
 
     def __call__(self, raw: dict) -> dict:
+        """raw: {column: [B] dense tensor, or a [B, <=1] SparseTensor as tf.io.VarLenFeature parses (the exported
+        signatures parse int ids so, which keeps a missing int id missing)} -> the transformed features."""
+        dtypes = raw_dtypes(self.cfg)
+        raw = {k: dense_column(v, dtypes.get(k), float("nan") if dtypes.get(k) == "float" else "")
+               if isinstance(v, tf.SparseTensor) else v for k, v in raw.items()}
         return transform_raw(self.cfg, raw, self._lookup, self._numeric.__getitem__)
 
 

@@ -48,12 +48,17 @@ def read_warmup_requests(path) -> list:
 
 def synthetic_rows(cfg: FeatureConfig, vocabularies: dict, count: int) -> list:
     """`count` plausible raw rows built from the fitted vocabularies (row i: the i-th most frequent tokens, scenario
-    values in turn). Used where no raw example is at hand, e.g. the TFX run_fn, which only sees transformed data."""
+    values in turn). Used where no raw example is at hand, e.g. the TFX run_fn, which only sees transformed data.
+    A hashed feature (no vocabulary) gets made-up ids, which spread over its buckets like real ones."""
     rows = []
     for i in range(count):
         row = {}
         for f in cfg.features:
-            vocab = vocabularies.get(cfg.vocab_owner(f)) or ["0" if f.dtype == "int" else "unknown"]
+            owner = cfg.vocab_owner(f)
+            if cfg.feature(owner).is_hashed:
+                vocab = [str(k) if f.dtype == "int" else f"{owner}{k}" for k in range(64)]
+            else:
+                vocab = vocabularies.get(owner) or ["0" if f.dtype == "int" else "unknown"]
             token = vocab[i % len(vocab)]
             if f.kind == "numeric":
                 row[f.name] = float(i % 3)

@@ -24,7 +24,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.data.transform import FIRST_ID
+from mdl_tf.data.transform import is_hashed_owner, table_sizes
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
@@ -38,6 +38,25 @@ from tfx_pipeline.pipeline import configs
 log = logging.getLogger(__name__)
 WEIGHTS = "weights"               # <model_run_dir>/weights: the trained Keras weights (checkpoint format)
 TRAINER_METRICS = "metrics.json"  # <model_run_dir>/metrics.json
+
+
+class EpochLine(tf.keras.callbacks.Callback):
+    """One line per training epoch on stdout (Keras' own progress output is off): loss, the eval AUC per task when
+    there is validation, and the epoch's time; the full history goes to the Trainer's metrics.json."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        aucs = ", ".join(f"{k[len('val_auc_'):]} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("val_auc_"))
+        print(f"          Trainer epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f}"
+              f"{f', eval AUC {aucs}' if aucs else ''} ({time.time() - self.started:.1f} s)", flush=True)
 
 
 def train_config_from(custom_config: dict) -> TrainConfig:
@@ -65,8 +84,9 @@ def input_fn(files, data_accessor, tft_output, batch_size: int, num_epochs=None,
 
 
 def vocab_sizes_from(tft_output, cfg: FeatureConfig) -> dict:
-    return {f.name: FIRST_ID + tft_output.vocabulary_size_by_name(vocabulary_name(cfg.vocab_owner(f)))
-            for f in cfg.features if f.is_id_feature}
+    """Embedding-table rows per id feature: the Transform's vocabulary sizes, `hash_buckets` for hashed features
+    (which have no vocabulary file)."""
+    return table_sizes(cfg, lambda owner: tft_output.vocabulary_size_by_name(vocabulary_name(owner)))
 
 
 def build_from_transform(tft_output, custom_config: dict):
@@ -89,6 +109,8 @@ def serving_raw_spec(tft_output, cfg: FeatureConfig) -> dict:
 def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
     vocabs = {}
     for owner in {cfg.vocab_owner(f) for f in cfg.features if f.is_id_feature}:
+        if is_hashed_owner(cfg, owner):
+            continue  # no vocabulary: synthetic_rows makes up ids, which hash like any other
         vocabs[owner] = [t.decode() if isinstance(t, bytes) else str(t)
                          for t in tft_output.vocabulary_by_name(vocabulary_name(owner))[:64]]
     import pandas as pd
@@ -127,8 +149,9 @@ def run_fn(fn_args) -> None:
     log.info("training %s (%s strategy): %d steps (%d epochs x %d), batch %d", tc.model, tc.strategy,
              steps_per_epoch * epochs, epochs, steps_per_epoch, tc.batch_size)
     started = time.time()
+    callbacks.append(EpochLine(epochs))
     history = model.fit(train_input, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=2, **validation)
+                        verbose=0, **validation)
     if not distribute.is_chief(strategy):
         log.info("worker done; the chief exports")
         return

@@ -3,7 +3,8 @@
 Everything comes from the feature config carried in the Transform's custom config (the same `features.yaml` the
 Trainer, the serving signatures and the Evaluator read):
 * categorical / multi-hot / sequence ids: one vocabulary per owner (`shares_vocab_with` shares it), fitted on the
-  training split with the feature's `min_frequency`; 0 is padding, 1 OOV or missing, 2.. the vocabulary;
+  training split with the feature's `min_frequency`; 0 is padding, 1 OOV or missing, 2.. the vocabulary; a feature
+  with `hash_buckets: N` runs no analyzer and writes no vocabulary file: its ids are 2 + fingerprint hash mod N;
 * numerics: z-score with the training mean and standard deviation, clipped, missing -> 0;
 * multi-hot kept first `max_len`, sequences last `max_len` (newest), 0-padded on the right;
 * the scenario column (and membership column) -> `scenario_mask` [B, N_s] and `scenario_index` [B]; an unseen
@@ -17,7 +18,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.data.transform import FIRST_ID, OOV_ID, id_tokens, transform_raw
+from mdl_tf.data.transform import FIRST_ID, OOV_ID, dense_column, id_tokens, raw_dtypes, transform_raw
 from tfx_pipeline.pipeline.configs import feature_config_from
 
 LABELS = "labels"
@@ -30,32 +31,8 @@ def vocabulary_name(owner: str) -> str:
     return f"vocab_{owner}"
 
 
-def dense_column(x, dtype: str, default) -> tf.Tensor:
-    """A raw input (dense [B, 1] or sparse [B, <=1]) as a dense [B] tensor; missing cells get `default`."""
-    if isinstance(x, tf.SparseTensor):
-        values = x.values
-        if dtype == "float":
-            values = tf.cast(values, tf.float32)
-        elif values.dtype != tf.string:
-            values = tf.strings.as_string(values)  # int ids: missing must stay "" (OOV), not a number
-        # dense_shape[1] is 0 when a whole batch misses the column; every row gets exactly one cell.
-        x = tf.sparse.to_dense(tf.SparseTensor(x.indices, values, tf.stack([x.dense_shape[0], 1])),
-                               default_value=default)
-    elif dtype == "float":
-        x = tf.cast(x, tf.float32)
-    return tf.reshape(x, [-1])
-
-
-def _raw_dtypes(cfg: FeatureConfig) -> dict:
-    dtypes = {f.name: f.dtype for f in cfg.features}
-    dtypes[cfg.scenario.column] = cfg.scenario.dtype
-    if cfg.scenario.membership_column:
-        dtypes[cfg.scenario.membership_column] = "string"
-    return dtypes
-
-
 def dense_raw_columns(inputs: dict, cfg: FeatureConfig) -> dict:
-    dtypes = _raw_dtypes(cfg)
+    dtypes = raw_dtypes(cfg)
     out = {}
     for col in cfg.raw_feature_columns:
         if col not in inputs:

@@ -1,0 +1,109 @@
+"""What a new user sees: `mdl-tf` prints its own progress and result; library logging goes to the log file."""
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from mdl_tf import console
+from tests.conftest import REPO
+
+# The library lines a first `make run` showed (issue 19); none may reach the terminal.
+NOISE_ON_TERMINAL = [re.compile(p) for p in (
+    r"Unable to register cu(FFT|DNN|BLAS) factory", r"^E\d{4} ", r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [EWI] ",
+    r"FutureWarning", r"Tables initialized inside a tf\.function", r"property_predicate is not supported",
+    r"does not have payload_format", r"could not transform", r"^(I|W)\d{4} ", r"^INFO", r"^WARNING",
+    r"^Traceback",
+)]
+# Every stdout line of `mdl-tf run` is one of these, or part of the JSON result that ends the output.
+OWN_STDOUT = [re.compile(p) for p in (
+    r"^\[[123]/3\] ", r"^\[ *\d+\.\ds\] \w+ done \(\d+\.\d s\)$", r"^ {10}Trainer epoch \d+/\d+: loss ",
+    r"^ {6}the new model was not blessed",
+)]
+
+
+def test_run_prints_only_its_own_lines_and_logs_the_rest(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": REPO}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it: TF's C++ would print its import-time lines
+    res = subprocess.run([sys.executable, "-m", "mdl_tf.cli", "run", "--out", str(out), "--rows", "3000",
+                          "--epochs", "2", "--auc-floor", "0"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = out / "mdl-tf-run.log"
+    assert res.stderr.splitlines()[0] == f"mdl-tf: log: {log} (-v shows it live)"
+    for line in res.stderr.splitlines()[1:]:  # genuine warnings only, one attributed line each
+        assert line.startswith("mdl-tf: warning: ") or line.startswith("mdl-tf: error: "), line
+        assert not any(p.search(line) for p in NOISE_ON_TERMINAL), line
+    lines = res.stdout.splitlines()
+    start = lines.index("{")
+    json.loads("\n".join(lines[start:]))  # the result
+    for line in lines[:start]:
+        assert any(p.search(line) for p in OWN_STDOUT), line
+    assert sum(" done (" in ln for ln in lines) >= 8 and any("Trainer epoch 2/2" in ln for ln in lines)
+    # What the terminal did not show is in the log file: TFX's INFO, the benign warnings, TF's C++ lines.
+    text = log.read_text()
+    assert "Component Transform is finished" in text
+    assert "property_predicate is not supported" in text
+
+
+def _record(message, level=logging.WARNING, name="tfx.orchestration"):
+    return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+
+def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_line(tmp_path, capsys):
+    log = tmp_path / "x" / "mdl-tf-test.log"
+    before = list(logging.getLogger().handlers)
+    with console.session(log, verbose=False, title="mdl-tf test"):
+        logging.getLogger("tfx.orchestration").warning("ArtifactQuery.property_predicate is not supported.")
+        logging.getLogger("tensorflow").warning("Tables initialized inside a tf.function  will be re-initialized")
+        logging.getLogger("absl").info("Component Trainer is running.")
+        logging.getLogger("tfx.components").warning("Split 'eval' has\nno examples")
+        warnings.warn("an old thing", FutureWarning)
+        warnings.warn_explicit("support ends", FutureWarning, "/x/google/api_core/_python_version_support.py", 246)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"mdl-tf: log: {log} (-v shows it live)"
+    assert err[1] == "mdl-tf: warning: tfx.components: Split 'eval' has no examples"
+    assert re.fullmatch(r"mdl-tf: warning: FutureWarning \(.*test_console\.py:\d+\): an old thing", err[2])
+    assert len(err) == 3, err
+    text = log.read_text()
+    for needle in ("==== mdl-tf test", "property_predicate", "Tables initialized", "Component Trainer is running",
+                   "support ends", "an old thing"):
+        assert needle in text, needle
+    assert logging.getLogger().handlers == before  # the set-up is restored
+
+
+def test_verbose_shows_everything_live(tmp_path, capsys):
+    with console.session(tmp_path / "v.log", verbose=True):
+        logging.getLogger("tfx.orchestration").warning("ArtifactQuery.property_predicate is not supported.")
+        logging.getLogger("absl").info("Component Trainer is running.")
+    err = capsys.readouterr().err
+    assert "property_predicate" in err and "Component Trainer is running" in err and "-v shows" not in err
+
+
+def test_each_command_logs_under_its_output_folder(tmp_path):
+    from mdl_tf.cli import build_parser, log_file
+
+    parse = build_parser().parse_args
+    assert log_file(parse(["run", "--out", str(tmp_path)])) == tmp_path / "mdl-tf-run.log"
+    assert log_file(parse(["pipeline", "run", "--data", "d", "--root", str(tmp_path)])) == \
+        tmp_path / "mdl-tf-pipeline-run.log"
+    assert log_file(parse(["predict", "--server", "s", "--model-name", "m", "--input", "i",
+                           "--output", str(tmp_path / "o.jsonl")])) == tmp_path / "mdl-tf-predict.log"
+    assert log_file(parse(["schema", "export"])) == console.default_log_dir() / "mdl-tf-schema-export.log"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_user_error_is_still_one_line(tmp_path, capsys, verbose):
+    from mdl_tf.cli import main
+
+    argv = (["-v"] if verbose else []) + ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "mdl-tf: error: " in err and "features.yaml" in err
+    assert ("Traceback" in err) == verbose
+    assert "Traceback" in (tmp_path / "o" / "mdl-tf-train.log").read_text()
