@@ -6,7 +6,7 @@ import tensorflow as tf
 from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
 HEADS = ("linear", "mlp")
-HEAD_INITS = ("zeros", "glorot")
+HEAD_INITS = ("zeros", "small", "glorot")
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")

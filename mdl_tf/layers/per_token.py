@@ -6,9 +6,14 @@ import math
 import tensorflow as tf
 
 
-def per_token_glorot(num_tokens: int, fan_in: int, fan_out: int, seed=None):
-    """Glorot-uniform for a [N, fan_in, fan_out] kernel, with fans of one token's matrix (Keras would count N in)."""
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
+KERNEL_INITS = ("glorot", "small", "zeros")
+SMALL_INIT_SCALE = 0.1  # "small": Glorot-uniform limits times this
+
+
+def per_token_glorot(num_tokens: int, fan_in: int, fan_out: int, seed=None, scale: float = 1.0):
+    """Glorot-uniform (limits times `scale`) for a [N, fan_in, fan_out] kernel, with fans of one token's matrix
+    (Keras would count N in)."""
+    limit = scale * math.sqrt(6.0 / (fan_in + fan_out))
     return tf.keras.initializers.RandomUniform(-limit, limit, seed=seed)
 
 
@@ -17,13 +22,13 @@ class PerTokenDense(tf.keras.layers.Layer):
     """y[:, n] = x[:, n] @ W[n] + b[n].
 
     Input  [B, N, d_in]; output [B, N, units]. Kernel [N, d_in, units], bias [N, units]. The kernel starts
-    per-token Glorot-uniform, or all zeros with `kernel_init="zeros"` (an output head that starts at the bias).
+    per-token Glorot-uniform, 0.1 × that with `kernel_init="small"`, or all zeros with `"zeros"` (output heads).
     """
 
     def __init__(self, units: int, use_bias: bool = True, activation=None, kernel_init: str = "glorot", **kwargs):
         super().__init__(**kwargs)
-        if kernel_init not in ("glorot", "zeros"):
-            raise ValueError(f"kernel_init must be 'glorot' or 'zeros', got {kernel_init!r}")
+        if kernel_init not in KERNEL_INITS:
+            raise ValueError(f"kernel_init must be one of {KERNEL_INITS}, got {kernel_init!r}")
         self.units = int(units)
         self.use_bias = bool(use_bias)
         self.activation = tf.keras.activations.get(activation)
@@ -31,7 +36,8 @@ class PerTokenDense(tf.keras.layers.Layer):
 
     def build(self, input_shape):
         num_tokens, d_in = int(input_shape[-2]), int(input_shape[-1])
-        init = "zeros" if self.kernel_init == "zeros" else per_token_glorot(num_tokens, d_in, self.units)
+        scale = {"glorot": 1.0, "small": SMALL_INIT_SCALE}.get(self.kernel_init)
+        init = "zeros" if scale is None else per_token_glorot(num_tokens, d_in, self.units, scale=scale)
         self.kernel = self.add_weight("kernel", shape=(num_tokens, d_in, self.units), initializer=init)
         self.bias = (self.add_weight("bias", shape=(num_tokens, self.units), initializer="zeros")
                      if self.use_bias else None)
