@@ -181,7 +181,7 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
 
 @pytest.mark.parametrize("flags", [
     dict(feature_block="eq6_literal"), dict(kv_source="previous"), dict(attn_out_proj=True, attn_bias=True),
-    dict(domain_prenorm=True), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
+    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
 def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
@@ -226,7 +226,9 @@ def test_training_step_runs_under_mixed_precision_and_xla(synth_cfg, synth_batch
     feats = synth_batch[2]
     labels = tf.cast(tf.random.uniform([64, 2], seed=1) > 0.5, tf.float32)
     before = [v.numpy().copy() for v in model.trainable_variables]
-    for _ in range(2):
+    # float16 starts with a loss scale of 2**15: the first steps may overflow and be skipped while the dynamic scale
+    # halves (the LayerNormed domain tokens amplify gradients of their small-variance inputs); it must then train.
+    for _ in range(16 if precision == "mixed_float16" else 2):
         logs = model.train_on_batch(feats, {"labels": labels, "label_mask": tf.ones_like(labels)}, return_dict=True)
     assert np.isfinite(logs["loss"])
     changed = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
@@ -281,9 +283,9 @@ def test_domain_token_norm_gives_unit_rms_tokens(synth_cfg, synth_batch):
     task token is LayerNormed to zero mean and unit variance over d (before the learned scale/shift moves)."""
     feats = synth_batch[2]
     tf.keras.utils.set_random_seed(0)
-    plain = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    plain = build_model("mdl", synth_cfg, synth_batch[1], domain_token_norm=False, **SMALL)
     tf.keras.utils.set_random_seed(0)
-    normed = build_model("mdl", synth_cfg, synth_batch[1], domain_token_norm=True, **SMALL)
+    normed = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)  # the default
     for tokenizer in (normed.scenario_tokenizer, normed.task_tokenizer):
         t = tokenizer(feats).numpy()
         np.testing.assert_allclose(t.mean(-1), 0.0, atol=1e-4)
