@@ -28,9 +28,10 @@ def _components(model) -> dict:
     out = {}
     for v in model.trainable_variables:
         path = re.sub(r"mdl_block_\d+", "mdl_block_*", v.name.split("/", 1)[1])
-        # DAA_s's K/V projection is built where the block first calls `key_value()`, so Keras names it
-        # mdl_block_*/key_value; it belongs to the scenario attention.
-        path = path.replace("mdl_block_*/key_value/", "mdl_block_*/scenario_attention/key_value/")
+        # DAA_s's K/V projection (and, with domain_prenorm, its K/V LayerNorm) is built where the block first calls
+        # `key_value()`, so Keras names it mdl_block_*/key_value (kv_norm); it belongs to the scenario attention.
+        for part in ("key_value", "kv_norm"):
+            path = path.replace(f"mdl_block_*/{part}/", f"mdl_block_*/scenario_attention/{part}/")
         out.setdefault(path, []).append(tuple(v.shape))
     return out
 
