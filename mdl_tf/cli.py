@@ -508,7 +508,8 @@ def main(argv=None) -> int:
         return int(e.code or 0)
     from mdl_tf import console
 
-    with console.session(log_file(args), args.verbose, title=f"mdl-tf {' '.join(argv or sys.argv[1:])}"):
+    path = log_file(args)
+    with console.session(path, args.verbose, title=f"mdl-tf {' '.join(argv or sys.argv[1:])}", announce=False):
         try:
             args.func(args)
         except Exception as e:  # noqa: BLE001  (user errors, including those raised inside a pipeline component)
@@ -522,7 +523,8 @@ def main(argv=None) -> int:
             else:  # the log file only
                 logging.getLogger("mdl_tf.cli").info("traceback of the error below", exc_info=True)
             print(f"mdl-tf: error: {_describe(user_error)}", file=sys.stderr)
-            return 2
+            return 2  # one line: the log path is not printed for a user mistake
+    console.print_log_path(path, args.verbose)
     return 0
 
 

@@ -8,7 +8,8 @@
   error (`mdl-tf: warning: tfx.components...: message`); known benign library messages (`NOISE`) go to the file only;
 * with `verbose`, everything is shown live on stderr as well (nothing is redirected).
 
-The log file's path is printed once, on stderr (stdout may carry a result that is piped on), at the start.
+The log file's path is printed once, on stderr (stdout may carry a result that is piped on), when the command
+ends; a user error prints its one line only.
 """
 from __future__ import annotations
 
@@ -82,11 +83,17 @@ def default_log_dir() -> Path:
     return Path(os.environ.get("MDL_TF_CACHE", Path.home() / ".cache" / "mdl_tf")) / "logs"
 
 
+def print_log_path(log_file, verbose: bool) -> None:
+    """`mdl-tf: log: <path>` on stderr (stdout may be a result piped on, e.g. mdl-tf predict without --output)."""
+    print(f"mdl-tf: log: {log_file}{'' if verbose else ' (-v shows it live)'}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def session(log_file, verbose: bool, title: str = "mdl-tf", announce: bool = True):
     """Route logging for one command (module docstring); restores the previous set-up on exit.
 
-    log_file: appended to (parent folders are created); announce: print `mdl-tf: log: <path>` on stderr.
+    log_file: appended to (parent folders are created); announce: print `mdl-tf: log: <path>` on stderr when the
+    block ends without an exception (at the end, so that a user error stays one line: see mdl_tf.cli.main).
     Yields the log file's Path."""
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +108,6 @@ def session(log_file, verbose: bool, title: str = "mdl-tf", announce: bool = Tru
         os.dup2(stream.fileno(), 2)
         sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved_fd), "wb", buffering=0), encoding="utf-8",
                                       errors="backslashreplace", line_buffering=True, write_through=True)
-    if announce:  # on stderr: stdout may be a result piped on (mdl-tf predict without --output)
-        print(f"mdl-tf: log: {log_file}{'' if verbose else ' (-v shows it live)'}", file=sys.stderr, flush=True)
 
     root = logging.getLogger()
     saved_root = (root.level, list(root.handlers))
@@ -127,6 +132,8 @@ def session(log_file, verbose: bool, title: str = "mdl-tf", announce: bool = Tru
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
             yield log_file
+        if announce:
+            print_log_path(log_file, verbose)
     finally:
         logging.captureWarnings(False)
         for h in (file_handler, console):

@@ -35,8 +35,8 @@ def test_run_prints_only_its_own_lines_and_logs_the_rest(tmp_path):
                          timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     log = out / "mdl-tf-run.log"
-    assert res.stderr.splitlines()[0] == f"mdl-tf: log: {log} (-v shows it live)"
-    for line in res.stderr.splitlines()[1:]:  # genuine warnings only, one attributed line each
+    assert res.stderr.splitlines()[-1] == f"mdl-tf: log: {log} (-v shows it live)"  # once, at the end
+    for line in res.stderr.splitlines()[:-1]:  # genuine warnings only, one attributed line each
         assert line.startswith("mdl-tf: warning: ") or line.startswith("mdl-tf: error: "), line
         assert not any(p.search(line) for p in NOISE_ON_TERMINAL), line
     lines = res.stdout.splitlines()
@@ -66,9 +66,9 @@ def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_li
         warnings.warn("an old thing", FutureWarning)
         warnings.warn_explicit("support ends", FutureWarning, "/x/google/api_core/_python_version_support.py", 246)
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"mdl-tf: log: {log} (-v shows it live)"
-    assert err[1] == "mdl-tf: warning: tfx.components: Split 'eval' has no examples"
-    assert re.fullmatch(r"mdl-tf: warning: FutureWarning \(.*test_console\.py:\d+\): an old thing", err[2])
+    assert err[0] == "mdl-tf: warning: tfx.components: Split 'eval' has no examples"
+    assert re.fullmatch(r"mdl-tf: warning: FutureWarning \(.*test_console\.py:\d+\): an old thing", err[1])
+    assert err[2] == f"mdl-tf: log: {log} (-v shows it live)"  # once, when the block ends
     assert len(err) == 3, err
     text = log.read_text()
     for needle in ("==== mdl-tf test", "property_predicate", "Tables initialized", "Component Trainer is running",
