@@ -468,6 +468,15 @@ def cmd_bench_movielens1m(args) -> None:
     print(f"{summary['runs_done']} runs in {out / 'runs.jsonl'}; tables in {out / 'quality.md'}")
 
 
+def _missing_parents(path: Path) -> list:
+    """The folders above `path` that do not exist yet, innermost first."""
+    missing, folder = [], Path(path).parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def _anomalies_found() -> tuple:
     """(AnomaliesFound,) once a pipeline ran in this process, else () (importing TFX just to check costs seconds)."""
     gate = sys.modules.get("tfx_pipeline.components.anomalies_gate")
@@ -509,6 +518,7 @@ def main(argv=None) -> int:
     from mdl_tf import console
 
     path = log_file(args)
+    created = _missing_parents(path)  # folders the log creates; removed again after a user mistake
     with console.session(path, args.verbose, title=f"mdl-tf {' '.join(argv or sys.argv[1:])}", announce=False):
         try:
             args.func(args)
@@ -523,7 +533,16 @@ def main(argv=None) -> int:
             else:  # the log file only
                 logging.getLogger("mdl_tf.cli").info("traceback of the error below", exc_info=True)
             print(f"mdl-tf: error: {_describe(user_error)}", file=sys.stderr)
-            return 2  # one line: the log path is not printed for a user mistake
+            failed = True
+        else:
+            failed = False
+    if failed:  # one line, and nothing left behind: no log path, no log in a folder the command itself created
+        if created:
+            path.unlink(missing_ok=True)
+            for folder in created:  # innermost first; only folders nothing else wrote into
+                if folder.exists() and not any(folder.iterdir()):
+                    folder.rmdir()
+        return 2
     console.print_log_path(path, args.verbose)
     return 0
 

@@ -106,4 +106,8 @@ def test_a_user_error_is_still_one_line(tmp_path, capsys, verbose):
     err = capsys.readouterr().err
     assert "mdl-tf: error: " in err and "features.yaml" in err
     assert ("Traceback" in err) == verbose
-    assert "Traceback" in (tmp_path / "o" / "mdl-tf-train.log").read_text()
+    assert not (tmp_path / "o").exists()  # nothing left behind in a folder the failed command created
+    (tmp_path / "p").mkdir()  # an existing output folder keeps the log, with the traceback in it
+    argv[argv.index(str(tmp_path / "o"))] = str(tmp_path / "p")
+    assert main(argv) == 2
+    assert "Traceback" in (tmp_path / "p" / "mdl-tf-train.log").read_text()

@@ -177,7 +177,7 @@ def test_cli_reports_a_missing_cluster(monkeypatch, capsys, synth_dir, tmp_path)
                  "multi_worker_mirrored"]) == 2
     err = capsys.readouterr().err
     assert "TF_CONFIG" in err and "multi_worker_mirrored" in err
-    # Nothing but the command's log (where the details of the error are) is written when the cluster is wrong.
+    # The output folder existed (tmp_path): only the command's log, with the error's details, is written there.
     assert [p.name for p in tmp_path.iterdir()] in ([], ["mdl-tf-train.log"])
 
 
