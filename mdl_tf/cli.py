@@ -536,9 +536,9 @@ def main(argv=None) -> int:
             failed = True
         else:
             failed = False
-    if failed:  # one line, and nothing left behind: no log path, no log in a folder the command itself created
-        if created:
-            path.unlink(missing_ok=True)
+    if failed:  # one line; and a folder this command created for nothing but its log is removed again
+        if created and [p.name for p in path.parent.iterdir()] == [path.name]:
+            path.unlink()
             for folder in created:  # innermost first; only folders nothing else wrote into
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
