@@ -25,10 +25,9 @@ def transformed_arrays(frame: pd.DataFrame, cfg: FeatureConfig, transform: Featu
 
 
 def make_dataset(frame: pd.DataFrame, cfg: FeatureConfig, transform: FeatureTransform, batch_size: int,
-                 shuffle: bool = False, seed: int = 0, cache: bool = True) -> tf.data.Dataset:
+                 shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Batches of (transformed features, {"labels": [B, N_t], "label_mask": [B, N_t]}); shuffled each epoch when
-    `shuffle` (buffer: up to 100,000 rows). `cache` is kept for callers; the rows are in memory either way."""
-    del cache  # transformed once up front: nothing left to cache
+    `shuffle` (buffer: up to 100,000 rows). The rows are transformed once, up front, and held in memory."""
     labels, mask = labels_and_mask(frame, cfg)
     ds = tf.data.Dataset.from_tensor_slices((transformed_arrays(frame, cfg, transform),
                                              {"labels": labels, "label_mask": mask}))

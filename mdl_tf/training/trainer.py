@@ -22,7 +22,7 @@ from mdl_tf.models import build_model
 from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEFAULT_SPARSE_LR
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training import distribute
-from mdl_tf.training.data import make_dataset
+from mdl_tf.training.data import make_dataset, transformed_arrays
 from mdl_tf.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -116,25 +116,28 @@ def _fit_inputs(strategy, frames: dict, cfg, transform, tc: TrainConfig) -> dict
     return {"x": distribute.dataset_input(strategy, dataset_fn), "steps_per_epoch": steps}
 
 
+def predict_arrays(model, arrays: dict, task_names, batch_size: int = 2048) -> np.ndarray:
+    """Probabilities [N, N_t] for transformed inputs {name: [N, ...]} (`transformed_arrays`)."""
+    ds = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    out = model.predict(ds, verbose=0)
+    return np.stack([np.reshape(out[t], [-1]) for t in task_names], axis=1)
+
+
 def predict_frame(model, frame, cfg, transform, batch_size: int = 2048) -> np.ndarray:
     """Probabilities [N, N_t] for a validated frame."""
-    ds = make_dataset(frame, cfg, transform, batch_size, cache=False).map(lambda x, y: x)
-    out = model.predict(ds, verbose=0)
-    return np.stack([out[t] for t in cfg.task_names], axis=1)
-
-
-def scenario_masks(frame, cfg, transform, batch_size: int = 4096) -> np.ndarray:
-    ds = make_dataset(frame, cfg, transform, batch_size, cache=False)
-    return np.concatenate([x[SCENARIO_MASK].numpy() for x, _ in ds], axis=0)
+    return predict_arrays(model, transformed_arrays(frame, cfg, transform), cfg.task_names, batch_size)
 
 
 def evaluate_frame(model, frame, cfg, transform, return_probs: bool = False):
-    """The metrics.json body of `frame` (and the probabilities [N, N_t] when `return_probs`)."""
-    probs = predict_frame(model, frame, cfg, transform)
+    """The metrics.json body of `frame` (and the probabilities [N, N_t] when `return_probs`).
+
+    The frame is transformed once: the predictions and the scenario masks of the slices read the same arrays."""
+    arrays = transformed_arrays(frame, cfg, transform)
+    probs = predict_arrays(model, arrays, cfg.task_names)
     labels, mask = labels_and_mask(frame, cfg)
     users = frame[cfg.user_column].to_numpy() if cfg.user_column else None
     metrics = evaluate_predictions(cfg.task_names, cfg.scenario_names, probs, labels, mask,
-                                   scenario_masks(frame, cfg, transform), users)
+                                   arrays[SCENARIO_MASK], users)
     return (metrics, probs) if return_probs else metrics
 
 
