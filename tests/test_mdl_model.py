@@ -291,3 +291,26 @@ def test_domain_token_norm_gives_unit_rms_tokens(synth_cfg, synth_batch):
         np.testing.assert_allclose(t.mean(-1), 0.0, atol=1e-4)
         np.testing.assert_allclose(t.var(-1), 1.0, rtol=0.06)  # LayerNorm eps vs the tiny raw variance
     assert np.sqrt((plain.scenario_tokenizer(feats).numpy() ** 2).mean()) < 0.5
+
+
+def test_diagnostics_of_an_untrained_default_mdl(synth_cfg, synth_batch):
+    """The zero head is the only component with gradient at step 0 (nothing flows back through a zero kernel), the
+    normalised domain tokens start at RMS 1, and every layer's attention entropy is at most ln N_f."""
+    from mdl_tf.training import diagnostics
+
+    feats = synth_batch[2]
+    tf.keras.utils.set_random_seed(0)
+    model = build_model("mdl", synth_cfg, synth_batch[1], d_model=16, num_layers=2, ffn_multiplier=2, attn_heads=2)
+    labels = tf.cast(tf.random.stateless_uniform([64, 2], (1, 2)) < 0.3, tf.float32)
+    grads = diagnostics.gradient_norms(model, feats, {"labels": labels, "label_mask": tf.ones_like(labels)})
+    assert set(grads) == {"embedder", "feature_tokenizer", "scenario_tokenizer", "task_tokenizer", "mdl_block_0",
+                          "mdl_block_1", "task_heads"}
+    assert grads["task_heads"] > 1e-4
+    assert all(v == 0.0 for k, v in grads.items() if k != "task_heads")
+    norms = diagnostics.token_norms(model, feats)
+    assert [n["layer"] for n in norms] == [0, 1, 2] and set(norms[0]) == {"layer", "feature", "scenario", "task"}
+    assert norms[0]["scenario"] == pytest.approx(1.0, rel=0.03) and norms[0]["task"] == pytest.approx(1.0, rel=0.03)
+    entropy = diagnostics.attention_entropy(model, feats)
+    assert len(entropy) == 2 and all(0 < e["scenario"] <= e["uniform"] + 1e-6 for e in entropy)
+    curves = diagnostics.learning_curves({"loss": [0.7, 0.6], "val_loss": [0.71, 0.65], "val_auc_click": [0.6, 0.7]})
+    assert curves == {"train": {"loss": [0.7, 0.6]}, "eval": {"loss": [0.71, 0.65], "auc_click": [0.6, 0.7]}}

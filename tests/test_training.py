@@ -35,6 +35,11 @@ def test_metrics_json_has_the_documented_shape(trained):
     assert set(m["per_scenario"]) >= set(synthetic.SCENARIOS)
     assert set(m["gauc"]) == {"click", "purchase"}
     assert m["overall"]["click"]["count"] == 1200
+    curves = m["diagnostics"]["learning_curves"]  # one point per epoch run, train and eval
+    assert len(curves["train"]["loss"]) == len(curves["eval"]["auc_click"]) == m["epochs_run"] == 3
+    assert m["diagnostics"]["gradient_norms"]["task_heads"] > 0  # trained: gradient reaches past the zero head
+    assert m["diagnostics"]["gradient_norms"]["embedder"] > 0
+    assert [n["layer"] for n in m["diagnostics"]["token_norms"]] == [0, 1, 2]
 
 
 def test_mdl_beats_chance_on_every_scenario_task_cell(trained):

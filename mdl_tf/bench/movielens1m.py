@@ -207,7 +207,7 @@ def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dic
               "dense_budget": data.budget, "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
               "train_seconds": metrics["train_seconds"], "eval": _compact(metrics), "test": _compact(metrics["test"]),
               "test_intervals": test_intervals(data, probs), "settings": SETTINGS,
-              "attention_entropy": metrics.get("attention_entropy"),
+              "attention_entropy": metrics.get("attention_entropy"), "diagnostics": metrics.get("diagnostics"),
               "machine": machine_info(), "wall_seconds": None, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     record["wall_seconds"] = round(time.time() - started, 1)
     tf.keras.backend.clear_session()

@@ -97,20 +97,23 @@ class MDLModel(MultiDistributionModel):
             for layer in range(num_layers)]
         self.heads = TaskHeads(head, init=head_init, name="task_heads") if use_task_tokens else None
 
-    def tokens(self, features, return_attention=False):
-        """Run the backbone; returns the final (T_f, T_s, T_t) and, if asked, per-layer attention weights."""
+    def tokens(self, features, return_attention=False, return_states=False):
+        """Run the backbone; returns the final (T_f, T_s, T_t), then, if asked, the per-layer attention weights and
+        the token states [{"feature", "scenario", "task": [B, N, d]}] of the tokenizers (index 0) and of every layer."""
         t_f = self.feature_tokenizer(self.embedder(features))
         t_t = self.task_tokenizer(features) if self.use_task_tokens else tf.zeros_like(t_f[:, :0])
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
         t_s = self.scenario_tokenizer(features) if self.use_scenario_tokens else tf.zeros_like(t_f[:, :0])
-        attention = []
+        attention, states = [], [{"feature": t_f, "scenario": t_s, "task": t_t}]
         for block in self.blocks:
             if return_attention:
                 t_f, t_s, t_t, att = block(t_f, t_s, t_t, membership, return_attention=True)
                 attention.append(att)
             else:
                 t_f, t_s, t_t = block(t_f, t_s, t_t, membership)
-        return (t_f, t_s, t_t, attention) if return_attention else (t_f, t_s, t_t)
+            states.append({"feature": t_f, "scenario": t_s, "task": t_t})
+        extra = ([attention] if return_attention else []) + ([states] if return_states else [])
+        return (t_f, t_s, t_t, *extra)
 
     def compute_logits(self, features, training=False):
         t_f, _, t_t = self.tokens(features)
@@ -124,3 +127,7 @@ class MDLModel(MultiDistributionModel):
     def attention_maps(self, features) -> list:
         """Per layer: {"scenario": [B, A, N_s+1, N_f], "task": [B, A, N_t, N_f]} attention weights."""
         return self.tokens(features, return_attention=True)[3]
+
+    def token_states(self, features) -> list:
+        """[{"feature": T_f, "scenario": T_s, "task": T_t}] after the tokenizers (index 0) and after each layer."""
+        return self.tokens(features, return_states=True)[3]

@@ -21,7 +21,7 @@ from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEFAULT_SPARSE_LR
 from mdl_tf.serving.examples import rows_to_examples
-from mdl_tf.training import distribute
+from mdl_tf.training import diagnostics, distribute
 from mdl_tf.training.data import make_dataset, transformed_arrays
 from mdl_tf.utils import write_json
 
@@ -141,21 +141,6 @@ def evaluate_frame(model, frame, cfg, transform, return_probs: bool = False):
     return (metrics, probs) if return_probs else metrics
 
 
-def attention_entropy(model, frame, cfg, transform, rows: int = 2048) -> list:
-    """Per layer: mean entropy (nats) of the scenario and task tokens' attention over the N_f feature tokens, on the
-    first `rows` rows of `frame`, with ln N_f (uniform attention) for reference. Lower = more selective prompts."""
-    features, _ = next(iter(make_dataset(frame.iloc[:rows], cfg, transform, rows)))
-    out = []
-    for layer, maps in enumerate(model.attention_maps(features)):
-        entry = {"layer": layer + 1}
-        for kind, w in maps.items():  # w [B, heads, tokens, N_f]
-            w = tf.cast(w, tf.float32)
-            entry[kind] = float(tf.reduce_mean(-tf.reduce_sum(w * tf.math.log(w + 1e-12), axis=-1)))
-            entry["uniform"] = float(np.log(int(w.shape[-1])))
-        out.append(entry)
-    return out
-
-
 def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparams: dict | None = None,
           frames: dict | None = None) -> dict:
     """Train `tc.model` on `data_dir` with the feature config in `schema_dir`; returns the metrics dict.
@@ -200,8 +185,10 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams,
                "distribution": {"strategy": tc.strategy, "replicas": int(strategy.num_replicas_in_sync), **where}}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
+    features, targets = diagnostics.eval_batch(frames["eval"], cfg, transform)
     if hasattr(model, "attention_maps"):
-        metrics["attention_entropy"] = attention_entropy(model, frames["eval"], cfg, transform)
+        metrics["attention_entropy"] = diagnostics.attention_entropy(model, features)
+    metrics["diagnostics"] = diagnostics.diagnose(model, features, targets, history.history)
     if "test" in frames or split_path(data_dir, "test").exists():
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.
         test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)
