@@ -110,16 +110,22 @@ def cmd_schema_export(args) -> None:
 
 
 # -- training --------------------------------------------------------------------------------------------------------
-def _hparams(args) -> dict:
-    hp = {}
-    for item in args.hparam or []:
+def _key_values(items, flag: str, example: str) -> dict:
+    """NAME=VALUE strings -> {NAME: value}, the value read as JSON when it is JSON (2, 1e-3, true) else as text."""
+    out = {}
+    for item in items or []:
         if "=" not in item:
-            raise CLIError(f"--hparam {item!r}: expected NAME=VALUE (e.g. --hparam attn_heads=2)")
+            raise CLIError(f"{flag} {item!r}: expected NAME=VALUE (e.g. {flag} {example})")
         key, value = item.split("=", 1)
         try:
-            hp[key] = json.loads(value)
+            out[key] = json.loads(value)
         except json.JSONDecodeError:
-            hp[key] = value
+            out[key] = value
+    return out
+
+
+def _hparams(args) -> dict:
+    hp = _key_values(args.hparam, "--hparam", "attn_heads=2")
     if getattr(args, "ablation", None):
         if args.model != "mdl":
             raise CLIError(f"--ablation {args.ablation} removes a part of MDL; it needs --model mdl, not {args.model}")
@@ -420,13 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_quality)
     p = bench.add_parser("movielens1m", help="MovieLens-1M, both protocols: every model tuned alike on eval, then "
                          "seeds on test; resumable (runs.jsonl), hours on 2 cores")
-    p.add_argument("--protocols", default="random,temporal", help="comma-separated: random, temporal")
-    p.add_argument("--models", default=",".join(("shared_bottom", "mmoe", "ple", "star", "pepnet", "dffm", "hmoe",
-                                                  "rankmixer", "mdl")))
+    p.add_argument("--protocols", help="comma-separated: random, temporal (default: both; random for --probe)")
+    p.add_argument("--models", help="comma-separated (default: the 8 baselines and mdl; mdl for --probe)")
     p.add_argument("--max-minutes", type=float, help="start no new run after this long (the running one finishes)")
     p.add_argument("--out", default="benchmarks/results/movielens1m")
     p.add_argument("--cache", default="out/movielens1m", help="where the two datasets are written (once)")
     p.add_argument("--summary-only", action="store_true", help="rebuild quality.{json,md,png} from runs.jsonl")
+    p.add_argument("--probe", action="append", metavar="NAME=VALUE",
+                   help="instead of the plan: run each of --models at its chosen (or first) tuning point with this "
+                   "flag changed, e.g. --probe imp_tables=shared (repeatable; recorded in probes.jsonl, compared on "
+                   "eval, never in the tables)")
+    p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs")
     p.set_defaults(func=cmd_bench_movielens1m)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
@@ -453,14 +463,30 @@ def cmd_bench_movielens1m(args) -> None:
     from mdl_tf.bench import movielens1m as bench
     from mdl_tf.models import available_models
 
-    protocols = tuple(p for p in args.protocols.split(",") if p)
-    models = tuple(m for m in args.models.split(",") if m)
+    protocols = tuple(p for p in (args.protocols or ("random" if args.probe else "random,temporal")).split(",") if p)
+    models = tuple(m for m in (args.models or ("mdl" if args.probe else ",".join(bench.MODELS))).split(",") if m)
     bad = [p for p in protocols if p not in ("random", "temporal")] + [m for m in models if m not in
                                                                        available_models()]
     if bad or not protocols or not models:
         raise CLIError(f"--protocols/--models: unknown {bad or 'empty list'}; protocols are random, temporal; "
                        f"models are {', '.join(available_models())}")
     out = Path(args.out)
+    if args.probe:
+        overrides = _key_values(args.probe, "--probe", "imp_tables=shared")
+        for model in models:
+            unknown = sorted(set(overrides) - bench.trial_keys(model))
+            if unknown:
+                raise CLIError(f"--probe {', '.join(unknown)}: not a flag of {model}; its flags are "
+                               f"{', '.join(sorted(bench.trial_keys(model)))}")
+        try:
+            seeds = tuple(int(s) for s in args.probe_seeds.split(",") if s)
+        except ValueError:
+            raise CLIError(f"--probe-seeds {args.probe_seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+        for model in models:
+            for protocol in protocols:
+                bench.probe(out, args.cache, model, overrides, protocol, seeds)
+        print(f"probes in {out / 'probes.jsonl'}")
+        return
     if args.summary_only:
         summary = bench.write_summary(out, bench.read_runs(out / "runs.jsonl"))
     else:

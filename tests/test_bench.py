@@ -150,6 +150,15 @@ def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch
     monkeypatch.setattr(MDLModel.__init__, "__defaults__", tuple(defaults))
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
     assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]
+    # A flag added at its behaviour-preserving default (imp_tables="own") is left out of the fingerprint; counted,
+    # or at another default, it changes it.
+    monkeypatch.undo()
+    assert b.fingerprint("mdl", "random", trial) == before["mdl"]
+    monkeypatch.delitem(b.NEUTRAL_DEFAULTS, "imp_tables")
+    assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    monkeypatch.undo()
+    monkeypatch.setitem(b.NEUTRAL_DEFAULTS, "imp_tables", "shared")
+    assert b.fingerprint("mdl", "random", trial) != before["mdl"]
 
 
 def test_user_bootstrap_interval_contains_the_estimate():
@@ -167,3 +176,35 @@ def test_user_bootstrap_interval_contains_the_estimate():
     assert lo < auc(labels, probs) < hi and out["all"]["users"] == 60 and out["few"]["users"] == 10
     assert out["few"]["auc"][1] - out["few"]["auc"][0] > hi - lo  # fewer users, wider interval
     assert out["gauc"][0] < out["gauc"][1]
+
+
+def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_the_tables(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A probe trains the model at its first grid point (tuning incomplete) with the override, records it in
+    probes.jsonl once (a re-run reuses it) and leaves runs.jsonl alone; an unknown flag is one CLI line."""
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.cli import main
+
+    trained = []
+
+    def fake_train_one(data, model, trial, seed, work):
+        trained.append((model, trial, seed))
+        return _fake_record(model, data.protocol, trial, seed, 0.81, 0.80)
+
+    class FakeData:
+        def __init__(self, protocol, cache):
+            self.protocol = protocol
+
+    monkeypatch.setattr(b, "train_one", fake_train_one)
+    monkeypatch.setattr(b, "Data", FakeData)
+    base = b.tuning_grid("mdl")[0]
+    b.append_run(tmp_path / "runs.jsonl", _fake_record("mdl", "random", base, 0, 0.80, 0.80))
+    for _ in range(2):
+        records = b.probe(tmp_path, tmp_path, "mdl", {"imp_tables": "shared"}, seeds=(0, 1))
+    assert trained == [("mdl", {**base, "imp_tables": "shared"}, s) for s in (0, 1)]  # the second call reused them
+    assert [r["seed"] for r in records] == [0, 1] and len(b.read_runs(tmp_path / "probes.jsonl")) == 2
+    assert len(b.read_runs(tmp_path / "runs.jsonl")) == 1
+    assert "eval 0.8100 (tuning run at" in capsys.readouterr().out
+    assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "imp_table=shared"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe imp_table: not a flag of mdl" in err and "imp_tables" in err

@@ -181,7 +181,7 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
 
 @pytest.mark.parametrize("flags", [
     dict(feature_block="eq6_literal"), dict(kv_source="previous"), dict(attn_out_proj=True, attn_bias=True),
-    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
+    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="shared"), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
 def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
@@ -314,3 +314,29 @@ def test_diagnostics_of_an_untrained_default_mdl(synth_cfg, synth_batch):
     assert len(entropy) == 2 and all(0 < e["scenario"] <= e["uniform"] + 1e-6 for e in entropy)
     curves = diagnostics.learning_curves({"loss": [0.7, 0.6], "val_loss": [0.71, 0.65], "val_auc_click": [0.6, 0.7]})
     assert curves == {"train": {"loss": [0.7, 0.6]}, "eval": {"loss": [0.71, 0.65], "auc_click": [0.6, 0.7]}}
+
+
+def test_shared_imp_tables_read_the_feature_embeddings_and_add_no_table(synth_cfg, synth_batch):
+    """imp_tables="shared": ê_imp is the feature tokens' own embedding of each important feature (no extra id rows);
+    the default "own" keeps the spec's separate tables."""
+    feats = synth_batch[2]
+    tf.keras.utils.set_random_seed(0)
+    own = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    tf.keras.utils.set_random_seed(0)
+    shared = build_model("mdl", synth_cfg, synth_batch[1], imp_tables="shared", **SMALL)
+    assert shared.param_counts()["embedding"] < own.param_counts()["embedding"]
+    assert shared.param_counts()["dense"] == own.param_counts()["dense"]
+    assert not shared.scenario_tokenizer.important_tables and not shared.task_tokenizer.important_tables
+    embedded = shared.embedder(feats)
+    names = [f.name for f in synth_cfg.important_features("scenario")]
+    np.testing.assert_array_equal(shared.scenario_tokenizer.important_inputs(feats, embedded).numpy(),
+                                  tf.concat([embedded[n] for n in names], -1).numpy())
+    # gradient reaches the feature tables through the domain tokens too
+    table = shared.embedder.tables[names[0]].embeddings
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(shared.scenario_tokenizer(feats, embedded=shared.embedder(feats)))
+    assert tape.gradient(out, table) is not None
+    with pytest.raises(ValueError, match="imp_tables must be one of"):
+        build_model("mdl", synth_cfg, synth_batch[1], imp_tables="both", **SMALL)
+    with pytest.raises(ValueError, match="needs the feature embeddings"):
+        shared.scenario_tokenizer(feats)

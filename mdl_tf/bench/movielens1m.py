@@ -36,6 +36,10 @@ SEEDS = (0, 1, 2)
 SETTINGS = {"batch_size": 4096, "epochs": 8, "patience": 2, "reference_d_model": 64}
 # Bump when a change outside the models' own defaults (the training step, the transform, the data) changes results.
 PROTOCOL_VERSION = 1
+# Flags added to a model after runs were recorded, with the default that reproduces those runs exactly: while a
+# flag is at that default it stays out of the fingerprint (adding a flag does not throw away finished runs;
+# changing its default, or setting it in a trial, still does).
+NEUTRAL_DEFAULTS = {"imp_tables": "own"}
 
 # Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
 # overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).
@@ -67,13 +71,24 @@ def split_trial(trial: dict) -> tuple:
             {k: v for k, v in trial.items() if k not in train_keys})
 
 
+def trial_keys(model: str) -> set:
+    """What a trial (or a probe) may set for `model`: the learning rates and its constructor's flags."""
+    from mdl_tf.models import REGISTRY
+
+    flags = {k for cls in REGISTRY[model].__mro__ if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf")
+             for k, p in inspect.signature(cls.__init__).parameters.items()
+             if k not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
+    return flags | {"dense_lr", "sparse_lr"}
+
+
 def fingerprint(model: str, protocol: str, trial: dict) -> str:
     """Hash of what decides a run's result besides the seed: model defaults, trial, settings, protocol version."""
     from mdl_tf.models import REGISTRY
 
     defaults = {f"{cls.__name__}.{k}": repr(p.default) for cls in REGISTRY[model].__mro__ if "__init__" in vars(cls)
                 and cls.__module__.startswith("mdl_tf") for k, p in inspect.signature(cls.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+                if p.default is not inspect.Parameter.empty
+                and not (k in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[k])}
     blob = json.dumps({"model": model, "protocol": protocol, "trial": trial, "defaults": defaults,
                        "settings": SETTINGS, "version": PROTOCOL_VERSION}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
@@ -289,6 +304,38 @@ def run(out_dir, cache_dir, protocols=("random", "temporal"), models=MODELS, max
     return write_summary(out, read_runs(log))
 
 
+def probe(out_dir, cache_dir, model: str, overrides: dict, protocol: str = "random", seeds=(0,),
+          work_dir=None) -> list:
+    """Design probes (issue 16's loop): `model` at its chosen tuning point (its first grid point while tuning is
+    incomplete) with `overrides` (model flags or learning rates), per seed, on `protocol`. Records go to
+    `probes.jsonl` beside runs.jsonl (same format, resumable by key); they never enter the tuned tables. Each is
+    printed beside the tuning run of the same point and seed, on **eval** (what a default may be decided on).
+    Returns the probe records."""
+    import tempfile
+
+    out = Path(out_dir)
+    runs = read_runs(out / "runs.jsonl")
+    base = chosen_trial(runs, model) or tuning_grid(model)[0]
+    trial = {**base, **overrides}
+    log, records, data = out / "probes.jsonl", [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            key = run_key(model, protocol, trial, seed)
+            record = read_runs(log).get(key)
+            if record is None:
+                data = data or Data(protocol, cache_dir)
+                print(f"bench movielens1m probe: {protocol} {model} {trial} seed {seed}", flush=True)
+                record = train_one(data, model, trial, seed, Path(work_dir or tmp))
+                append_run(log, record)
+            reference = runs.get(run_key(model, protocol, base, seed))
+            versus = (f" (tuning run at {base}: eval {reference['eval']['mean_auc']:.4f})" if reference else
+                      " (no tuning run at this point and seed yet)")
+            print(f"bench movielens1m probe: {model} {overrides} s{seed}: eval {record['eval']['mean_auc']:.4f}"
+                  f"{versus}", flush=True)
+            records.append(record)
+    return records
+
+
 def write_summary(out: Path, runs: dict) -> dict:
     from mdl_tf.bench.movielens1m_report import summarise, write_reports
 
@@ -297,4 +344,4 @@ def write_summary(out: Path, runs: dict) -> dict:
     return summary
 
 
-__all__ = ["ANCHORS", "BASELINES", "MODELS", "SETTINGS", "plan", "run", "tuning_grid", "user_bootstrap"]
+__all__ = ["ANCHORS", "BASELINES", "MODELS", "SETTINGS", "plan", "probe", "run", "tuning_grid", "user_bootstrap"]

@@ -10,6 +10,7 @@ from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
 TOKENIZERS = ("group", "slice")
 GLOBAL_INPUTS = ("mean_spec", "id")
+IMP_TABLES = ("own", "shared")
 
 
 def _config_dict(cfg) -> dict:
@@ -137,14 +138,20 @@ class DomainTokenizer(tf.keras.layers.Layer):
     `priors` [B, N, P]. With `global_token=True` a shared token is appended last, its spec input the mean of the
     ê_spec^k (`global_input="mean_spec"`) or its own learnable embedding (`"id"`). FFN_k is per token.
     `output_norm=True` applies a LayerNorm over d to every token after the ReLU (not in the paper).
+    `imp_tables="own"` (the spec) looks ê_imp up in this layer's tables; `"shared"` reads the feature embeddings the
+    caller passes as `embedded` (the feature tokens' own tables: no extra id rows to memorise with).
 
-    ids: {feature: int ids [B]} -> [B, N (+1), d].
+    ids: {feature: int ids [B]} (and embedded {feature: [B, e]} when shared) -> [B, N (+1), d].
+    Raises ValueError for an unknown `global_input` / `imp_tables` or no important feature.
     """
 
     def __init__(self, num_domains: int, important_vocab_sizes: dict, d_model: int, embedding_dim: int = 16,
                  spec_dim: int | None = None, ffn_multiplier: int = 4, ffn_layers: int = 2,
-                 global_token: bool = False, global_input: str = "mean_spec", output_norm: bool = False, **kwargs):
+                 global_token: bool = False, global_input: str = "mean_spec", output_norm: bool = False,
+                 imp_tables: str = "own", **kwargs):
         super().__init__(**kwargs)
+        if imp_tables not in IMP_TABLES:
+            raise ValueError(f"imp_tables must be one of {IMP_TABLES}, got {imp_tables!r}")
         if global_input not in GLOBAL_INPUTS:
             raise ValueError(f"global_input must be one of {GLOBAL_INPUTS}, got {global_input!r}")
         if not important_vocab_sizes:
@@ -159,8 +166,9 @@ class DomainTokenizer(tf.keras.layers.Layer):
         self.ffn_layers = int(ffn_layers)
         self.global_token = bool(global_token)
         self.global_input = global_input
+        self.imp_tables = imp_tables
         self.important_tables = {name: SparseEmbedding(size, self.embedding_dim, name=f"imp_{name}")
-                                 for name, size in self.important_vocab_sizes.items()}
+                                 for name, size in self.important_vocab_sizes.items()} if imp_tables == "own" else {}
         spec_rows = self.num_domains + (1 if self.global_token and global_input == "id" else 0)
         self.spec_embedding = SparseEmbedding(spec_rows, self.spec_dim, name="spec_embedding")
         self.ffn = PerTokenFFN(self.ffn_multiplier * self.d_model, output_dim=self.d_model,
@@ -175,8 +183,16 @@ class DomainTokenizer(tf.keras.layers.Layer):
     def num_tokens(self) -> int:
         return self.num_domains + int(self.global_token)
 
-    def call(self, ids, priors=None):
-        imp = tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
+    def important_inputs(self, ids, embedded=None):
+        """ê_imp [B, e_imp]: the important features, from this layer's tables or from `embedded` (shared)."""
+        if self.imp_tables == "shared":
+            if embedded is None:
+                raise ValueError(f"{self.name}: imp_tables='shared' needs the feature embeddings (embedded=...)")
+            return tf.concat([embedded[n] for n in self.important_vocab_sizes], -1)
+        return tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
+
+    def call(self, ids, priors=None, embedded=None):
+        imp = tf.cast(self.important_inputs(ids, embedded), self.compute_dtype)
         batch = tf.shape(imp)[0]
         spec_rows = self.spec_embedding(tf.range(self.spec_embedding.input_dim))        # [R, e]
         spec = tf.broadcast_to(spec_rows[None, : self.num_domains], [batch, self.num_domains, self.spec_dim])
@@ -200,4 +216,4 @@ class DomainTokenizer(tf.keras.layers.Layer):
                 "embedding_dim": self.embedding_dim, "spec_dim": self.spec_dim,
                 "ffn_multiplier": self.ffn_multiplier, "ffn_layers": self.ffn_layers,
                 "global_token": self.global_token, "global_input": self.global_input,
-                "output_norm": self.output_norm}
+                "output_norm": self.output_norm, "imp_tables": self.imp_tables}

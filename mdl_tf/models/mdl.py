@@ -19,7 +19,7 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     fuse_state="pre_ffn", head="linear", head_init="zeros", domain_token_norm=True,
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
-                    task_interaction="attention", embedding_dim=None)
+                    task_interaction="attention", embedding_dim=None, imp_tables="own")
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -48,7 +48,8 @@ class MDLModel(MultiDistributionModel):
                  global_input="mean_spec", fuse_state="pre_ffn", head="linear", head_init="zeros",
                  domain_token_norm=True, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
-                 scenario_interaction="attention", task_interaction="attention", embedding_dim=None, **kwargs):
+                 scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
+                 imp_tables="own", **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -60,7 +61,7 @@ class MDLModel(MultiDistributionModel):
                             last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
                             use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
                             scenario_interaction=scenario_interaction, task_interaction=task_interaction,
-                            embedding_dim=embedding_dim)
+                            embedding_dim=embedding_dim, imp_tables=imp_tables)
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
@@ -75,13 +76,13 @@ class MDLModel(MultiDistributionModel):
         self.scenario_tokenizer = DomainTokenizer(
             cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
             ffn_layers=init_ffn_layers, global_token=use_global_token, global_input=global_input,
-            output_norm=domain_token_norm, name="scenario_tokenizer") if use_scenario_tokens else None
+            output_norm=domain_token_norm, imp_tables=imp_tables, name="scenario_tokenizer") if use_scenario_tokens else None
         # "w/o scenario token" ablation (MDL_SPEC §11): per-scenario towers on the final task tokens instead.
         self.scenario_towers = (None if use_scenario_tokens else
                                 ScenarioTowers(cfg.num_scenarios, d_model, name="scenario_towers"))
         self.task_tokenizer = DomainTokenizer(
             cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
-            ffn_layers=init_ffn_layers, output_norm=domain_token_norm,
+            ffn_layers=init_ffn_layers, output_norm=domain_token_norm, imp_tables=imp_tables,
             name="task_tokenizer") if use_task_tokens else None
         # "w/o task token" ablation: per-task MLP towers on [mean-pooled T_f ⊕ s̄] instead of task tokens and heads.
         self.task_towers = None if use_task_tokens else PerTokenFFN(d_model, output_dim=1, name="task_towers")
@@ -100,10 +101,12 @@ class MDLModel(MultiDistributionModel):
     def tokens(self, features, return_attention=False, return_states=False):
         """Run the backbone; returns the final (T_f, T_s, T_t), then, if asked, the per-layer attention weights and
         the token states [{"feature", "scenario", "task": [B, N, d]}] of the tokenizers (index 0) and of every layer."""
-        t_f = self.feature_tokenizer(self.embedder(features))
-        t_t = self.task_tokenizer(features) if self.use_task_tokens else tf.zeros_like(t_f[:, :0])
+        embedded = self.embedder(features)
+        t_f = self.feature_tokenizer(embedded)
+        t_t = self.task_tokenizer(features, embedded=embedded) if self.use_task_tokens else tf.zeros_like(t_f[:, :0])
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
-        t_s = self.scenario_tokenizer(features) if self.use_scenario_tokens else tf.zeros_like(t_f[:, :0])
+        t_s = (self.scenario_tokenizer(features, embedded=embedded) if self.use_scenario_tokens
+               else tf.zeros_like(t_f[:, :0]))
         attention, states = [], [{"feature": t_f, "scenario": t_s, "task": t_t}]
         for block in self.blocks:
             if return_attention:
