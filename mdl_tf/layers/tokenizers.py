@@ -175,8 +175,17 @@ class DomainTokenizer(tf.keras.layers.Layer):
     def num_tokens(self) -> int:
         return self.num_domains + int(self.global_token)
 
+    def important_inputs(self, ids):
+        """ê_imp [B, e_imp]: the important features re-embedded in this tokenizer's own tables."""
+        return tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
+
+    def activate(self, pre):
+        """ReLU, then the optional token LayerNorm (shared by all tokens): FFN output -> token."""
+        tokens = tf.nn.relu(pre)
+        return self.norm(tokens) if self.norm is not None else tokens
+
     def call(self, ids, priors=None):
-        imp = tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
+        imp = self.important_inputs(ids)
         batch = tf.shape(imp)[0]
         spec_rows = self.spec_embedding(tf.range(self.spec_embedding.input_dim))        # [R, e]
         spec = tf.broadcast_to(spec_rows[None, : self.num_domains], [batch, self.num_domains, self.spec_dim])
@@ -191,8 +200,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
                     glob = tf.concat([glob, tf.reduce_mean(tf.cast(priors, glob.dtype), 1, keepdims=True)], -1)
             spec = tf.concat([spec, glob], axis=1)
         imp = tf.broadcast_to(imp[:, None, :], [batch, self.num_tokens, imp.shape[-1]])
-        tokens = tf.nn.relu(self.ffn(tf.concat([imp, spec], axis=-1)))
-        return self.norm(tokens) if self.norm is not None else tokens
+        return self.activate(self.ffn(tf.concat([imp, spec], axis=-1)))
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,
