@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from mdl_tf import config as cfgmod
 from mdl_tf.data.io import read_split, split_path
-from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, load_stats, save_stats
+from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
 from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model
@@ -110,9 +110,9 @@ def make_onboarded(cfg, base, steps: list, precision: str = "float32") -> Onboar
         return model.build_with_dummy_batch()
 
 
-def load_trained(model_dir) -> TrainedModel:
-    """Rebuild the model of an `mdl-tf train` (or onboarding) output folder and restore its weights. Raises
-    OnboardingError if the folder is not one, or holds a model that cannot be onboarded."""
+def read_trained(model_dir) -> TrainedModel:
+    """Read an `mdl-tf train` (or onboarding) output folder's files, without building the model (`model` None).
+    Raises OnboardingError if the folder is not one, or holds a model that is not MDL."""
     path = Path(model_dir)
     if not path.is_dir():
         raise OnboardingError(f"--model-dir {path}: no such folder; give the --out folder of `mdl-tf train`")
@@ -126,19 +126,26 @@ def load_trained(model_dir) -> TrainedModel:
                               f"with `mdl-tf train --model mdl`) have scenario and task tokens to onboard")
     cfg = cfgmod.from_dict(meta["feature_config"], str(path / "saved_model" / "assets.extra" / METADATA_FILE))
     train_config = _read_json(path / "train_config.json", "training config")
-    onboarding = meta.get("onboarding")
-    precision = train_config.get("precision", "float32")
+    metrics = _read_json(path / "metrics.json", "metrics") if (path / "metrics.json").exists() else {}
+    return TrainedModel(None, cfg, _read_json(path / STATS_FILE, "transform statistics"), meta, train_config,
+                        metrics)
+
+
+def load_trained(model_dir) -> TrainedModel:
+    """`read_trained`, plus the model rebuilt from the metadata with its weights restored from the SavedModel."""
+    trained = read_trained(model_dir)
+    path, cfg, onboarding = Path(model_dir), trained.cfg, trained.meta.get("onboarding")
+    precision = _precision(trained)
     try:
-        base = build_model("mdl", _base_config(cfg, onboarding), meta["vocab_sizes"], precision=precision,
-                           **meta.get("hparams", {}))
+        base = build_model("mdl", _base_config(cfg, onboarding), trained.meta["vocab_sizes"], precision=precision,
+                           **trained.meta.get("hparams", {}))
         model = make_onboarded(cfg, base, onboarding["steps"], precision) if onboarding else base
     except ValueError as e:
         raise OnboardingError(f"--model-dir {path}: {e}") from None
     # The SavedModel's root is mdl_tf.export.ServingModule; its `model` attribute holds the Keras weights.
     status = tf.train.Checkpoint(model=model).restore(str(path / "saved_model" / "variables" / "variables"))
     status.expect_partial()  # a weight that failed to load would fail the bit-identity check before any write
-    metrics = _read_json(path / "metrics.json", "metrics") if (path / "metrics.json").exists() else {}
-    return TrainedModel(model, cfg, load_stats(path), meta, train_config, metrics)
+    return dataclasses.replace(trained, model=model)
 
 
 # -- requests -------------------------------------------------------------------------------------------------------
@@ -271,11 +278,10 @@ def add_scenario(model_dir, name: str, data_dir, out_dir, oc: OnboardConfig = On
     appended to metrics.json's "onboarding" list). Raises OnboardingError / DataError on bad input."""
     out = Path(out_dir)
     _check_out(out)
-    trained = load_trained(model_dir)
+    trained = read_trained(model_dir)
     sc = trained.cfg.scenario
     _check_name(name, "scenario", list(sc.values), sc.separator)
     cfg = with_scenario(trained.cfg, name)
-    tf.keras.utils.set_random_seed(oc.seed)
     frames = _read_splits(data_dir, cfg)
     transform = FeatureTransform(cfg, trained.stats)
     new_rows = _new_scenario_rows(frames["train"], cfg, transform)
@@ -283,6 +289,8 @@ def add_scenario(model_dir, name: str, data_dir, out_dir, oc: OnboardConfig = On
         raise OnboardingError(f"{split_path(data_dir, 'train')}: {int(new_rows.sum())} rows of scenario {name!r} "
                               f"(column '{sc.column}'{', ' + repr(sc.membership_column) if sc.membership_column else ''}"
                               f"); onboarding needs at least {MIN_SCENARIO_ROWS}: add rows of the new scenario")
+    trained = load_trained(model_dir)
+    tf.keras.utils.set_random_seed(oc.seed)
     step = {"kind": "scenario", "name": name, "init_from": "global"}
     model = make_onboarded(cfg, _base_of(trained.model), [*_steps_of(trained.model), step], _precision(trained))
     _copy_appended(trained.model, model)
@@ -316,13 +324,13 @@ def add_task(model_dir, name: str, label: str, data_dir, out_dir, oc: OnboardCon
     MIN_TASK_ROWS, both classes), export to `out_dir`. Returns the report. Raises OnboardingError / DataError."""
     out = Path(out_dir)
     _check_out(out)
-    trained = load_trained(model_dir)
+    trained = read_trained(model_dir)
     _check_name(name, "task", trained.cfg.task_names)
-    base = _base_of(trained.model)
-    init_from = init_from or base.cfg.task_names[0]
-    if init_from not in base.cfg.task_names:
-        raise OnboardingError(f"--init-from {init_from}: not a task the model was trained with "
-                              f"({base.cfg.task_names})")
+    base_tasks = trained.cfg.task_names[:(trained.meta.get("onboarding") or {}).get("base_tasks",
+                                                                                  trained.cfg.num_tasks)]
+    init_from = init_from or base_tasks[0]
+    if init_from not in base_tasks:
+        raise OnboardingError(f"--init-from {init_from}: not a task the model was trained with ({base_tasks})")
     if not label or label in trained.cfg.label_columns or label in trained.cfg.required_columns:
         raise OnboardingError(f"--label {label!r}: already a label or feature column of the model; the new task "
                               f"needs its own 0/1 label column")
@@ -337,8 +345,9 @@ def add_task(model_dir, name: str, label: str, data_dir, out_dir, oc: OnboardCon
                               f"{' all ' + str(int(labelled[0])) if len(labelled) and labelled.min() == labelled.max() else ''}"
                               f"; a new task needs at least {MIN_TASK_ROWS} with both 0 and 1")
     transform = FeatureTransform(cfg, trained.stats)
+    trained = load_trained(model_dir)
     step = {"kind": "task", "name": name, "label": label, "init_from": init_from}
-    model = make_onboarded(cfg, base, [*_steps_of(trained.model), step], _precision(trained))
+    model = make_onboarded(cfg, _base_of(trained.model), [*_steps_of(trained.model), step], _precision(trained))
     _copy_appended(trained.model, model)
     eval_frame = frames.get("eval", frames["train"])
     before = _predict(model, eval_frame, cfg, transform, name)
