@@ -125,12 +125,12 @@ class MDLBlock(tf.keras.layers.Layer):
 
     def prompt(self, feature_tokens, scenario_tokens, task_tokens) -> dict:
         """Steps 1-3 (MDL_SPEC §4.1, Eq. 6-8): T_f' = FeatureBlock(T_f), Ŝ = DAA_s(T_s, T_f') + T_s and
-        T̂_t = DAA_t(T_t, T_f') + T_t. Returns {"t_f", "s_hat", "t_hat", "kv_s", "kv_t", "weights", "t_s"}: the
-        scenario and task paths' K, V ([B, A, N_f, d_h] each; None without attention) let an onboarded token
-        (`mdl_tf.models.onboarded`) attend to the same feature tokens; "t_s" is the input T_s."""
+        T̂_t = DAA_t(T_t, T_f') + T_t. Returns {"t_f", "s_hat", "t_hat", "kv_s", "kv_input", "weights", "t_s"}: the
+        scenario path's K, V ([B, A, N_f, d_h] each; None without attention) and `task_kv(state)` let an onboarded
+        token (`mdl_tf.models.onboarded`) attend to the same feature tokens; "t_s" is the input T_s."""
         t_f, mixed_s, mixed_t = self._mix(feature_tokens, scenario_tokens, task_tokens)
         kv_input = t_f if self.kv_source == "updated" else feature_tokens
-        state = {"t_f": t_f, "t_s": scenario_tokens, "weights": {}, "kv_s": None, "kv_t": None,
+        state = {"t_f": t_f, "t_s": scenario_tokens, "weights": {}, "kv_s": None, "kv_input": kv_input,
                  "s_hat": None, "t_hat": None}
         if self.scenario_attends:
             state["kv_s"] = self.attn_s.key_value(kv_input)
@@ -139,12 +139,18 @@ class MDLBlock(tf.keras.layers.Layer):
         elif self.scenario_path:
             state["s_hat"] = mixed_s
         if self.task_attends:
-            state["kv_t"] = state["kv_s"] if self.share_kv else self.attn_t.key_value(kv_input)
-            a_t, state["weights"]["task"] = self.attn_t(task_tokens, kv=state["kv_t"], return_attention=True)
+            # K, V are projected inside attn_t's call (its weights live in its name scope); `task_kv` recomputes them
+            # for an onboarded task token.
+            a_t, state["weights"]["task"] = self.attn_t(task_tokens, kv_input, kv=state["kv_s"] if self.share_kv
+                                                        else None, return_attention=True)
             state["t_hat"] = a_t + task_tokens
         elif self.task_path:
             state["t_hat"] = mixed_t
         return state
+
+    def task_kv(self, state: dict) -> tuple:
+        """The task path's K, V [B, A, N_f, d_h] of a `prompt` state (the same ops attn_t ran on the same input)."""
+        return state["kv_s"] if self.share_kv else self.attn_t.key_value(state["kv_input"])
 
     def update(self, state: dict, membership, s_bar=None) -> tuple:
         """Steps 4-6 (Eq. 9-15) on `prompt`'s state: s̄ = DomainFusion(Ŝ, M) (or the given `s_bar` [B, d]),

@@ -84,6 +84,11 @@ class AppendedToken(tf.keras.layers.Layer):
     def build_and_copy(self, base, index: int, spec_value) -> None:
         """Create the weights and set every slice to base token `index`'s (N_s: the global scenario token);
         `spec_value` [spec_dim] is the ê_spec input that token reads."""
+        with tf.name_scope(self.name):  # distinct variable names per appended token
+            self._build_and_copy(base, index, spec_value)
+        self.built = True
+
+    def _build_and_copy(self, base, index: int, spec_value) -> None:
         tok = base.scenario_tokenizer if self.kind == "scenario" else base.task_tokenizer
         d_in = int((tok.ffn.inner if tok.ffn_layers == 2 else tok.ffn.outer).kernel.shape[1])
         token = tf.zeros([1, 1, self.d_model])
@@ -105,7 +110,6 @@ class AppendedToken(tf.keras.layers.Layer):
         if self.head is not None:
             self.head(token)
             copy_slice(base.heads.proj, self.head, index)
-        self.built = True
 
     def initial(self, tokenizer, features):
         """t_{k'} = ReLU(FFN_{k'}(ê_imp ⊕ ê_spec^{k'})) (Eq. 4), through the base tokenizer's shared norm: [B, 1, d]."""
@@ -188,8 +192,9 @@ class OnboardedMDL(MultiDistributionModel):
                     total, count = total + member * s_hat[:, 0], count + member
                     s_bar = tf.where(member > 0, total / count, s_bar)                   # only the new rows change
                     extra[i] = tok.ffn(layer, s_hat)
+            kv_t = block.task_kv(state) if task else None
             for i, tok in task:
-                t_tilde = tok.attend(layer, block.attn_t, extra[i], state["kv_t"]) + s_bar[:, None, :]
+                t_tilde = tok.attend(layer, block.attn_t, extra[i], kv_t) + s_bar[:, None, :]
                 extra[i] = tok.ffn(layer, t_tilde)
             t_f, t_s, t_t = block.update(state, m_base, s_bar=s_bar)
         logits = base.heads(t_t)
