@@ -388,10 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the pipeline's, 0.55)")
     p.set_defaults(func=cmd_run)
 
+    from mdl_tf.cli_onboarding import add_onboarding_parsers
     from mdl_tf.cli_pipeline import add_pipeline_parser
     from mdl_tf.cli_serving import add_serving_parsers
 
     add_pipeline_parser(sub, _add_train_args)
+    add_onboarding_parsers(sub)
 
     nbs = sub.add_parser("notebooks", help="run the notebooks headless, or install their Keras-2 kernel"
                          ).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -576,7 +578,8 @@ def main(argv=None) -> int:
 # Commands whose output is a file (the log goes next to it) and commands without an output folder (the log goes to
 # mdl_tf.console.default_log_dir()); every other command writes its log into its --out folder (--root: pipeline run).
 _FILE_OUTPUT = {"pipeline_compile": "out", "predict": "output"}
-_NO_OUTPUT_FOLDER = {"schema_export", "serve", "cluster_server"}
+# Onboarding renames a finished folder into --out, so its log cannot live there.
+_NO_OUTPUT_FOLDER = {"schema_export", "serve", "cluster_server", "scenario_add", "task_add"}
 
 
 def _command_name(args) -> str:

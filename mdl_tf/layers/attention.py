@@ -61,16 +61,24 @@ class DomainAwareAttention(tf.keras.layers.Layer):
     def call(self, queries, features=None, kv=None, return_attention=False):
         if kv is None:
             kv = self.key_value(features)
+        return self.attend(queries, kv, return_attention=return_attention)
+
+    def attend(self, queries, kv, query=None, output=None, return_attention=False):
+        """DAA of `queries` [B, N_q, d] over precomputed kv = (K, V) (each [B, A, N_f, d_h]) -> [B, N_q, d].
+
+        `query` / `output` (PerTokenDense layers with N_q tokens) replace this layer's own W_Q / W_O: an onboarded
+        token (`mdl_tf.models.onboarded`) brings its own slices and shares K, V and the query LayerNorm.
+        """
         k, v = kv
         if self.prenorm:
             queries = self.query_norm(queries)
-        q = self._heads(self.query(queries))
+        q = self._heads((query or self.query)(queries))
         scores = tf.einsum("band,bafd->banf", q, k) * (self.head_dim ** -0.5)
         weights = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)             # over N_f
         out = tf.einsum("banf,bafd->band", tf.cast(weights, v.dtype), v)
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [tf.shape(out)[0], -1, self.d_model])
         if self.output_projection:
-            out = self.out(out)
+            out = (output or self.out)(out)
         return (out, weights) if return_attention else out
 
     def get_config(self):

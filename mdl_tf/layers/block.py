@@ -119,32 +119,55 @@ class MDLBlock(tf.keras.layers.Layer):
         return out[:, :n_f], mixed_s, mixed_t
 
     def call(self, feature_tokens, scenario_tokens, task_tokens, membership, return_attention=False):
+        state = self.prompt(feature_tokens, scenario_tokens, task_tokens)
+        t_f, t_s, t_t = self.update(state, membership)
+        return (t_f, t_s, t_t, state["weights"]) if return_attention else (t_f, t_s, t_t)
+
+    def prompt(self, feature_tokens, scenario_tokens, task_tokens) -> dict:
+        """Steps 1-3 (MDL_SPEC §4.1, Eq. 6-8): T_f' = FeatureBlock(T_f), Ŝ = DAA_s(T_s, T_f') + T_s and
+        T̂_t = DAA_t(T_t, T_f') + T_t. Returns {"t_f", "s_hat", "t_hat", "kv_s", "kv_input", "weights", "t_s"}: the
+        scenario path's K, V ([B, A, N_f, d_h] each; None without attention) and `task_kv(state)` let an onboarded
+        token (`mdl_tf.models.onboarded`) attend to the same feature tokens; "t_s" is the input T_s."""
         t_f, mixed_s, mixed_t = self._mix(feature_tokens, scenario_tokens, task_tokens)
         kv_input = t_f if self.kv_source == "updated" else feature_tokens
-        weights, kv_s = {}, None
+        state = {"t_f": t_f, "t_s": scenario_tokens, "weights": {}, "kv_s": None, "kv_input": kv_input,
+                 "s_hat": None, "t_hat": None}
         if self.scenario_attends:
-            kv_s = self.attn_s.key_value(kv_input)
-            a_s, weights["scenario"] = self.attn_s(scenario_tokens, kv=kv_s, return_attention=True)
-            s_hat = a_s + scenario_tokens
+            state["kv_s"] = self.attn_s.key_value(kv_input)
+            a_s, state["weights"]["scenario"] = self.attn_s(scenario_tokens, kv=state["kv_s"], return_attention=True)
+            state["s_hat"] = a_s + scenario_tokens
         elif self.scenario_path:
-            s_hat = mixed_s
+            state["s_hat"] = mixed_s
         if self.task_attends:
-            a_t, weights["task"] = self.attn_t(task_tokens, kv_input, kv=kv_s if self.share_kv else None,
-                                               return_attention=True)
-            t_hat = a_t + task_tokens
+            # K, V are projected inside attn_t's call (its weights live in its name scope); `task_kv` recomputes them
+            # for an onboarded task token.
+            a_t, state["weights"]["task"] = self.attn_t(task_tokens, kv_input, kv=state["kv_s"] if self.share_kv
+                                                        else None, return_attention=True)
+            state["t_hat"] = a_t + task_tokens
         elif self.task_path:
-            t_hat = mixed_t
+            state["t_hat"] = mixed_t
+        return state
+
+    def task_kv(self, state: dict) -> tuple:
+        """The task path's K, V [B, A, N_f, d_h] of a `prompt` state (the same ops attn_t ran on the same input)."""
+        return state["kv_s"] if self.share_kv else self.attn_t.key_value(state["kv_input"])
+
+    def update(self, state: dict, membership, s_bar=None) -> tuple:
+        """Steps 4-6 (Eq. 9-15) on `prompt`'s state: s̄ = DomainFusion(Ŝ, M) (or the given `s_bar` [B, d]),
+        T̃_t = T̂_t + s̄, T_s' = PFFN_s(Ŝ) + Ŝ, T_t' = PFFN_t(T̃_t) + T̃_t. Returns (T_f', T_s', T_t')."""
+        t_f, s_hat, t_hat = state["t_f"], state["s_hat"], state["t_hat"]
         if not self.scenario_path:
             t_t = self.ffn_t(t_hat) + t_hat
-            return (t_f, scenario_tokens, t_t, weights) if return_attention else (t_f, scenario_tokens, t_t)
+            return t_f, state["t_s"], t_t
         t_s = self.ffn_s(s_hat) + s_hat if self.ffn_s is not None else s_hat
-        s_bar = self.fusion(s_hat if self.fuse_state == "pre_ffn" else t_s, membership)
+        if s_bar is None:
+            s_bar = self.fusion(s_hat if self.fuse_state == "pre_ffn" else t_s, membership)
         if not self.task_path:
             t_t = s_bar[:, None, :]  # "w/o task token": hand the fused scenario state to the model's towers
         else:
             t_tilde = t_hat + s_bar[:, None, :]
             t_t = self.ffn_t(t_tilde) + t_tilde
-        return (t_f, t_s, t_t, weights) if return_attention else (t_f, t_s, t_t)
+        return t_f, t_s, t_t
 
     def get_config(self):
         return {**super().get_config(), "num_feature_tokens": self.num_feature_tokens, "d_model": self.d_model,

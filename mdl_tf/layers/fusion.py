@@ -18,13 +18,21 @@ class DomainFusion(tf.keras.layers.Layer):
         self.use_global_token = bool(use_global_token)
 
     def call(self, scenario_states, membership):
+        total, count = self.sum_and_count(scenario_states, membership)
+        if self.use_global_token:
+            return total / count
+        return total / tf.maximum(count, tf.ones_like(count))
+
+    def sum_and_count(self, scenario_states, membership):
+        """(Σ_k M_k·Ŝ_k (+ Ŝ_g) [B, d], Σ_k M_k (+ 1) [B, 1]): the numerator and denominator of s̄, which an
+        onboarded scenario token extends (`mdl_tf.models.onboarded`)."""
         m = tf.cast(membership, scenario_states.dtype)
         n_s = m.shape[-1]
         total = tf.einsum("bk,bkd->bd", m, scenario_states[:, :n_s])
         count = tf.reduce_sum(m, axis=-1, keepdims=True)
         if self.use_global_token:
-            return (total + scenario_states[:, n_s]) / (count + 1.0)
-        return total / tf.maximum(count, tf.ones_like(count))
+            return total + scenario_states[:, n_s], count + 1.0
+        return total, count
 
     def get_config(self):
         return {**super().get_config(), "use_global_token": self.use_global_token}

@@ -191,6 +191,11 @@ class DomainTokenizer(tf.keras.layers.Layer):
             return tf.concat([embedded[n] for n in self.important_vocab_sizes], -1)
         return tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
 
+    def activate(self, pre):
+        """ReLU, then the optional token LayerNorm (shared by all tokens): FFN output -> token."""
+        tokens = tf.nn.relu(pre)
+        return self.norm(tokens) if self.norm is not None else tokens
+
     def call(self, ids, priors=None, embedded=None):
         imp = tf.cast(self.important_inputs(ids, embedded), self.compute_dtype)
         batch = tf.shape(imp)[0]
@@ -207,8 +212,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
                     glob = tf.concat([glob, tf.reduce_mean(tf.cast(priors, glob.dtype), 1, keepdims=True)], -1)
             spec = tf.concat([spec, glob], axis=1)
         imp = tf.broadcast_to(imp[:, None, :], [batch, self.num_tokens, imp.shape[-1]])
-        tokens = tf.nn.relu(self.ffn(tf.concat([imp, spec], axis=-1)))
-        return self.norm(tokens) if self.norm is not None else tokens
+        return self.activate(self.ffn(tf.concat([imp, spec], axis=-1)))
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,
