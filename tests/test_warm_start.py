@@ -184,3 +184,95 @@ def test_warm_start_refuses_another_architecture(days, tmp_path):
                       metadata={"model": "mdl", "hparams": {"d_model": 32}})
     with pytest.raises(ws.WarmStartError, match="no complete warm-start state"):
         ws.warm_start(other, tmp_path / "missing", cfg, stats1["vocabularies"])
+
+
+# -- the TFX pipeline: day 1 from scratch, day 2 warm-started --------------------------------------------------------
+def _trainer_runs(root):
+    from tfx_pipeline import artifacts
+
+    return [json.loads(Path(r["uri"], "metrics.json").read_text()) for r in artifacts.artifacts(root, "ModelRun")]
+
+
+@pytest.mark.slow
+def test_two_day_pipeline_warm_starts_day2_from_day1s_blessed_model(tmp_path, capsys):
+    import tensorflow_transform as tft
+
+    from tests.conftest import run_pipeline
+    from tfx_pipeline import artifacts
+    from tfx_pipeline.models.model import build_from_transform, state_dir_of, vocabularies_from
+
+    root = tmp_path / "root"
+    for day in (1, 2):
+        synthetic.write(tmp_path / f"day{day}", rows=3000, seed=5, start_day=day)
+    # Day 1 with --warm-start too: there is no blessed model yet, so it trains from scratch and says so.
+    assert run_pipeline(tmp_path / "day1", root, "--train-steps", "60", "--warm-start") == 0
+    out1 = capsys.readouterr().out
+    assert "warm start: no blessed model yet; training from scratch" in out1
+    v1 = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(v1) == 1
+    assert run_pipeline(tmp_path / "day2", root, "--train-steps", "60", "--warm-start") == 0
+    out2 = capsys.readouterr().out
+    versions = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(versions) == 2 and versions[0].name == v1[0].name  # a new version next to the old one
+
+    models = artifacts.artifacts(root, "Model")
+    assert len(models) == 2
+    day1_uri, day2_uri = models[0]["uri"], models[1]["uri"]
+    runs = _trainer_runs(root)
+    assert runs[0]["warm_start"] == {"base_model": None, "reason": "no blessed model yet"}
+    report = runs[1]["warm_start"]
+    assert report["base_model"].startswith(day1_uri)
+    users = report["features"]["user_id"]
+    assert users["carried"] > 0 and users["new"] > 0 and users["dropped"] > 0
+    assert f"user_id: {users['carried']:,} ids carried, {users['new']:,} new" in out2
+    assert "item_id: 4,096 hash buckets carried 1:1" in out2
+    # The Evaluator compared day 2 with day 1's blessed model, and the gate blessed it as before.
+    blessings = artifacts.artifacts(root, "ModelBlessing")
+    assert [b["properties"].get("blessed") for b in blessings] == [1, 1]
+    evaluation = artifacts.latest_evaluation(root)["uri"]
+    baseline = artifacts.evaluation_metrics(evaluation, "baseline")["Overall"]
+    assert 0.5 < baseline["click_probability"]["auc"] < 1.0
+    assert "auc" in artifacts.evaluation_metrics(evaluation, "diff")["Overall"]["click_probability"]
+
+    # At step 0 the day-2 Trainer's model holds day 1's weights: rebuild it from the day-2 Transform and warm-start it
+    # exactly as run_fn does, then compare with the day-1 model's saved state.
+    transforms = artifacts.artifacts(root, "TransformGraph")
+    tft2 = tft.TFTransformOutput(transforms[-1]["uri"])
+    meta = json.loads(Path(day2_uri, "Format-Serving", "assets.extra", "mdl_metadata.json").read_text())
+    custom = {"feature_config": meta["feature_config"], "model": meta["model"], "hparams": meta["hparams"]}
+    model, cfg, _, hparams = build_from_transform(tft2, custom)
+    model.compile()
+    state1 = state_dir_of(str(Path(day1_uri, "Format-Serving")))
+    ws.warm_start(model, state1, cfg, vocabularies_from(tft2, cfg), metadata={"model": "mdl", "hparams": hparams})
+    reader = tf.train.load_checkpoint(f"{state1}/{ws.CHECKPOINT}")
+    manifest = ws.read_manifest(state1)
+    weights = model.model_weights()
+    dense = [i for i, e in enumerate(manifest["weights"]) if e["table"] is None and "kernel" in e["name"]][0]
+    np.testing.assert_array_equal(weights[dense].numpy(),
+                                  reader.get_tensor(f"v{dense}/.ATTRIBUTES/VARIABLE_VALUE"))
+    emb = [i for i, e in enumerate(manifest["weights"]) if e["table"] == "user_id"][0]
+    old_vocab = [t for t in ws.read_vocabulary(state1, "user_id")]
+    new_vocab = list(tft2.vocabulary_by_name("vocab_user_id"))
+    uid = next(u for u in new_vocab if u in old_vocab and old_vocab.index(u) != new_vocab.index(u))
+    np.testing.assert_array_equal(weights[emb].numpy()[FIRST_ID + new_vocab.index(uid)],
+                                  reader.get_tensor(f"v{emb}/.ATTRIBUTES/VARIABLE_VALUE")[FIRST_ID + old_vocab.index(uid)])
+    # ... and day 1's state is the model day 1 pushed: the same dense kernel is in its SavedModel's variables.
+    pushed = tf.train.load_checkpoint(str(versions[0] / "variables" / "variables"))
+    assert any(np.array_equal(pushed.get_tensor(k), weights[dense].numpy())
+               for k, shape in tf.train.list_variables(str(versions[0] / "variables" / "variables"))
+               if shape == list(weights[dense].shape))
+
+
+def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):
+    from mdl_tf.cli import main
+    from tests.conftest import SYNTH_SCHEMA
+
+    out = tmp_path / "p.json"
+    assert main(["pipeline", "compile", "--image", "registry.example/mdl-tf:0.1", "--out", str(out), "--schema",
+                 SYNTH_SCHEMA, "--data", "gs://b/data", "--root", "gs://b/root", "--serving-root", "gs://b/serving",
+                 "--warm-start"]) == 0
+    tasks = json.loads(out.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    trainer = tasks["Trainer"]
+    assert "base_model" in trainer["inputs"]["artifacts"]
+    assert "latest_blessed_model" in json.dumps(trainer["inputs"]["artifacts"]["base_model"])
+    assert json.loads(trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])["warm_start"]
