@@ -51,6 +51,31 @@ positive_int = at_least(1)
 SYNTH_ROWS = at_least(1000, " (the synthetic generator fills three splits)")
 
 
+NON_NEGATIVE_INT = at_least(0)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return NON_NEGATIVE_INT(text)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def synthetic_drift() -> float:
+    from mdl_tf.data.synthetic import DRIFT
+
+    return DRIFT
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -83,7 +108,7 @@ def cmd_data(args) -> None:
 
     started = time.time()
     if args.dataset == "synth":
-        info = synthetic.write(args.out, rows=args.rows, seed=args.seed)
+        info = synthetic.write(args.out, rows=args.rows, seed=args.seed, start_day=args.start_day, drift=args.drift)
     elif args.dataset == "movielens" and args.size == "1m":
         info = movielens1m.write(args.out, src=args.src, protocol=args.protocol or "random")
     elif args.dataset == "movielens":
@@ -344,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--rows", type=SYNTH_ROWS, default=50_000, help="at least 1000 (three splits)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-day", type=non_negative_int, default=0,
+                   help="0: the 30-day history; D: the D-th next day of the same world (new and departed ids, drift)")
+    p.add_argument("--drift", type=non_negative_float, default=synthetic_drift(),
+                   help="per day: how far the scenarios' click functions move (0: fixed)")
     p.set_defaults(func=cmd_data)
     p = data.add_parser("movielens", help="MovieLens-100K or -1M: scenario = age group, tasks click (>=4) and like (5)")
     p.add_argument("--out", required=True)

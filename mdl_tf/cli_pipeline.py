@@ -56,7 +56,7 @@ def cmd_pipeline_run(args) -> dict:
         train_steps=args.train_steps, eval_steps=args.eval_steps, workers=args.workers,
         beam_args_file=args.beam_args, fail_on_anomalies=args.fail_on_anomalies, auc_floor=args.auc_floor,
         max_auc_drop=args.max_auc_drop, input_format=args.input_format, enable_cache=not args.no_cache,
-        pipeline_name=args.name)
+        pipeline_name=args.name, warm_start=args.warm_start)
     _print(summary)
     return summary
 
@@ -72,7 +72,7 @@ def cmd_pipeline_compile(args) -> None:
                             model=args.model, model_name=args.model_name, hparams=_hparams(args),
                             train=pipeline_train_dict(args), train_steps=args.train_steps,
                             beam_pipeline_args=extra, fail_on_anomalies=args.fail_on_anomalies,
-                            pipeline_name=args.name)
+                            pipeline_name=args.name, warm_start=args.warm_start)
     tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {args.out}: pipeline '{spec['pipelineSpec']['pipelineInfo']['name']}', {len(tasks)} tasks: "
           f"{', '.join(tasks)}")
@@ -94,6 +94,9 @@ def add_pipeline_parser(sub, add_train_args) -> None:
         p.add_argument("--fail-on-anomalies", action="store_true",
                        help="stop before training when ExampleValidator finds anomalies")
         p.add_argument("--name", default=configs.PIPELINE_NAME, help="pipeline name (letters, digits, hyphens)")
+        p.add_argument("--warm-start", action="store_true",
+                       help="continue training from the latest blessed model (weights, optimizer slots, embedding "
+                            "rows carried over by id); without one yet, train from scratch")
 
     p = pipe.add_parser("run", help="run the pipeline in-process (LocalDagRunner, Beam DirectRunner)")
     p.add_argument("--data", required=True, help="folder with train/*.csv and eval/*.csv (or *.tfrecord*)")

@@ -14,6 +14,14 @@ The labels carry structure that only a scenario- and task-aware model can exploi
 
 `generate()` also returns the oracle click logits with and without scenario knowledge, so tests can check that a
 scenario-blind model is measurably worse.
+
+**Consecutive days** (`start_day`, `drift`; `mdl-tf data synth --start-day D --drift X`): day 0 is the default
+dataset (30 days of history). Day D >= 1 is the D-th day after it, in the same world (the same seed gives the same
+users, items and scenario maps): its timestamps lie in that day; each day `DAILY_NEW_USERS` / `DAILY_NEW_ITEMS` of
+new users and items join (drawn from their own per-day seed, so day D's newcomers are the same whichever day is
+generated) and the oldest `DAILY_CHURN` of users and items leave, so a day's vocabulary differs from the previous
+one's in both directions; and the click function drifts: every scenario's bilinear map moves towards its own random
+direction and its base rate shifts, by `drift` per day. Splits (train/eval/test, by time) are within the day.
 """
 from __future__ import annotations
 
@@ -34,6 +42,12 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 LATENT = 4
 HISTORY = 10
 ITEM_HASH_BUCKETS = 4096  # item_id and hist_items (hashed): 2x the 2,000 items of 100k rows (rows / 50)
+DAY = 86400
+HISTORY_DAYS = 30           # day 0 spans this many days; day D >= 1 is the day [30 + D - 1, 30 + D)
+DAILY_NEW_USERS = 0.08      # per day, as a share of the day-0 users (items: the same share)
+DAILY_NEW_ITEMS = 0.08
+DAILY_CHURN = 0.05          # per day, the oldest users and items (share of day-0 counts) stop appearing
+DRIFT = 0.15                # per day: how far each scenario's click map and base rate move
 
 FEATURES_YAML = {
     "name": "synthetic",
@@ -106,10 +120,32 @@ def _bilinear_maps(rng: np.random.Generator) -> dict:
     return maps
 
 
-def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
+def _drifted(maps: dict, seed: int, day: int, drift: float) -> tuple:
+    """(maps, click base shifts) of `day`: each scenario's map moves towards its own random direction by
+    drift x day (re-orthogonalised, same scale), and its base logit by drift x day x a fixed random sign."""
+    if day == 0 or drift == 0:
+        return maps, {s: 0.0 for s in SCENARIOS}
+    rng = np.random.default_rng([seed, 99])
+    out, shift = dict(maps), {}
+    for s in (*SCENARIOS, "purchase"):
+        q, _ = np.linalg.qr(maps[s] / 1.2 + drift * day * rng.normal(size=(LATENT, LATENT)))
+        out[s] = q * 1.2
+    for s in SCENARIOS:
+        shift[s] = drift * day * float(rng.choice([-1.0, 1.0]))
+    out[UNSEEN_SCENARIO] = np.mean([out[s] for s in SCENARIOS], axis=0)
+    return out, shift
+
+
+def generate(rows: int = 50_000, seed: int = 0, start_day: int = 0, drift: float = DRIFT) -> SyntheticData:
+    """`rows` rows of day `start_day` (0: the 30-day history; see the module docstring) with per-day `drift`.
+
+    Raises UserError for fewer than 1000 rows, a negative day or a negative drift."""
     if rows < 1000:
         raise UserError(f"rows={rows}: the synthetic generator needs at least 1000 rows to fill three splits; "
                         f"ask for more (mdl-tf data synth --rows 1000)")
+    if start_day < 0 or drift < 0:
+        raise UserError(f"start_day={start_day}, drift={drift}: both must be >= 0 (day 0 is the history, day 1 the "
+                        f"next day; drift 0 keeps the click function fixed)")
     rng = np.random.default_rng(seed)
     n_users, n_items = max(200, rows // 25), max(100, rows // 50)
     n_tags, n_categories = 40, 20
@@ -120,24 +156,49 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
     # so the structure is learnable from a few epochs while ids still matter.
     user_segment = rng.integers(0, 8, size=n_users)
     item_category = rng.integers(0, n_categories, size=n_items)
-    user_vec = rng.normal(size=(8, LATENT))[user_segment] + 0.4 * rng.normal(size=(n_users, LATENT))
-    item_vec = rng.normal(size=(n_categories, LATENT))[item_category] + 0.4 * rng.normal(size=(n_items, LATENT))
+    segment_vec = rng.normal(size=(8, LATENT))
+    user_vec = segment_vec[user_segment] + 0.4 * rng.normal(size=(n_users, LATENT))
+    category_vec = rng.normal(size=(n_categories, LATENT))
+    item_vec = category_vec[item_category] + 0.4 * rng.normal(size=(n_items, LATENT))
     user_age = rng.uniform(18, 70, size=n_users).round()
     item_price = np.exp(rng.normal(3.0, 0.8, size=n_items)).round(2)
     item_tags = [rng.choice(n_tags, size=rng.integers(1, 5), replace=False) for _ in range(n_items)]
     maps = _bilinear_maps(rng)
+    base_users, base_items = n_users, n_items
+    for day in range(1, start_day + 1):  # the users and items that joined on each later day, each from its own seed
+        drng = np.random.default_rng([seed, day])
+        nu, ni = max(1, round(base_users * DAILY_NEW_USERS)), max(1, round(base_items * DAILY_NEW_ITEMS))
+        seg = drng.integers(0, 8, size=nu)
+        cat = drng.integers(0, n_categories, size=ni)
+        user_segment = np.concatenate([user_segment, seg])
+        item_category = np.concatenate([item_category, cat])
+        user_vec = np.concatenate([user_vec, segment_vec[seg] + 0.4 * drng.normal(size=(nu, LATENT))])
+        item_vec = np.concatenate([item_vec, category_vec[cat] + 0.4 * drng.normal(size=(ni, LATENT))])
+        user_age = np.concatenate([user_age, drng.uniform(18, 70, size=nu).round()])
+        item_price = np.concatenate([item_price, np.exp(drng.normal(3.0, 0.8, size=ni)).round(2)])
+        item_tags += [drng.choice(n_tags, size=drng.integers(1, 5), replace=False) for _ in range(ni)]
+    n_users, n_items = len(user_segment), len(item_category)
+    maps, base_shift = _drifted(maps, seed, start_day, drift)
+    if start_day:
+        rng = np.random.default_rng([seed, start_day, 1])  # the day's own rows
 
     t = np.sort(rng.uniform(0.0, 1.0, size=rows))
-    ts = (1_700_000_000 + t * 30 * 86400).astype(np.int64)
+    if start_day == 0:
+        ts = (1_700_000_000 + t * HISTORY_DAYS * DAY).astype(np.int64)
+    else:
+        ts = (1_700_000_000 + (HISTORY_DAYS + start_day - 1 + t) * DAY).astype(np.int64)
     split_idx = np.searchsorted(np.cumsum(SPLIT_FRACTIONS), np.arange(rows) / rows, side="right")
     split = np.array(SPLITS)[np.minimum(split_idx, 2)]
 
-    def joined(count: int, warm: float = 0.6) -> np.ndarray:
+    def joined(count: int, warm: float = 0.6, base: int = 0) -> np.ndarray:
+        if start_day:  # a later day: everyone who joined so far, minus the oldest who left
+            lo = min(count - 1, int(start_day * DAILY_CHURN * base))
+            return lo + np.minimum((rng.uniform(size=rows) ** 1.3 * (count - lo)).astype(int), count - lo - 1)
         avail = np.maximum(1, np.floor(count * np.clip(warm + (1 - warm) * t / 0.8, 0, 1)).astype(int))
         # Entities joining during the test period are only reachable there.
         return np.minimum((rng.uniform(size=rows) ** 1.3 * avail).astype(int), count - 1)
 
-    users, items = joined(n_users), joined(n_items)
+    users, items = joined(n_users, base=base_users), joined(n_items, base=base_items)
     scen_idx = rng.choice(len(SCENARIOS), size=rows, p=TRAFFIC)
     scenario = np.array(SCENARIOS, dtype=object)[scen_idx]
     second = np.where(rng.uniform(size=rows) < 0.08, (scen_idx + rng.integers(1, 3, size=rows)) % 3, -1)
@@ -146,7 +207,7 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
     second[is_new_surface] = -1
     membership = np.array([s if j < 0 else f"{s}|{SCENARIOS[j]}" for s, j in zip(scenario, second)], dtype=object)
     device = rng.choice(np.array(["ios", "android", "web"]), size=rows, p=[0.45, 0.45, 0.10])
-    hour = ((t * 30 * 24) % 24).astype(int)
+    hour = (((ts - 1_700_000_000) / 3600) % 24).astype(int) if start_day else ((t * 30 * 24) % 24).astype(int)
 
     age_z = (user_age[users] - 44.0) / 15.0
     price_z = (np.log(item_price[items]) - 3.0) / 0.8
@@ -164,6 +225,8 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
                    for f in ("base", "affinity", "price", "age_x_price", "sequence")}
     blind_map = sum(w * maps[s] for w, s in zip(TRAFFIC, SCENARIOS))
 
+    day_params = {s: {**dataclasses.asdict(p), "base": p.base + base_shift[s]} for s, p in _CLICK.items()}
+
     def logit(p, aff, seq_sim, i):
         return (p["base"] + p["affinity"] * aff + p["price"] * price_z[i] + p["age_x_price"] * age_z[i] * price_z[i]
                 + p["sequence"] * seq_sim)
@@ -175,7 +238,7 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
         hist_len[i] = len(past)
         seq_sim = float(np.mean(item_vec[past[-HISTORY:]] @ item_vec[it]) / 2.0) if past else 0.0
         members = [scenario[i]] + ([SCENARIOS[second[i]]] if second[i] >= 0 else [])
-        params = [dataclasses.asdict(_CLICK.get(s, _ScenarioParams(**mean_params))) for s in members]
+        params = [day_params.get(s, mean_params) for s in members]
         click_logit[i] = np.mean([logit(p, affinity[s][i], seq_sim, i) for p, s in zip(params, members)])
         blind_aff = float(user_vec[u] @ blind_map @ item_vec[it] / 2.0)
         blind_logit[i] = logit(mean_params, blind_aff, seq_sim, i)
@@ -208,11 +271,14 @@ def generate(rows: int = 50_000, seed: int = 0) -> SyntheticData:
     return SyntheticData(frame=frame, click_logit=click_logit, blind_click_logit=blind_logit)
 
 
-def write(out_dir, rows: int = 50_000, seed: int = 0) -> dict:
-    """Write train/eval/test CSVs plus the dataset's features.yaml and schema.pbtxt into `out_dir`."""
+def write(out_dir, rows: int = 50_000, seed: int = 0, start_day: int = 0, drift: float = DRIFT) -> dict:
+    """Write train/eval/test CSVs plus the dataset's features.yaml and schema.pbtxt into `out_dir` (day
+    `start_day` of the world `seed`; see `generate`)."""
     from mdl_tf.data.io import write_dataset
 
-    data = generate(rows=rows, seed=seed)
+    data = generate(rows=rows, seed=seed, start_day=start_day, drift=drift)
     splits = {s: data.frame[data.frame["split"] == s].drop(columns="split") for s in SPLITS}
-    return write_dataset(out_dir, splits, feature_config(),
-                         provenance={"generator": "mdl_tf.data.synthetic", "rows": rows, "seed": seed})
+    provenance = {"generator": "mdl_tf.data.synthetic", "rows": rows, "seed": seed}
+    if start_day:
+        provenance.update(start_day=start_day, drift=drift)
+    return write_dataset(out_dir, splits, feature_config(), provenance=provenance)

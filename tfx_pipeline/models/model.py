@@ -9,6 +9,12 @@ custom_config (see `tfx_pipeline.pipeline.configs.custom_config`):
   train           {batch_size, epochs, dense_lr, sparse_lr, seed, precision, jit_compile, strategy, ...}
                   (strategy: mdl_tf.training.distribute.STRATEGIES; the multi-process ones read TF_CONFIG)
   model_name      the TF Serving model name written into the warmup requests
+  warm_start      true: continue from `fn_args.base_model` (the latest blessed model, wired by the pipeline's
+                  `--warm-start`): weights, optimizer slots and embedding rows remapped by id
+                  (`mdl_tf.training.warm_start`); no base model yet -> trains from scratch and says so
+
+Every run also writes the warm-start state of the model it trained into `<model artifact>/warm_start/` (next to
+`Format-Serving/`, so the Pusher does not ship it), which a later warm-started run reads.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
 from mdl_tf.training import distribute
+from mdl_tf.training import warm_start as ws
 from mdl_tf.training.trainer import BestEpoch, TrainConfig, sized_hparams
 from mdl_tf.utils import write_json
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
@@ -118,6 +125,42 @@ def warmup_examples(tft_output, cfg: FeatureConfig, count: int) -> list:
     return rows_to_examples(pd.DataFrame(synthetic_rows(cfg, vocabs, count)), cfg)
 
 
+def vocabularies_from(tft_output, cfg: FeatureConfig) -> dict:
+    """{owner: [id bytes, ...]} of every vocabulary owner, in row order (row 2 + i); hashed owners have none."""
+    owners = {cfg.vocab_owner(f) for f in cfg.features if f.is_id_feature}
+    return {o: list(tft_output.vocabulary_by_name(vocabulary_name(o))) for o in sorted(owners)
+            if not is_hashed_owner(cfg, o)}
+
+
+def state_dir_of(serving_model_dir: str) -> str:
+    """`<model artifact>/warm_start` for a model artifact's `<uri>/Format-Serving` directory."""
+    return f"{str(serving_model_dir).rstrip('/').rsplit('/', 1)[0]}/{ws.STATE_DIR}"
+
+
+def say(line: str) -> None:
+    print(f"          Trainer {line}", flush=True)
+    log.info("Trainer %s", line)
+
+
+def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainConfig, hparams: dict) -> dict:
+    """Warm-start `model` from `fn_args.base_model` (see the module docstring); returns the report for metrics.json:
+    {"base_model": uri or None, "reason"?, "features"?, ...}."""
+    if not fn_args.base_model:
+        say("warm start: no blessed model yet; training from scratch")
+        return {"base_model": None, "reason": "no blessed model yet"}
+    state = state_dir_of(fn_args.base_model)
+    if ws.read_manifest(state) is None:
+        say(f"warm start: the blessed model {fn_args.base_model} has no warm-start state (trained before warm "
+            f"starts existed); training from scratch")
+        return {"base_model": fn_args.base_model, "reason": "no warm-start state"}
+    report = ws.warm_start(model, state, cfg, vocabularies_from(tft_output, cfg),
+                           metadata={"model": tc.model, "hparams": hparams})
+    say(f"warm start from {fn_args.base_model}: {report['weights']} weights, {report['slots']} optimizer slots")
+    for line in ws.describe(report):
+        say(f"warm start: {line}")
+    return {"base_model": fn_args.base_model, **report}
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`Trainer(run_fn='tfx_pipeline.models.model.run_fn')`)."""
     custom = fn_args.custom_config or {}
@@ -129,6 +172,7 @@ def run_fn(fn_args) -> None:
         model, cfg, tc, hparams = build_from_transform(tft_output, custom)
         model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
                       oov_rate=tc.oov_rate, jit_compile=tc.jit_compile)
+        warm = apply_warm_start(fn_args, model, cfg, tft_output, tc, hparams) if custom.get("warm_start") else None
 
     epochs = max(1, tc.epochs)
     train_steps = int(fn_args.train_steps or configs.TRAIN_STEPS)
@@ -155,8 +199,18 @@ def run_fn(fn_args) -> None:
     if not distribute.is_chief(strategy):
         log.info("worker done; the chief exports")
         return
+    # The warm-start state of this model, for tomorrow's run: with optimizer slots when the optimizers live on this
+    # machine (default and mirrored strategies), the weights alone otherwise.
+    state_meta = {"model": tc.model, "hparams": hparams}
+    vocabs = vocabularies_from(tft_output, cfg)
+    local_optimizers = tc.strategy in ("default", "mirrored")
+    if local_optimizers:
+        ws.save_state(state_dir_of(fn_args.serving_model_dir), model, cfg, vocabs, state_meta)
     model = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
         tc.model, cfg, vocab_sizes_from(tft_output, cfg), precision=tc.precision, **hparams))
+
+    if not local_optimizers:
+        ws.save_state(state_dir_of(fn_args.serving_model_dir), model, cfg, vocabs, state_meta, with_slots=False)
 
     run_dir = Path(fn_args.model_run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +220,7 @@ def run_fn(fn_args) -> None:
         "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
-        "hparams": hparams, "train": dataclasses.asdict(tc)})
+        "hparams": hparams, "train": dataclasses.asdict(tc), "warm_start": warm})
 
     model_name = custom.get("model_name", configs.MODEL_NAME)
     export_saved_model(

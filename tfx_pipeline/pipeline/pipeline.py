@@ -2,6 +2,10 @@
 
 CsvExampleGen (or ImportExampleGen for tf.Example TFRecords) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
 -> AnomaliesGate -> Transform -> Trainer -> Resolver (latest blessed model) -> Evaluator -> Pusher (only if blessed).
+
+With `warm_start=True` the Resolver's model is also the Trainer's `base_model`: the Trainer continues from the
+latest blessed model (weights, optimizer slots, embedding rows remapped by id; `tfx_pipeline.models.model`) and the
+Evaluator compares the candidate with that same model.
 """
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     eval_steps: int | None = configs.EVAL_STEPS, auc_floor: float = configs.AUC_FLOOR,
                     max_auc_drop: float = configs.MAX_AUC_DROP, fail_on_anomalies: bool = False,
                     input_format: str = "csv", metadata_connection_config=None, beam_pipeline_args=None,
-                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+                    enable_cache: bool = True, warm_start: bool = False) -> tfx.dsl.Pipeline:
     cfg = feature_config
     custom = configs.custom_config(cfg, model=model, hparams=dict(hparams or {}), train=dict(train or {}),
                                    model_name=model_name)
+    if warm_start:  # only then: a run without it keeps its earlier cache key
+        custom["warm_start"] = True
 
     gen = example_gen(data_root, input_format)
     stats = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
@@ -50,15 +56,16 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema.outputs["schema"],
                                          preprocessing_fn=PREPROCESSING_FN, custom_config=configs.custom_config(cfg))
     transform.add_upstream_node(gate)
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=custom)
     resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
+        base_model=resolver.outputs["model"] if warm_start else None,
+        train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=custom)
     evaluator = tfx.components.Evaluator(
         examples=gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=resolver.outputs["model"], eval_config=eval_config(cfg, auc_floor, max_auc_drop))

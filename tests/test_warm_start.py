@@ -1,0 +1,278 @@
+"""Warm-started daily training (issue 18): rows remapped by id, weights and optimizer slots carried, the synthetic
+generator's consecutive days, and one two-day TFX pipeline (day 1 from scratch, day 2 warm-started)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mdl_tf.data import synthetic
+from mdl_tf.data.io import read_split
+from mdl_tf.data.transform import FIRST_ID, FeatureTransform, fit_stats, vocab_sizes
+from mdl_tf.models import build_model
+from mdl_tf.training import warm_start as ws
+from mdl_tf.training.data import make_dataset
+from mdl_tf.training.trainer import evaluate_frame
+
+HPARAMS = {"d_model": 16}
+ROWS = 4000
+
+
+# -- remapping -----------------------------------------------------------------------------------------------------
+def test_row_map_carries_rows_by_token_value():
+    src, dst, counts = ws.row_map(["a", "b", "c", "d"], [b"c", b"e", b"a"])
+    # padding and OOV stay; 'c' (old row 4) -> new row 2, 'a' (old row 2) -> new row 4; 'e' is new; b, d dropped
+    assert src.tolist() == [0, 1, 4, 2] and dst.tolist() == [0, 1, 2, 4]
+    assert counts == {"carried": 2, "new": 1, "dropped": 2}
+    fresh = np.full((5, 2), -1.0)
+    old = np.arange(12, dtype=float).reshape(6, 2)
+    out = ws._remapped(old, fresh, src, dst)
+    assert out[2].tolist() == old[4].tolist() and out[4].tolist() == old[2].tolist()
+    assert out[3].tolist() == [-1.0, -1.0]  # 'e' keeps its fresh row
+
+
+# -- the generator's days ------------------------------------------------------------------------------------------
+def test_consecutive_synthetic_days_differ_in_ids_and_click_function():
+    day0 = synthetic.generate(3000, seed=1)
+    assert day0.frame.equals(synthetic.generate(3000, seed=1, start_day=0, drift=0.5).frame)  # day 0 never drifts
+    d1 = synthetic.generate(3000, seed=1, start_day=1).frame
+    d2 = synthetic.generate(3000, seed=1, start_day=2).frame
+    assert d1.ts.min() > day0.frame.ts.max() and d2.ts.min() > d1.ts.max()
+    assert d2.ts.max() - d2.ts.min() < synthetic.DAY
+    u1, u2 = set(d1.user_id), set(d2.user_id)
+    assert len(u1 & u2) > 0.7 * len(u2) and u2 - u1 and u1 - u2  # mostly the same users, some new, some gone
+    # The same world: an id means the same entity on both days (its age and segment do not change).
+    both = sorted(u1 & u2)[:20]
+    a1 = d1.drop_duplicates("user_id").set_index("user_id").loc[both, ["user_age", "user_segment"]]
+    a2 = d2.drop_duplicates("user_id").set_index("user_id").loc[both, ["user_age", "user_segment"]]
+    assert a1.equals(a2)
+    maps0 = synthetic._bilinear_maps(np.random.default_rng(0))
+    m1, s1 = synthetic._drifted(maps0, 0, 1, synthetic.DRIFT)
+    m2, s2 = synthetic._drifted(maps0, 0, 2, synthetic.DRIFT)
+    assert all(np.abs(m1[s] - m2[s]).max() > 0.05 for s in synthetic.SCENARIOS)
+    assert all(abs(s2[s] - s1[s]) == pytest.approx(synthetic.DRIFT) for s in synthetic.SCENARIOS)
+    with pytest.raises(ValueError, match="start_day=-1"):
+        synthetic.generate(3000, start_day=-1)
+
+
+def test_data_synth_start_day_flag(tmp_path, capsys):
+    from mdl_tf.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--rows", "1000", "--start-day", "3",
+                 "--drift", "0.2"]) == 0
+    info = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert info["start_day"] == 3 and info["drift"] == 0.2
+    capsys.readouterr()
+    assert main(["data", "synth", "--out", str(tmp_path / "e"), "--start-day", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--start-day" in err[0] and "at least 0" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
+# -- the warm start in process -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    """Day 1 and day 2 of one synthetic world, ROWS rows each: {day: (train frame, eval frame, stats, transform)}."""
+    cfg = synthetic.feature_config()
+    out = {}
+    for day in (1, 2):
+        d = tmp_path_factory.mktemp(f"day{day}")
+        synthetic.write(d, rows=ROWS, seed=7, start_day=day)
+        train, ev = read_split(d, "train", cfg), read_split(d, "eval", cfg)
+        stats = fit_stats(train, cfg)
+        out[day] = (train, ev, stats, FeatureTransform(cfg, stats))
+    return out
+
+
+def _model(cfg, stats, seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model("mdl", cfg, vocab_sizes(cfg, stats), **HPARAMS)
+    model.compile()
+    model.build_with_dummy_batch()
+    return model
+
+
+def _click_auc(model, frame, cfg, transform) -> float:
+    return evaluate_frame(model, frame, cfg, transform)["overall"]["click"]["auc"]
+
+
+def _steps_to_reach(model, ds, frame, cfg, transform, target, chunk=10, cap=120):
+    """Training steps until the eval click AUC is >= target (checked every `chunk` steps; cap + chunk if never)."""
+    it = iter(ds.repeat())
+    steps = 0
+    while steps <= cap:
+        if _click_auc(model, frame, cfg, transform) >= target:
+            return steps
+        for _ in range(chunk):
+            model.train_on_batch(*next(it))
+        steps += chunk
+    return cap + chunk
+
+
+def test_warm_start_carries_weights_slots_and_rows_and_reaches_day1_auc_sooner(days, tmp_path):
+    cfg = synthetic.feature_config()
+    train1, eval1, stats1, tr1 = days[1]
+    train2, eval2, stats2, tr2 = days[2]
+    day1 = _model(cfg, stats1)
+    day1.fit(make_dataset(train1, cfg, tr1, 128, shuffle=True).repeat(), steps_per_epoch=150, epochs=1, verbose=0)
+    target = _click_auc(day1, eval1, cfg, tr1)
+    state = tmp_path / "state"
+    meta = {"model": "mdl", "hparams": HPARAMS}
+    ws.save_state(state, day1, cfg, stats1["vocabularies"], meta)
+
+    warm = _model(cfg, stats2, seed=1)
+    report = ws.warm_start(warm, state, cfg, stats2["vocabularies"], metadata=meta)
+
+    # Dense weights equal day 1's at step 0 (same variable by name), and so do their RMSprop slots.
+    dense1 = {ws._short_name(v.name): v for v in day1.variable_groups()[0]}
+    dense2 = {ws._short_name(v.name): v for v in warm.variable_groups()[0]}
+    assert dense1.keys() == dense2.keys()
+    for name in dense1:
+        np.testing.assert_array_equal(dense1[name].numpy(), dense2[name].numpy())
+    v1, v2 = next(iter(dense1.values())), next(iter(dense2.values()))
+    np.testing.assert_array_equal(ws._slots(day1.optimizer, v1)["_velocities"].numpy(),
+                                  ws._slots(warm.optimizer, v2)["_velocities"].numpy())
+
+    # A user id present both days: its row (and Adagrad accumulator row) moved to its day-2 index.
+    voc1, voc2 = stats1["vocabularies"]["user_id"], stats2["vocabularies"]["user_id"]
+    shared = [u for u in voc2 if u in set(voc1) and voc1.index(u) != voc2.index(u)]
+    assert shared, "the two days' vocabularies should order shared ids differently"
+    uid = shared[0]
+    e1 = [v for v in day1.variable_groups()[1] if "emb_user_id" in v.name][0]
+    e2 = [v for v in warm.variable_groups()[1] if "emb_user_id" in v.name][0]
+    r1, r2 = FIRST_ID + voc1.index(uid), FIRST_ID + voc2.index(uid)
+    np.testing.assert_array_equal(e1.numpy()[r1], e2.numpy()[r2])
+    np.testing.assert_array_equal(e1.numpy()[:FIRST_ID], e2.numpy()[:FIRST_ID])  # padding and OOV rows
+    acc1 = ws._slots(day1.sparse_optimizer, e1)["_accumulators"].numpy()
+    acc2 = ws._slots(warm.sparse_optimizer, e2)["_accumulators"].numpy()
+    np.testing.assert_array_equal(acc1[r1], acc2[r2])
+    new_ids = [u for u in voc2 if u not in set(voc1)]
+    assert new_ids
+    # A new id keeps a fresh row and the optimizer's initial accumulator.
+    assert acc2[FIRST_ID + voc2.index(new_ids[0])].max() == pytest.approx(warm.sparse_optimizer.initial_accumulator_value)
+    # The report counts them.
+    users = report["features"]["user_id"]
+    assert users["carried"] == len(set(voc1) & set(voc2)) and users["new"] == len(new_ids)
+    assert users["dropped"] == len(set(voc1) - set(voc2)) > 0
+    assert report["features"]["item_id"]["hash_buckets"] == synthetic.ITEM_HASH_BUCKETS  # hashed: 1:1
+    i1 = [v for v in day1.variable_groups()[1] if "emb_item_id" in v.name][0]
+    i2 = [v for v in warm.variable_groups()[1] if "emb_item_id" in v.name][0]
+    np.testing.assert_array_equal(i1.numpy(), i2.numpy())
+    assert int(warm.optimizer.iterations.numpy()) == 150
+    assert any("ids carried" in line for line in ws.describe(report))
+
+    # Day 2: the warm-started model reaches day 1's eval AUC in fewer steps than a model trained from scratch.
+    ds2 = make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3)
+    warm_steps = _steps_to_reach(warm, ds2, eval2, cfg, tr2, target)
+    scratch = _model(cfg, stats2, seed=1)
+    scratch_steps = _steps_to_reach(scratch, ds2, eval2, cfg, tr2, target)
+    print(f"day-1 eval click AUC {target:.4f}; steps to reach it on day 2: warm {warm_steps}, "
+          f"scratch {scratch_steps}")
+    assert warm_steps < scratch_steps
+
+
+def test_warm_start_refuses_another_architecture(days, tmp_path):
+    cfg = synthetic.feature_config()
+    _, _, stats1, _ = days[1]
+    base = _model(cfg, stats1)
+    ws.save_state(tmp_path / "s", base, cfg, stats1["vocabularies"], {"model": "mdl", "hparams": HPARAMS})
+    other = build_model("mdl", cfg, vocab_sizes(cfg, stats1), d_model=32)
+    other.compile()
+    with pytest.raises(ws.WarmStartError, match="hparams .*d_model.*drop --warm-start"):
+        ws.warm_start(other, tmp_path / "s", cfg, stats1["vocabularies"],
+                      metadata={"model": "mdl", "hparams": {"d_model": 32}})
+    with pytest.raises(ws.WarmStartError, match="no complete warm-start state"):
+        ws.warm_start(other, tmp_path / "missing", cfg, stats1["vocabularies"])
+
+
+# -- the TFX pipeline: day 1 from scratch, day 2 warm-started --------------------------------------------------------
+def _trainer_runs(root):
+    from tfx_pipeline import artifacts
+
+    return [json.loads(Path(r["uri"], "metrics.json").read_text()) for r in artifacts.artifacts(root, "ModelRun")]
+
+
+@pytest.mark.slow
+def test_two_day_pipeline_warm_starts_day2_from_day1s_blessed_model(tmp_path, capsys):
+    import tensorflow_transform as tft
+
+    from tests.conftest import run_pipeline
+    from tfx_pipeline import artifacts
+    from tfx_pipeline.models.model import build_from_transform, state_dir_of, vocabularies_from
+
+    root = tmp_path / "root"
+    for day in (1, 2):
+        synthetic.write(tmp_path / f"day{day}", rows=3000, seed=5, start_day=day)
+    # Day 1 with --warm-start too: there is no blessed model yet, so it trains from scratch and says so.
+    assert run_pipeline(tmp_path / "day1", root, "--train-steps", "60", "--warm-start") == 0
+    out1 = capsys.readouterr().out
+    assert "warm start: no blessed model yet; training from scratch" in out1
+    v1 = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(v1) == 1
+    assert run_pipeline(tmp_path / "day2", root, "--train-steps", "60", "--warm-start") == 0
+    out2 = capsys.readouterr().out
+    versions = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(versions) == 2 and versions[0].name == v1[0].name  # a new version next to the old one
+
+    models = artifacts.artifacts(root, "Model")
+    assert len(models) == 2
+    day1_uri, day2_uri = models[0]["uri"], models[1]["uri"]
+    runs = _trainer_runs(root)
+    assert runs[0]["warm_start"] == {"base_model": None, "reason": "no blessed model yet"}
+    report = runs[1]["warm_start"]
+    assert report["base_model"].startswith(day1_uri)
+    users = report["features"]["user_id"]
+    assert users["carried"] > 0 and users["new"] > 0 and users["dropped"] > 0
+    assert f"user_id: {users['carried']:,} ids carried, {users['new']:,} new" in out2
+    assert "item_id: 4,096 hash buckets carried 1:1" in out2
+    # The Evaluator compared day 2 with day 1's blessed model, and the gate blessed it as before.
+    blessings = artifacts.artifacts(root, "ModelBlessing")
+    assert [b["properties"].get("blessed") for b in blessings] == [1, 1]
+    evaluation = artifacts.latest_evaluation(root)["uri"]
+    baseline = artifacts.evaluation_metrics(evaluation, "baseline")["Overall"]
+    assert 0.5 < baseline["click_probability"]["auc"] < 1.0
+    assert "auc" in artifacts.evaluation_metrics(evaluation, "diff")["Overall"]["click_probability"]
+
+    # At step 0 the day-2 Trainer's model holds day 1's weights: rebuild it from the day-2 Transform and warm-start it
+    # exactly as run_fn does, then compare with the day-1 model's saved state.
+    transforms = artifacts.artifacts(root, "TransformGraph")
+    tft2 = tft.TFTransformOutput(transforms[-1]["uri"])
+    meta = json.loads(Path(day2_uri, "Format-Serving", "assets.extra", "mdl_metadata.json").read_text())
+    custom = {"feature_config": meta["feature_config"], "model": meta["model"], "hparams": meta["hparams"]}
+    model, cfg, _, hparams = build_from_transform(tft2, custom)
+    model.compile()
+    state1 = state_dir_of(str(Path(day1_uri, "Format-Serving")))
+    ws.warm_start(model, state1, cfg, vocabularies_from(tft2, cfg), metadata={"model": "mdl", "hparams": hparams})
+    reader = tf.train.load_checkpoint(f"{state1}/{ws.CHECKPOINT}")
+    manifest = ws.read_manifest(state1)
+    weights = model.model_weights()
+    dense = [i for i, e in enumerate(manifest["weights"]) if e["table"] is None and "kernel" in e["name"]][0]
+    np.testing.assert_array_equal(weights[dense].numpy(),
+                                  reader.get_tensor(f"v{dense}/.ATTRIBUTES/VARIABLE_VALUE"))
+    emb = [i for i, e in enumerate(manifest["weights"]) if e["table"] == "user_id"][0]
+    old_vocab = [t for t in ws.read_vocabulary(state1, "user_id")]
+    new_vocab = list(tft2.vocabulary_by_name("vocab_user_id"))
+    uid = next(u for u in new_vocab if u in old_vocab and old_vocab.index(u) != new_vocab.index(u))
+    np.testing.assert_array_equal(weights[emb].numpy()[FIRST_ID + new_vocab.index(uid)],
+                                  reader.get_tensor(f"v{emb}/.ATTRIBUTES/VARIABLE_VALUE")[FIRST_ID + old_vocab.index(uid)])
+    # ... and day 1's state is the model day 1 pushed: the same dense kernel is in its SavedModel's variables.
+    pushed = tf.train.load_checkpoint(str(versions[0] / "variables" / "variables"))
+    assert any(np.array_equal(pushed.get_tensor(k), weights[dense].numpy())
+               for k, shape in tf.train.list_variables(str(versions[0] / "variables" / "variables"))
+               if shape == list(weights[dense].shape))
+
+
+def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):
+    from mdl_tf.cli import main
+    from tests.conftest import SYNTH_SCHEMA
+
+    out = tmp_path / "p.json"
+    assert main(["pipeline", "compile", "--image", "registry.example/mdl-tf:0.1", "--out", str(out), "--schema",
+                 SYNTH_SCHEMA, "--data", "gs://b/data", "--root", "gs://b/root", "--serving-root", "gs://b/serving",
+                 "--warm-start"]) == 0
+    tasks = json.loads(out.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    trainer = tasks["Trainer"]
+    assert "base_model" in trainer["inputs"]["artifacts"]
+    assert "latest_blessed_model" in json.dumps(trainer["inputs"]["artifacts"]["base_model"])
+    assert '\\"warm_start\\": true' in json.dumps(trainer["inputs"]["parameters"]["custom_config"])
