@@ -15,7 +15,7 @@ run: setup  ## the main job on the embedded synthetic data (see README)
 	$(VENV)/bin/mdl-tf run --out $(RUN_OUT)
 
 test: setup  ## the whole test suite
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-fast: setup  ## skip tests marked slow
 	$(PY) -m pytest -q -m "not slow"

@@ -29,6 +29,15 @@ def synth_dir(tmp_path_factory):
     return out
 
 
+def without_test_split(data_dir):
+    """Remove a dataset's test split: `train()` then evaluates the eval split only (a learning test that reads only
+    eval metrics skips a second evaluation pass). Returns `data_dir`."""
+    import shutil
+
+    shutil.rmtree(os.path.join(data_dir, "test"))
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def synth_cfg():
     from mdl_tf.data import synthetic

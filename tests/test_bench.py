@@ -34,9 +34,14 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path):
+def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path, monkeypatch):
+    from mdl_tf.bench import speed
     from mdl_tf.bench.speed import run_speed_bench
 
+    # The reference matmul rate is measured for real, on [256, 256] matrices instead of the command's 30 products of
+    # [2048, 2048] (about 500 GFLOP, tens of seconds on 2 busy cores): the smoke test checks fields, never timings.
+    real_matmul = speed.matmul_gflops
+    monkeypatch.setattr(speed, "matmul_gflops", lambda: real_matmul(n=256, repeats=2, trials=1))
     r = run_speed_bench(tmp_path, batch_size=64, steps=2, d_model=32, num_layers=1, scaling_batch_size=32,
                         sweeps={"d_model": (32, 64), "feature_tokens": (2, 4), "tasks": (2, 3)})
     saved = json.loads((tmp_path / "speed_float32.json").read_text())

@@ -291,7 +291,7 @@ def test_int_ids_are_normalised_the_way_csvexamplegen_reads_them(synth_dir, tmp_
 
 
 # -- the command line: one line, exit code 2 --------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, needle", [
+MISTAKES = [
     (["data", "synth", "--out", "o", "--rows", "300"], "--rows: 300 is too small; it must be at least 1000"),
     (["data", "synth", "--out", "o", "--rows", "many"], "--rows: 'many' is not an integer"),
     (["schema", "export", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
@@ -302,16 +302,32 @@ def test_int_ids_are_normalised_the_way_csvexamplegen_reads_them(synth_dir, tmp_
      "/nonexistent/rows.jsonl: cannot read the input (No such file or directory)"),
     (["train", "--data", "/nonexistent", "--out", "o"], "/nonexistent: feature config not found"),
     (["bench", "pipeline", "--rows", "10k"], "--rows '10k': '10k' is not an integer"),
-])
-def test_command_line_mistakes_end_in_one_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch):
+]
+
+
+def _one_line(code, stderr, needle):
+    assert code == 2, (code, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("mdl-tf")]
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("argv, needle", MISTAKES)
+def test_command_line_mistakes_end_in_one_line_and_exit_code_2(argv, needle, tmp_path, monkeypatch, capsys):
+    """Every case through `mdl_tf.cli.main` in this process (what the console script calls)."""
     monkeypatch.chdir(tmp_path)
+    code = main(list(argv))
+    _one_line(code, capsys.readouterr().err, needle)
+    assert not any(tmp_path.iterdir()), "a user mistake leaves nothing behind"
+
+
+@pytest.mark.parametrize("argv, needle", [MISTAKES[0], MISTAKES[7]])  # an argparse error, an error in the command
+def test_command_line_mistakes_in_a_real_process(argv, needle, tmp_path):
+    """The same, as a user's shell sees it: the process's exit code and its whole stderr."""
     res = subprocess.run([sys.executable, "-m", "mdl_tf.cli", *argv], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-                              "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    assert res.returncode == 2, res
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("mdl-tf")]
-    assert len(lines) == 1 and needle in lines[0], res.stderr
-    assert "Traceback" not in res.stderr
+                         cwd=tmp_path, env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+                                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    _one_line(res.returncode, res.stderr, needle)
 
 
 def test_user_given_integers_elsewhere_are_refused_by_name(monkeypatch, tmp_path):
