@@ -6,7 +6,7 @@ import json
 
 
 def _onboard_config(args):
-    from mdl_tf.training.onboarding import OnboardConfig
+    from mdl_tf.training.onboarding_settings import OnboardConfig
 
     return OnboardConfig(epochs=args.epochs, batch_size=args.batch_size, dense_lr=args.dense_lr,
                          sparse_lr=args.sparse_lr, seed=args.seed)
@@ -35,7 +35,7 @@ def cmd_task_add(args) -> None:
 
 def add_onboarding_parsers(sub) -> None:
     from mdl_tf.cli import positive_float, positive_int
-    from mdl_tf.training.onboarding import MIN_SCENARIO_ROWS, MIN_TASK_ROWS, OnboardConfig
+    from mdl_tf.training.onboarding_settings import MIN_SCENARIO_ROWS, MIN_TASK_ROWS, OnboardConfig
 
     defaults = OnboardConfig()
 

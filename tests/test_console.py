@@ -111,3 +111,13 @@ def test_a_user_error_is_still_one_line(tmp_path, capsys, verbose):
     argv[argv.index(str(tmp_path / "o"))] = str(tmp_path / "p")
     assert main(argv) == 2
     assert "Traceback" in (tmp_path / "p" / "mdl-tf-train.log").read_text()
+
+
+def test_building_the_parser_does_not_load_tensorflow():
+    """The console takes over TensorFlow's C++ start-up output only once the command runs: a parser that imports
+    TensorFlow (e.g. for a default value) prints `Unable to register cuDNN factory` lines on the terminal."""
+    code = "import sys, mdl_tf.cli as c; c.build_parser(); print('tensorflow' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False", "building the CLI parser imported TensorFlow"

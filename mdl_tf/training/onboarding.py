@@ -34,30 +34,17 @@ from mdl_tf.models.base import precision_policy
 from mdl_tf.models.onboarded import OnboardedMDL, check_onboardable
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training.data import make_dataset, transformed_arrays
+from mdl_tf.training.onboarding_settings import MIN_SCENARIO_ROWS, MIN_TASK_ROWS, OnboardConfig  # noqa: F401
 from mdl_tf.utils import write_json
 
 log = logging.getLogger(__name__)
 
-# A new scenario needs this many training rows: its token has ~(2k + 1)·L·d² + k·d·(d_in + d) weights (k = 4), and
-# below a few hundred rows an epoch is a handful of steps, too few to move it usefully from the global token's copy.
-MIN_SCENARIO_ROWS = 200
-# A new task needs this many labelled training rows, with both classes present.
-MIN_TASK_ROWS = 200
 CHECK_ROWS = 512  # rows scored by the old and the new SavedModel for the bit-identity check
 MODEL_FILES = ("saved_model", STATS_FILE, "train_config.json")
 
 
 class OnboardingError(UserError):
     """A bad onboarding request (model folder, name, data or label); printed as one line by the CLI."""
-
-
-@dataclasses.dataclass
-class OnboardConfig:
-    epochs: int = 2
-    batch_size: int = 256
-    dense_lr: float = 1e-3   # RMSprop on the token's dense slices
-    sparse_lr: float = 0.05  # Adagrad on its ê_spec row
-    seed: int = 0
 
 
 @dataclasses.dataclass
