@@ -469,6 +469,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "eval, never in the tables)")
     p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs")
     p.set_defaults(func=cmd_bench_movielens1m)
+    p = bench.add_parser("onboarding", help="a held-out scenario onboarded with 1k/5k/20k rows: global-token "
+                         "fallback, token-only, full fine-tuning, the baseline's own route; resumable (runs.jsonl)")
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "movielens1m"),
+                   help="held-out scenario: synthetic 'search', movielens1m (random protocol) 'under25'")
+    p.add_argument("--rows-list", default="1000,5000,20000", help="comma-separated rows of the held-out scenario")
+    p.add_argument("--baseline", default="star", help="the baseline of route (d) (star, pepnet, ...)")
+    p.add_argument("--synthetic-rows", type=positive_int, default=200_000, help="generator rows (synthetic)")
+    p.add_argument("--base-rows", type=positive_int, help="cap on the base models' training rows (random sample)")
+    p.add_argument("--base-epochs", type=positive_int, default=3)
+    p.add_argument("--epochs", type=positive_int, default=2, help="onboarding epochs (every method)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--replay", type=float, default=1.0, help="(c): old-scenario rows per new row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, help="start no new run after this long (the running one finishes)")
+    p.add_argument("--out", help="default: benchmarks/results/onboarding (synthetic), .../onboarding-movielens1m")
+    p.add_argument("--cache", default="out/onboarding", help="where base models (and MovieLens-1M) are written")
+    p.set_defaults(func=cmd_bench_onboarding)
     p = bench.add_parser("speed", help="training examples/s and GFLOP/s vs the measured matmul rate; latency")
     p.add_argument("--out", default="benchmarks/results/speed")
     p.add_argument("--batch-size", type=positive_int, default=2048)
@@ -488,6 +505,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results/pipeline")
     p.set_defaults(func=cmd_bench_pipeline)
     return parser
+
+
+def cmd_bench_onboarding(args) -> None:
+    from mdl_tf.bench import onboarding as bench
+    from mdl_tf.models import available_models
+
+    try:
+        rows_list = sorted({int(r) for r in args.rows_list.split(",") if r.strip()})
+    except ValueError:
+        rows_list = []
+    if not rows_list or rows_list[0] < 1:
+        raise CLIError(f"--rows-list {args.rows_list!r}: expected comma-separated positive integers, e.g. "
+                       f"1000,5000,20000")
+    if args.baseline not in available_models() or args.baseline == "mdl":
+        raise CLIError(f"--baseline {args.baseline}: not a baseline; choose one of "
+                       f"{', '.join(m for m in available_models() if m != 'mdl')}")
+    if args.replay < 0:
+        raise CLIError(f"--replay {args.replay}: must be >= 0 (old-scenario rows per new row in full fine-tuning)")
+    s = bench.Settings(dataset=args.dataset, synthetic_rows=args.synthetic_rows, base_rows=args.base_rows,
+                       base_epochs=args.base_epochs, baseline=args.baseline, epochs=args.epochs,
+                       batch_size=args.batch_size, replay=args.replay, seed=args.seed)
+    out = Path(args.out or ("benchmarks/results/onboarding" if args.dataset == "synthetic"
+                            else "benchmarks/results/onboarding-movielens1m"))
+    summary = bench.run(out, args.cache, s, rows_list, max_minutes=args.max_minutes)
+    print(f"{summary['runs_done']} runs in {out / 'runs.jsonl'}; table in {out / 'results.md'}")
 
 
 def cmd_bench_movielens1m(args) -> None:

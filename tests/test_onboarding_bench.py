@@ -1,0 +1,70 @@
+"""Smoke run of `mdl-tf bench onboarding` (tiny data, one epoch): its files, the resumable log, and route (b)'s
+exactly-zero change on the old scenarios."""
+import json
+
+import numpy as np
+import pytest
+
+from mdl_tf.cli import main
+
+
+@pytest.mark.slow
+def test_bench_onboarding_smoke_writes_files_and_token_route_leaves_old_scenarios_unchanged(tmp_path):
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    args = ["bench", "onboarding", "--dataset", "synthetic", "--synthetic-rows", "5000", "--base-rows", "1500",
+            "--rows-list", "250", "--base-epochs", "1", "--epochs", "1", "--out", str(out), "--cache", str(cache)]
+    assert main(args) == 0
+    for name in ("runs.jsonl", "results.json", "results.md", "results.png"):
+        assert (out / name).stat().st_size > 0
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["rows"]) for r in runs) == [("baseline", 250), ("fallback", 0), ("full", 250),
+                                                               ("token", 250)]
+    by = {r["method"]: r for r in runs}
+    for r in runs:
+        assert r["held_out"] == "search" and r["machine"]["cpus"] and "bench onboarding" in r["command"]
+        assert set(r["new"]) == {"click", "purchase"} and 0.0 <= r["new"]["click"]["auc"] <= 1.0
+    # (b) trains the new token only: the old scenarios' probabilities are bit-identical, their AUC change exactly 0.
+    assert by["token"]["old_bit_identical"] and all(v == 0.0 for v in by["token"]["old_auc_change"].values())
+    assert by["token"]["rows_used"] == 250 and by["token"]["trainable_params"] > 0
+    # (c) trains every weight on old + new rows: the old scenarios' predictions move.
+    assert not by["full"]["old_bit_identical"]
+    assert by["full"]["trainable_params"] > 10 * by["token"]["trainable_params"]
+    # (d) trains only the new scenario's rows of STAR's scenario-indexed weights.
+    assert by["baseline"]["model"] == "star" and "scenario_embedding" in " ".join(by["baseline"]["scenario_weights"])
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["runs_done"] == 4 and summary["methods"]["token"]["250"]["old_auc_change"] == {
+        "click": 0.0, "purchase": 0.0}
+    assert "bench onboarding" in (out / "results.md").read_text()
+    # Resumable: a second run finds every key done and trains nothing.
+    assert main(args) == 0
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+
+
+def test_bench_onboarding_rejects_a_bad_rows_list(tmp_path, capsys):
+    assert main(["bench", "onboarding", "--rows-list", "1000,x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--rows-list" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_grow_scenarios_copies_old_rows_and_adds_their_mean():
+    import tensorflow as tf
+
+    from mdl_tf.bench.onboarding import grow_scenarios
+
+    class Holder:
+        def __init__(self, *shapes):
+            self.vars = [tf.Variable(np.random.default_rng(i).normal(size=s).astype("float32"))
+                         for i, s in enumerate(shapes)]
+
+        def model_weights(self):
+            return self.vars
+
+    old, new = Holder((2, 3), (4,)), Holder((3, 3), (4,))
+    grown = grow_scenarios(old, new, 2)
+    assert grown == [new.vars[0]]
+    np.testing.assert_array_equal(new.vars[0].numpy()[:2], old.vars[0].numpy())
+    np.testing.assert_allclose(new.vars[0].numpy()[2], old.vars[0].numpy().mean(axis=0))
+    np.testing.assert_array_equal(new.vars[1].numpy(), old.vars[1].numpy())
+    with pytest.raises(ValueError):
+        grow_scenarios(Holder((2, 3)), Holder((2, 4)), 2)
