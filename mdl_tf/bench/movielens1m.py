@@ -71,24 +71,27 @@ def split_trial(trial: dict) -> tuple:
             {k: v for k, v in trial.items() if k not in train_keys})
 
 
-def trial_keys(model: str) -> set:
-    """What a trial (or a probe) may set for `model`: the learning rates and its constructor's flags."""
+def _init_params(model: str):
+    """(class name, parameter) of every constructor parameter of `model`'s class and its mdl_tf base classes."""
     from mdl_tf.models import REGISTRY
 
-    flags = {k for cls in REGISTRY[model].__mro__ if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf")
-             for k, p in inspect.signature(cls.__init__).parameters.items()
-             if k not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
+    return [(cls.__name__, p) for cls in REGISTRY[model].__mro__
+            if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf")
+            for p in inspect.signature(cls.__init__).parameters.values()]
+
+
+def trial_keys(model: str) -> set:
+    """What a trial (or a probe) may set for `model`: the learning rates and its constructor's flags."""
+    flags = {p.name for _, p in _init_params(model)
+             if p.name not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
     return flags | {"dense_lr", "sparse_lr"}
 
 
 def fingerprint(model: str, protocol: str, trial: dict) -> str:
     """Hash of what decides a run's result besides the seed: model defaults, trial, settings, protocol version."""
-    from mdl_tf.models import REGISTRY
-
-    defaults = {f"{cls.__name__}.{k}": repr(p.default) for cls in REGISTRY[model].__mro__ if "__init__" in vars(cls)
-                and cls.__module__.startswith("mdl_tf") for k, p in inspect.signature(cls.__init__).parameters.items()
+    defaults = {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
                 if p.default is not inspect.Parameter.empty
-                and not (k in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[k])}
+                and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
     blob = json.dumps({"model": model, "protocol": protocol, "trial": trial, "defaults": defaults,
                        "settings": SETTINGS, "version": PROTOCOL_VERSION}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
