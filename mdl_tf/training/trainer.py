@@ -173,6 +173,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
         log.info("worker done after %.1f s; the chief evaluates and exports", train_seconds)
         return {"model": tc.model, "role": "worker", "train_seconds": round(train_seconds, 2)}
     where = distribute.placement(model)
+    train_steps = int(model.optimizer.iterations.numpy())  # read before the plain copy replaces the model
     model = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
         tc.model, cfg, sizes, precision=tc.precision, **hparams))
 
@@ -182,7 +183,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                **evaluate_frame(model, frames["eval"], cfg, transform),
                "split": "eval", "mean_scenario_task_auc": None, "best_epoch": best.best_epoch + 1,
                "epochs_run": len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 2),
-               "train_rows": int(len(frames["train"])), "precision": tc.precision, "hparams": hparams,
+               "train_rows": int(len(frames["train"])), "train_steps": train_steps, "precision": tc.precision,
+               "hparams": hparams,
                "distribution": {"strategy": tc.strategy, "replicas": int(strategy.num_replicas_in_sync), **where}}
     metrics["mean_scenario_task_auc"] = mean_auc(metrics)
     features, targets = diagnostics.eval_batch(frames["eval"], cfg, transform)
