@@ -21,6 +21,8 @@ TRAIN = ["--epochs", "2", "--batch-size", "64", "--d-model", "32", "--layers", "
 # this small model swung with any change of update order (single process over seeds 0-3: 0.681-0.714; the async
 # cluster: 0.613-0.678) and the async test failed now and then; on 32,000 rows single process gave 0.732 for seeds 0
 # and 1 and the async cluster 0.706 and 0.711. Training is seconds of each run; TensorFlow's start-up is the rest.
+# 1,000 steps also keep multi-worker training honest about resources: with a collective timeout set, each step
+# left ~10 sleeping threads behind and the workers died (thread creation failed) after ~700 steps.
 ROWS = 40_000
 STEPS = 1_000
 SYNC_TOLERANCE = 0.03    # synchronous all-reduce over the same global batch: differs only by reduction order

@@ -35,7 +35,6 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "parameter_server"
 NEEDS_TF_CONFIG = {"multi_worker_mirrored": ("worker",), "parameter_server": ("chief", "worker", "ps")}
 PS_MIN_SHARD_BYTES = 256 << 10
 _SHARD_SUFFIX = re.compile(r"/part_\d+(?=:\d+$|$)")  # ParameterServerStrategy names shards <name>/part_<i>
-COLLECTIVE_TIMEOUT_S = 300.0  # a peer that died surfaces as an error within this time instead of a hang
 
 
 class ClusterConfigError(ValueError):
@@ -102,8 +101,10 @@ def make_strategy(name: str = "default", ps_min_shard_bytes: int = PS_MIN_SHARD_
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        # No collective timeout: with one, TensorFlow (2.16, CPU) parks a sleeping thread per collective op for the
+        # whole timeout, ~10 per training step here, and a worker died of thread exhaustion (EAGAIN) after ~700
+        # steps. A peer that dies still surfaces as an error: the coordination service's heartbeat reports it.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     task = conf["task"]
     if task.get("type") != "chief":
         raise ClusterConfigError(f"under 'parameter_server' only the chief runs training; this TF_CONFIG task is "
