@@ -181,7 +181,8 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
 
 @pytest.mark.parametrize("flags", [
     dict(feature_block="eq6_literal"), dict(kv_source="previous"), dict(attn_out_proj=True, attn_bias=True),
-    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="shared"), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
+    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="shared"),
+    dict(dropout=0.2), dict(domain_ffn_multiplier=1), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
 def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
@@ -340,3 +341,26 @@ def test_shared_imp_tables_read_the_feature_embeddings_and_add_no_table(synth_cf
         build_model("mdl", synth_cfg, synth_batch[1], imp_tables="both", **SMALL)
     with pytest.raises(ValueError, match="needs the feature embeddings"):
         shared.scenario_tokenizer(feats)
+
+
+def test_domain_dropout_acts_in_training_only_and_narrow_domain_ffns_shrink_only_them(synth_cfg, synth_batch):
+    """dropout > 0: training logits change from call to call, inference logits are those of the dropout-free model
+    with the same weights; domain_ffn_multiplier narrows the domain tokens' FFNs and leaves the feature block."""
+    feats = synth_batch[2]
+    tf.keras.utils.set_random_seed(0)
+    plain = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    dropped = build_model("mdl", synth_cfg, synth_batch[1], dropout=0.5, **SMALL)
+    dropped.set_weights(plain.get_weights())
+    np.testing.assert_array_equal(dropped.compute_logits(feats).numpy(), plain.compute_logits(feats).numpy())
+    first, second = (dropped.compute_logits(feats, training=True).numpy() for _ in range(2))
+    assert not np.allclose(first, second) and not np.allclose(first, plain.compute_logits(feats).numpy())
+    with pytest.raises(ValueError, match="dropout must be in"):
+        build_model("mdl", synth_cfg, synth_batch[1], dropout=1.0, **SMALL)
+
+    narrow = build_model("mdl", synth_cfg, synth_batch[1], domain_ffn_multiplier=1, **SMALL)
+    d, mult = SMALL["d_model"], SMALL["ffn_multiplier"]
+    block, ref = narrow.blocks[0], plain.blocks[0]
+    assert block.ffn_t.inner.kernel.shape[-1] == d and ref.ffn_t.inner.kernel.shape[-1] == mult * d
+    assert block.ffn_s.inner.kernel.shape[-1] == d and narrow.task_tokenizer.ffn.inner.kernel.shape[-1] == d
+    assert [w.shape for w in block.feature.weights] == [w.shape for w in ref.feature.weights]
+    assert narrow.param_counts()["dense"] < plain.param_counts()["dense"]

@@ -38,6 +38,10 @@ class MDLBlock(tf.keras.layers.Layer):
     divide d; their outputs are discarded): the domain slice of its output replaces Ŝ / T̂_t, and the feature tokens
     now also see those domain tokens. `task_path=False` ("w/o task token") drops DAA_t, PFFN_t and the task tokens;
     the third output is then s̄ [B, 1, d], the fused scenario state.
+
+    Regularisation and budget (not in the paper; defaults reproduce it): `domain_ffn_multiplier` sets PFFN_s and
+    PFFN_t's hidden width to that multiple of d (default: `ffn_multiplier`, the feature block's); `dropout` drops
+    their hidden units in training (`call(..., training=True)`).
     """
 
     def __init__(self, num_feature_tokens: int, d_model: int, ffn_multiplier: int = 4,
@@ -46,7 +50,8 @@ class MDLBlock(tf.keras.layers.Layer):
                  kv_source: str = "updated", fuse_state: str = "pre_ffn", scenario_ffn: bool = True,
                  use_global_token: bool = True, scenario_path: bool = True, task_path: bool = True,
                  scenario_interaction: str = "attention", task_interaction: str = "attention",
-                 num_scenario_tokens: int = 0, num_task_tokens: int = 0, **kwargs):
+                 num_scenario_tokens: int = 0, num_task_tokens: int = 0, domain_ffn_multiplier: int | None = None,
+                 dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("scenario_interaction", scenario_interaction), ("task_interaction", task_interaction)):
             if value not in INTERACTIONS:
@@ -83,8 +88,14 @@ class MDLBlock(tf.keras.layers.Layer):
         self.attn_t = (DomainAwareAttention(**attn, project_kv=not share_kv, name="task_attention")
                        if self.task_attends else None)
         self.fusion = DomainFusion(use_global_token, name="fusion") if self.scenario_path else None
-        self.ffn_s = PerTokenFFN(ffn_multiplier * d_model, name="scenario_ffn") if self.scenario_ffn else None
-        self.ffn_t = PerTokenFFN(ffn_multiplier * d_model, name="task_ffn") if self.task_path else None
+        # The domain tokens' FFNs may be narrower than the feature tokens' (`domain_ffn_multiplier`): at a fixed
+        # parameter budget that leaves width to the feature backbone.
+        self.domain_ffn_multiplier = int(domain_ffn_multiplier or ffn_multiplier)
+        self.dropout = float(dropout)
+        domain_hidden = self.domain_ffn_multiplier * d_model
+        self.ffn_s = (PerTokenFFN(domain_hidden, dropout=dropout, name="scenario_ffn") if self.scenario_ffn
+                      else None)
+        self.ffn_t = PerTokenFFN(domain_hidden, dropout=dropout, name="task_ffn") if self.task_path else None
 
     def build(self, input_shape):
         # Only the "mixer" ablations need build-time sizes: how many learnable padding tokens to append.
@@ -118,9 +129,9 @@ class MDLBlock(tf.keras.layers.Layer):
         mixed_t = out[:, n_f + n_s:n_f + n_s + task_tokens.shape[1]] if mix_t else None
         return out[:, :n_f], mixed_s, mixed_t
 
-    def call(self, feature_tokens, scenario_tokens, task_tokens, membership, return_attention=False):
+    def call(self, feature_tokens, scenario_tokens, task_tokens, membership, return_attention=False, training=None):
         state = self.prompt(feature_tokens, scenario_tokens, task_tokens)
-        t_f, t_s, t_t = self.update(state, membership)
+        t_f, t_s, t_t = self.update(state, membership, training=training)
         return (t_f, t_s, t_t, state["weights"]) if return_attention else (t_f, t_s, t_t)
 
     def prompt(self, feature_tokens, scenario_tokens, task_tokens) -> dict:
@@ -152,21 +163,21 @@ class MDLBlock(tf.keras.layers.Layer):
         """The task path's K, V [B, A, N_f, d_h] of a `prompt` state (the same ops attn_t ran on the same input)."""
         return state["kv_s"] if self.share_kv else self.attn_t.key_value(state["kv_input"])
 
-    def update(self, state: dict, membership, s_bar=None) -> tuple:
+    def update(self, state: dict, membership, s_bar=None, training=None) -> tuple:
         """Steps 4-6 (Eq. 9-15) on `prompt`'s state: s̄ = DomainFusion(Ŝ, M) (or the given `s_bar` [B, d]),
         T̃_t = T̂_t + s̄, T_s' = PFFN_s(Ŝ) + Ŝ, T_t' = PFFN_t(T̃_t) + T̃_t. Returns (T_f', T_s', T_t')."""
         t_f, s_hat, t_hat = state["t_f"], state["s_hat"], state["t_hat"]
         if not self.scenario_path:
-            t_t = self.ffn_t(t_hat) + t_hat
+            t_t = self.ffn_t(t_hat, training=training) + t_hat
             return t_f, state["t_s"], t_t
-        t_s = self.ffn_s(s_hat) + s_hat if self.ffn_s is not None else s_hat
+        t_s = self.ffn_s(s_hat, training=training) + s_hat if self.ffn_s is not None else s_hat
         if s_bar is None:
             s_bar = self.fusion(s_hat if self.fuse_state == "pre_ffn" else t_s, membership)
         if not self.task_path:
             t_t = s_bar[:, None, :]  # "w/o task token": hand the fused scenario state to the model's towers
         else:
             t_tilde = t_hat + s_bar[:, None, :]
-            t_t = self.ffn_t(t_tilde) + t_tilde
+            t_t = self.ffn_t(t_tilde, training=training) + t_tilde
         return t_f, t_s, t_t
 
     def get_config(self):
@@ -178,4 +189,5 @@ class MDLBlock(tf.keras.layers.Layer):
                 "use_global_token": self.use_global_token, "scenario_path": self.scenario_path,
                 "task_path": self.task_path, "scenario_interaction": self.scenario_interaction,
                 "task_interaction": self.task_interaction, "num_scenario_tokens": self._num_scenario_tokens,
-                "num_task_tokens": self._num_task_tokens}
+                "num_task_tokens": self._num_task_tokens, "domain_ffn_multiplier": self.domain_ffn_multiplier,
+                "dropout": self.dropout}

@@ -56,16 +56,21 @@ class PerTokenDense(tf.keras.layers.Layer):
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")
 class PerTokenFFN(tf.keras.layers.Layer):
-    """Per-token MLP: v_n = W2[n] · GELU(W1[n] x_n + b1[n]) + b2[n]  (RankMixer's PFFN).
+    """Per-token MLP: v_n = W2[n] · Dropout(GELU(W1[n] x_n + b1[n])) + b2[n]  (RankMixer's PFFN).
 
     Input [B, N, d]; output [B, N, output_dim or d]. `num_layers=1` gives a single per-token linear map.
+    `dropout` (default 0) drops hidden units during training only (`call(x, training=True)`); with one layer it
+    drops the input. Raises ValueError for num_layers outside {1, 2} or dropout outside [0, 1).
     """
 
     def __init__(self, hidden_dim: int, output_dim: int | None = None, num_layers: int = 2,
-                 activation="gelu", outer_init: str = "glorot", **kwargs):
+                 activation="gelu", outer_init: str = "glorot", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if num_layers not in (1, 2):
             raise ValueError(f"PerTokenFFN num_layers must be 1 or 2, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"PerTokenFFN dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         self.hidden_dim = int(hidden_dim)
         self.output_dim = output_dim
         self.num_layers = num_layers
@@ -79,11 +84,14 @@ class PerTokenFFN(tf.keras.layers.Layer):
         self.outer = PerTokenDense(out, kernel_init=self.outer_init, name="outer")
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x, training=None):
         if self.num_layers == 2:
             x = self.inner(x)
+        if self.dropout and training:
+            x = tf.nn.dropout(x, self.dropout)
         return self.outer(x)
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
-                "num_layers": self.num_layers, "activation": self.activation, "outer_init": self.outer_init}
+                "num_layers": self.num_layers, "activation": self.activation, "outer_init": self.outer_init,
+                "dropout": self.dropout}

@@ -140,6 +140,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
     `output_norm=True` applies a LayerNorm over d to every token after the ReLU (not in the paper).
     `imp_tables="own"` (the spec) looks ê_imp up in this layer's tables; `"shared"` reads the feature embeddings the
     caller passes as `embedded` (the feature tokens' own tables: no extra id rows to memorise with).
+    `dropout` drops FFN_k's hidden units in training (`call(..., training=True)`; not in the paper).
 
     ids: {feature: int ids [B]} (and embedded {feature: [B, e]} when shared) -> [B, N (+1), d].
     Raises ValueError for an unknown `global_input` / `imp_tables` or no important feature.
@@ -148,7 +149,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
     def __init__(self, num_domains: int, important_vocab_sizes: dict, d_model: int, embedding_dim: int = 16,
                  spec_dim: int | None = None, ffn_multiplier: int = 4, ffn_layers: int = 2,
                  global_token: bool = False, global_input: str = "mean_spec", output_norm: bool = False,
-                 imp_tables: str = "own", **kwargs):
+                 imp_tables: str = "own", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if imp_tables not in IMP_TABLES:
             raise ValueError(f"imp_tables must be one of {IMP_TABLES}, got {imp_tables!r}")
@@ -171,8 +172,9 @@ class DomainTokenizer(tf.keras.layers.Layer):
                                  for name, size in self.important_vocab_sizes.items()} if imp_tables == "own" else {}
         spec_rows = self.num_domains + (1 if self.global_token and global_input == "id" else 0)
         self.spec_embedding = SparseEmbedding(spec_rows, self.spec_dim, name="spec_embedding")
+        self.dropout = float(dropout)
         self.ffn = PerTokenFFN(self.ffn_multiplier * self.d_model, output_dim=self.d_model,
-                               num_layers=self.ffn_layers, name="init_ffn")
+                               num_layers=self.ffn_layers, dropout=dropout, name="init_ffn")
         # ReLU(FFN(·)) of 0.05-scale embeddings gives tokens of RMS ~0.02, half exact zeros: their first-layer
         # queries are ~0 and the attention over the feature tokens is uniform (MDL_MOVIELENS_REVIEW §1.3).
         # output_norm LayerNorms each token (per-token scale and shift learnable) to unit RMS.
@@ -196,7 +198,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
         tokens = tf.nn.relu(pre)
         return self.norm(tokens) if self.norm is not None else tokens
 
-    def call(self, ids, priors=None, embedded=None):
+    def call(self, ids, priors=None, embedded=None, training=None):
         imp = tf.cast(self.important_inputs(ids, embedded), self.compute_dtype)
         batch = tf.shape(imp)[0]
         spec_rows = self.spec_embedding(tf.range(self.spec_embedding.input_dim))        # [R, e]
@@ -212,7 +214,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
                     glob = tf.concat([glob, tf.reduce_mean(tf.cast(priors, glob.dtype), 1, keepdims=True)], -1)
             spec = tf.concat([spec, glob], axis=1)
         imp = tf.broadcast_to(imp[:, None, :], [batch, self.num_tokens, imp.shape[-1]])
-        return self.activate(self.ffn(tf.concat([imp, spec], axis=-1)))
+        return self.activate(self.ffn(tf.concat([imp, spec], axis=-1), training=training))
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,
@@ -220,4 +222,4 @@ class DomainTokenizer(tf.keras.layers.Layer):
                 "embedding_dim": self.embedding_dim, "spec_dim": self.spec_dim,
                 "ffn_multiplier": self.ffn_multiplier, "ffn_layers": self.ffn_layers,
                 "global_token": self.global_token, "global_input": self.global_input,
-                "output_norm": self.output_norm, "imp_tables": self.imp_tables}
+                "output_norm": self.output_norm, "imp_tables": self.imp_tables, "dropout": self.dropout}

@@ -19,7 +19,8 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     fuse_state="pre_ffn", head="linear", head_init="zeros", domain_token_norm=True,
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
-                    task_interaction="attention", embedding_dim=None, imp_tables="own")
+                    task_interaction="attention", embedding_dim=None, imp_tables="own",
+                    domain_ffn_multiplier=None, dropout=0.0)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -49,7 +50,7 @@ class MDLModel(MultiDistributionModel):
                  domain_token_norm=True, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
-                 imp_tables="own", **kwargs):
+                 imp_tables="own", domain_ffn_multiplier=None, dropout=0.0, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -61,28 +62,32 @@ class MDLModel(MultiDistributionModel):
                             last_scenario_ffn=last_scenario_ffn, use_global_token=use_global_token,
                             use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
                             scenario_interaction=scenario_interaction, task_interaction=task_interaction,
-                            embedding_dim=embedding_dim, imp_tables=imp_tables)
+                            embedding_dim=embedding_dim, imp_tables=imp_tables,
+                            domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout)
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
             raise ValueError("MDL without scenario tokens and without task tokens is the rankmixer baseline; "
                              "use --model rankmixer")
         emb_dim = embedding_dim or cfg.embedding_dim
+        # Not in the paper, both off by default: the domain tokens' FFN width (tokenizers and blocks) as a multiple
+        # of d, and dropout on their hidden units (MDL over-fits MovieLens-1M from epoch 5, FINDINGS).
+        domain_mult = int(domain_ffn_multiplier or ffn_multiplier)
         n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer)
 
         def important(domain):
             return {f.name: vocab_sizes[f.name] for f in cfg.important_features(domain)}
 
         self.scenario_tokenizer = DomainTokenizer(
-            cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
+            cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=domain_mult,
             ffn_layers=init_ffn_layers, global_token=use_global_token, global_input=global_input,
-            output_norm=domain_token_norm, imp_tables=imp_tables, name="scenario_tokenizer") if use_scenario_tokens else None
+            output_norm=domain_token_norm, imp_tables=imp_tables, dropout=dropout, name="scenario_tokenizer") if use_scenario_tokens else None
         # "w/o scenario token" ablation (MDL_SPEC §11): per-scenario towers on the final task tokens instead.
         self.scenario_towers = (None if use_scenario_tokens else
                                 ScenarioTowers(cfg.num_scenarios, d_model, name="scenario_towers"))
         self.task_tokenizer = DomainTokenizer(
-            cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=ffn_multiplier,
-            ffn_layers=init_ffn_layers, output_norm=domain_token_norm, imp_tables=imp_tables,
+            cfg.num_tasks, important("task"), d_model, emb_dim, ffn_multiplier=domain_mult,
+            ffn_layers=init_ffn_layers, output_norm=domain_token_norm, imp_tables=imp_tables, dropout=dropout,
             name="task_tokenizer") if use_task_tokens else None
         # "w/o task token" ablation: per-task MLP towers on [mean-pooled T_f ⊕ s̄] instead of task tokens and heads.
         self.task_towers = None if use_task_tokens else PerTokenFFN(d_model, output_dim=1, name="task_towers")
@@ -94,32 +99,34 @@ class MDLModel(MultiDistributionModel):
                      scenario_path=use_scenario_tokens, task_path=use_task_tokens,
                      scenario_interaction=scenario_interaction, task_interaction=task_interaction,
                      num_scenario_tokens=cfg.num_scenarios + int(use_global_token), num_task_tokens=cfg.num_tasks,
-                     name=f"mdl_block_{layer}")
+                     domain_ffn_multiplier=domain_mult, dropout=dropout, name=f"mdl_block_{layer}")
             for layer in range(num_layers)]
         self.heads = TaskHeads(head, init=head_init, name="task_heads") if use_task_tokens else None
 
-    def tokens(self, features, return_attention=False, return_states=False):
+    def tokens(self, features, return_attention=False, return_states=False, training=False):
         """Run the backbone; returns the final (T_f, T_s, T_t), then, if asked, the per-layer attention weights and
-        the token states [{"feature", "scenario", "task": [B, N, d]}] of the tokenizers (index 0) and of every layer."""
+        the token states [{"feature", "scenario", "task": [B, N, d]}] of the tokenizers (index 0) and of every layer.
+        `training` switches the domain-token dropout on (when `dropout` > 0)."""
         embedded = self.embedder(features)
         t_f = self.feature_tokenizer(embedded)
-        t_t = self.task_tokenizer(features, embedded=embedded) if self.use_task_tokens else tf.zeros_like(t_f[:, :0])
+        t_t = (self.task_tokenizer(features, embedded=embedded, training=training) if self.use_task_tokens
+               else tf.zeros_like(t_f[:, :0]))
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
-        t_s = (self.scenario_tokenizer(features, embedded=embedded) if self.use_scenario_tokens
+        t_s = (self.scenario_tokenizer(features, embedded=embedded, training=training) if self.use_scenario_tokens
                else tf.zeros_like(t_f[:, :0]))
         attention, states = [], [{"feature": t_f, "scenario": t_s, "task": t_t}]
         for block in self.blocks:
             if return_attention:
-                t_f, t_s, t_t, att = block(t_f, t_s, t_t, membership, return_attention=True)
+                t_f, t_s, t_t, att = block(t_f, t_s, t_t, membership, return_attention=True, training=training)
                 attention.append(att)
             else:
-                t_f, t_s, t_t = block(t_f, t_s, t_t, membership)
+                t_f, t_s, t_t = block(t_f, t_s, t_t, membership, training=training)
             states.append({"feature": t_f, "scenario": t_s, "task": t_t})
         extra = ([attention] if return_attention else []) + ([states] if return_states else [])
         return (t_f, t_s, t_t, *extra)
 
     def compute_logits(self, features, training=False):
-        t_f, _, t_t = self.tokens(features)
+        t_f, _, t_t = self.tokens(features, training=training)
         if not self.use_task_tokens:  # t_t is s̄ [B, 1, d] here
             pooled = tf.concat([tf.reduce_mean(t_f, axis=1), t_t[:, 0]], axis=-1)
             return tf.cast(self.task_towers(tf.tile(pooled[:, None], [1, self.cfg.num_tasks, 1]))[..., 0], tf.float32)

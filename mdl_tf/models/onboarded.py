@@ -60,7 +60,8 @@ class AppendedToken(tf.keras.layers.Layer):
         self.kind = kind
         tok = base.scenario_tokenizer if kind == "scenario" else base.task_tokenizer
         hp = base.hparams
-        d, hidden = int(hp["d_model"]), int(hp["ffn_multiplier"]) * int(hp["d_model"])
+        d = int(hp["d_model"])
+        hidden = int(hp.get("domain_ffn_multiplier") or hp["ffn_multiplier"]) * d
         self.d_model = d
         self.spec = SparseEmbedding(1, tok.spec_dim, name="spec_embedding")
         self.init_ffn = PerTokenFFN(hidden, output_dim=d, num_layers=tok.ffn_layers, name="init_ffn")
