@@ -14,8 +14,14 @@ setup:  ## create .venv (Python 3.10) and install pinned requirements; no-op whe
 run: setup  ## the main job on the embedded synthetic data (see README)
 	$(VENV)/bin/mdl-tf run --out $(RUN_OUT)
 
+# The suite runs on two workers (pytest-xdist; tests/conftest.py groups tests that share fixtures), then the
+# `serial` tests (multi-process clusters) alone; both parts always run, and the target fails if either does.
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 test: setup  ## the whole test suite
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	@status=0; \
+	$(PYTEST) --durations=15 -n 2 --dist loadgroup -m "not serial" || status=1; \
+	$(PYTEST) --durations=5 -m serial || status=1; \
+	exit $$status
 
 test-fast: setup  ## skip tests marked slow
 	$(PY) -m pytest -q -m "not slow"

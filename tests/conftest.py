@@ -15,6 +15,24 @@ import mdl_tf  # noqa: E402,F401
 assert tf.keras.Model.__module__.startswith("tf_keras"), "tests must run with tf.keras = Keras 2 (tf_keras)"
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): each group runs whole on one worker, so
+# a module- or session-scoped fixture is built once. A group is a test module, except that the modules sharing an
+# expensive session fixture form one group (a pipeline run or a trained model is not built twice). Modules marked
+# `serial` (real multi-process clusters, whose async results move with CPU contention) run after, alone.
+SHARED_FIXTURE_GROUPS = {"test_pipeline": "pipeline_runs", "test_notebooks": "pipeline_runs",
+                         "test_serving": "synth_model", "test_serving_values": "synth_model",
+                         "test_hashing": "synth_model"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
+
+
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 ALICCP_SRC = os.path.join(SHARED, "data", "aliccp_sample")
 

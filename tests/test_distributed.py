@@ -31,6 +31,7 @@ SYNC_TOLERANCE = 0.03    # synchronous all-reduce over the same global batch: di
 # training AUC than it (stale updates act like a larger step on this small model). 0.06 failed on the last.
 ASYNC_TOLERANCE = 0.08
 PROCESS_TIMEOUT_S = 420
+pytestmark = pytest.mark.serial  # alone, after the parallel part of `make test` (see tests/conftest.py)
 
 
 def free_ports(n: int) -> list:
