@@ -213,3 +213,7 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "imp_table=shared"]) == 2
     err = capsys.readouterr().err
     assert "--probe imp_table: not a flag of mdl" in err and "imp_tables" in err
+    # Learning rates and the OOV id rate are training settings; the rest goes to the model's constructor.
+    assert {"dense_lr", "sparse_lr", "oov_rate"} <= b.trial_keys("shared_bottom")
+    assert b.split_trial({"dense_lr": 1e-3, "oov_rate": 0.1, "num_layers": 2}) == (
+        {"dense_lr": 1e-3, "oov_rate": 0.1}, {"num_layers": 2})

@@ -64,11 +64,15 @@ def tuning_grid(model: str) -> list:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+# What a trial or probe may set on the training side (TrainConfig); everything else goes to the model constructor.
+TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate")
+
+
 def split_trial(trial: dict) -> tuple:
-    """(TrainConfig overrides, model hparams) of a trial: learning rates go to training, the rest to the model."""
-    train_keys = {"dense_lr", "sparse_lr"}
-    return ({k: v for k, v in trial.items() if k in train_keys},
-            {k: v for k, v in trial.items() if k not in train_keys})
+    """(TrainConfig overrides, model hparams) of a trial: learning rates and the OOV id rate go to training, the rest
+    to the model."""
+    return ({k: v for k, v in trial.items() if k in TRAIN_KEYS},
+            {k: v for k, v in trial.items() if k not in TRAIN_KEYS})
 
 
 def _init_params(model: str):
@@ -81,10 +85,10 @@ def _init_params(model: str):
 
 
 def trial_keys(model: str) -> set:
-    """What a trial (or a probe) may set for `model`: the learning rates and its constructor's flags."""
+    """What a trial (or a probe) may set for `model`: TRAIN_KEYS and its constructor's flags."""
     flags = {p.name for _, p in _init_params(model)
              if p.name not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
-    return flags | {"dense_lr", "sparse_lr"}
+    return flags | set(TRAIN_KEYS)
 
 
 def fingerprint(model: str, protocol: str, trial: dict) -> str:
