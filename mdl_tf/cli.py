@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-only", action="store_true", help="rebuild quality.{json,md,png} from runs.jsonl")
     p.add_argument("--probe", action="append", metavar="NAME=VALUE",
                    help="instead of the plan: run each of --models at its chosen (or first) tuning point with this "
-                   "flag changed, e.g. --probe imp_tables=shared (repeatable; recorded in probes.jsonl, compared on "
+                   "flag changed, e.g. --probe imp_tables=own (repeatable; recorded in probes.jsonl, compared on "
                    "eval, never in the tables)")
     p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs")
     p.set_defaults(func=cmd_bench_movielens1m)
@@ -545,7 +545,7 @@ def cmd_bench_movielens1m(args) -> None:
                        f"models are {', '.join(available_models())}")
     out = Path(args.out)
     if args.probe:
-        overrides = _key_values(args.probe, "--probe", "imp_tables=shared")
+        overrides = _key_values(args.probe, "--probe", "imp_tables=own")
         for model in models:
             unknown = sorted(set(overrides) - bench.trial_keys(model))
             if unknown:

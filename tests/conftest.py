@@ -17,20 +17,29 @@ assert tf.keras.Model.__module__.startswith("tf_keras"), "tests must run with tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): each group runs whole on one worker, so
-# a module- or session-scoped fixture is built once. A group is a test module, except that the modules sharing an
-# expensive session fixture form one group (a pipeline run or a trained model is not built twice). Modules marked
-# `serial` (real multi-process clusters, whose async results move with CPU contention) run after, alone.
-SHARED_FIXTURE_GROUPS = {"test_pipeline": "pipeline_runs", "test_notebooks": "pipeline_runs",
-                         "test_serving": "synth_model", "test_serving_values": "synth_model",
-                         "test_hashing": "synth_model"}
+# a module- or session-scoped fixture is built once. A group is a test module, except that every module using one of
+# the expensive session fixtures below (directly or through another fixture) joins that fixture's group, so a
+# pipeline run or a trained model is never built twice. Modules marked `serial` (real multi-process clusters, whose
+# async results move with CPU contention) run after, alone.
+EXPENSIVE_SESSION_FIXTURES = ("pipeline_runs", "synth_model")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    def module_of(item):
+        module = getattr(item, "module", None)
+        return module.__name__.rsplit(".", 1)[-1] if module else item.nodeid.split("::")[0]
+
+    group = {}
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid.split("::")[0]
+        used = [f for f in EXPENSIVE_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
+        module = module_of(item)
+        if used and module not in group:
+            group[module] = used[0]
+    for item in items:
         if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
+            module = module_of(item)
+            item.add_marker(pytest.mark.xdist_group(group.get(module, module)))
 
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")

@@ -155,12 +155,16 @@ def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch
     monkeypatch.setattr(MDLModel.__init__, "__defaults__", tuple(defaults))
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
     assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]
-    # A flag added at its behaviour-preserving default (imp_tables="own") is left out of the fingerprint; counted,
+    # A flag added at its behaviour-preserving default (dropout=0.0) is left out of the fingerprint; counted,
     # or at another default, it changes it.
     monkeypatch.undo()
     assert b.fingerprint("mdl", "random", trial) == before["mdl"]
-    monkeypatch.delitem(b.NEUTRAL_DEFAULTS, "imp_tables")
+    monkeypatch.delitem(b.NEUTRAL_DEFAULTS, "dropout")
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    monkeypatch.undo()
+    monkeypatch.setitem(b.NEUTRAL_DEFAULTS, "dropout", 0.1)
+    assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    # A default moved off its neutral value (imp_tables: "own" -> "shared") is counted, so MDL's runs re-tune.
     monkeypatch.undo()
     monkeypatch.setitem(b.NEUTRAL_DEFAULTS, "imp_tables", "shared")
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]

@@ -9,6 +9,7 @@ from mdl_tf import config as cfgmod
 from mdl_tf.data import synthetic
 from mdl_tf.data.transform import SCENARIO_MASK
 from mdl_tf.models import build_model
+from mdl_tf.models.mdl import MDL_DEFAULTS
 from mdl_tf.training.losses import masked_multitask_loss
 
 # Wiring tests perturb weights and compare outputs: a random (Glorot) head makes every path visible in the logits,
@@ -23,8 +24,10 @@ def model(synth_cfg, synth_batch):
 
 
 def _feature_tokens_per_block(model, features):
-    t_f = model.feature_tokenizer(model.embedder(features))
-    t_s, t_t = model.scenario_tokenizer(features), model.task_tokenizer(features)
+    embedded = model.embedder(features)
+    t_f = model.feature_tokenizer(embedded)
+    t_s = model.scenario_tokenizer(features, embedded=embedded)
+    t_t = model.task_tokenizer(features, embedded=embedded)
     m = features[SCENARIO_MASK]
     out = []
     for block in model.blocks:
@@ -60,10 +63,11 @@ def test_invariant_features_never_read_domain_tokens(model, synth_batch):
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     with tf.GradientTape() as tape:
-        t_s = model.scenario_tokenizer(feats)
+        embedded = model.embedder(feats)
+        t_s = model.scenario_tokenizer(feats, embedded=embedded)
         tape.watch(t_s)
-        t_f = model.feature_tokenizer(model.embedder(feats))
-        t_t = model.task_tokenizer(feats)
+        t_f = model.feature_tokenizer(embedded)
+        t_t = model.task_tokenizer(feats, embedded=embedded)
         for block in model.blocks:
             t_f, t_s2, t_t = block(t_f, t_s, t_t, feats[SCENARIO_MASK])
     assert tape.gradient(t_f, t_s) is None
@@ -288,10 +292,10 @@ def test_domain_token_norm_gives_unit_rms_tokens(synth_cfg, synth_batch):
     tf.keras.utils.set_random_seed(0)
     normed = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)  # the default
     for tokenizer in (normed.scenario_tokenizer, normed.task_tokenizer):
-        t = tokenizer(feats).numpy()
+        t = tokenizer(feats, embedded=normed.embedder(feats)).numpy()
         np.testing.assert_allclose(t.mean(-1), 0.0, atol=1e-4)
         np.testing.assert_allclose(t.var(-1), 1.0, rtol=0.06)  # LayerNorm eps vs the tiny raw variance
-    assert np.sqrt((plain.scenario_tokenizer(feats).numpy() ** 2).mean()) < 0.5
+    assert np.sqrt((plain.scenario_tokenizer(feats, embedded=plain.embedder(feats)).numpy() ** 2).mean()) < 0.5
 
 
 def test_diagnostics_of_an_untrained_default_mdl(synth_cfg, synth_batch):
@@ -318,13 +322,15 @@ def test_diagnostics_of_an_untrained_default_mdl(synth_cfg, synth_batch):
 
 
 def test_shared_imp_tables_read_the_feature_embeddings_and_add_no_table(synth_cfg, synth_batch):
-    """imp_tables="shared": ê_imp is the feature tokens' own embedding of each important feature (no extra id rows);
-    the default "own" keeps the spec's separate tables."""
+    """imp_tables="shared" (the default since MovieLens-1M, FINDINGS): ê_imp is the feature tokens' own embedding of
+    each important feature (no extra id rows); "own" keeps the spec's separate tables."""
     feats = synth_batch[2]
     tf.keras.utils.set_random_seed(0)
-    own = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    own = build_model("mdl", synth_cfg, synth_batch[1], imp_tables="own", **SMALL)
     tf.keras.utils.set_random_seed(0)
-    shared = build_model("mdl", synth_cfg, synth_batch[1], imp_tables="shared", **SMALL)
+    shared = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    assert shared.hparams["imp_tables"] == "shared" and MDL_DEFAULTS["imp_tables"] == "shared"
+    assert own.scenario_tokenizer.important_tables and own.task_tokenizer.important_tables
     assert shared.param_counts()["embedding"] < own.param_counts()["embedding"]
     assert shared.param_counts()["dense"] == own.param_counts()["dense"]
     assert not shared.scenario_tokenizer.important_tables and not shared.task_tokenizer.important_tables

@@ -43,16 +43,17 @@ def mdl_forward_flops(model) -> float:
     """Analytic forward FLOPs per example of an MDLModel (multiply-adds counted as 2)."""
     hp = model.hparams
     d, k, L = hp["d_model"], hp["ffn_multiplier"], hp["num_layers"]
+    k_dom = hp.get("domain_ffn_multiplier") or k  # the domain tokens' FFN width (tokenizers and blocks)
     n_f = model.feature_tokenizer.num_tokens
     n_s = model.scenario_tokenizer.num_tokens
     n_t = model.cfg.num_tasks
     n_d = n_s + n_t
-    per_layer = 4 * k * n_f * d * d + 2 * n_d * d * d + 8 * n_f * d * d + 4 * n_d * n_f * d + 4 * k * n_d * d * d
-    per_layer_last = per_layer - 4 * k * n_s * d * d * (0 if hp["last_scenario_ffn"] else 1)
+    per_layer = 4 * k * n_f * d * d + 2 * n_d * d * d + 8 * n_f * d * d + 4 * n_d * n_f * d + 4 * k_dom * n_d * d * d
+    per_layer_last = per_layer - 4 * k_dom * n_s * d * d * (0 if hp["last_scenario_ffn"] else 1)
     once = 2 * n_f * model.feature_tokenizer.token_input_width * d
     for tok in (model.scenario_tokenizer, model.task_tokenizer):
         d_in = tok.ffn.inner.kernel.shape[1]
-        once += 2 * tok.num_tokens * (d_in * k * d + k * d * d)
+        once += 2 * tok.num_tokens * (d_in * k_dom * d + k_dom * d * d)
     once += 2 * n_t * d
     return float(per_layer * (L - 1) + per_layer_last + once)
 

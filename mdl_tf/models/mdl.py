@@ -12,14 +12,16 @@ from mdl_tf.models.base import MultiDistributionModel
 # The spec's defaults (MDL_SPEC §5.3, §8), except d: 256 is the production default, the registry's smaller
 # datasets use 128 (a multiple of every N_f we ship); and three choices decided on MovieLens-100K's eval split
 # (3 seeds each, benchmarks/results/movielens/FINDINGS.md), each with the earlier behaviour one flag away:
-# head_init="zeros" (was "glorot"), domain_token_norm=True and domain_prenorm=True (were False).
+# head_init="zeros" (was "glorot"), domain_token_norm=True and domain_prenorm=True (were False); and one decided on
+# MovieLens-1M's eval split (3 seeds, benchmarks/results/movielens1m/FINDINGS.md): imp_tables="shared" (was "own",
+# the spec's separate ê_imp id tables, which memorised the training users).
 MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, tokenizer="group", seq_encoder="din",
                     feature_block="rankmixer", kv_source="updated", attn_out_proj=False, attn_bias=False,
                     domain_prenorm=True, share_kv=False, init_ffn_layers=2, global_input="mean_spec",
                     fuse_state="pre_ffn", head="linear", head_init="zeros", domain_token_norm=True,
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
-                    task_interaction="attention", embedding_dim=None, imp_tables="own",
+                    task_interaction="attention", embedding_dim=None, imp_tables="shared",
                     domain_ffn_multiplier=None, dropout=0.0)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
@@ -50,7 +52,7 @@ class MDLModel(MultiDistributionModel):
                  domain_token_norm=True, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
-                 imp_tables="own", domain_ffn_multiplier=None, dropout=0.0, **kwargs):
+                 imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,

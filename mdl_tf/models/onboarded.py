@@ -173,11 +173,12 @@ class OnboardedMDL(MultiDistributionModel):
         membership = tf.cast(features[SCENARIO_MASK], base.compute_dtype)
         base_features = {**features, SCENARIO_MASK: features[SCENARIO_MASK][:, :n_s]}
         m_base = membership[:, :n_s]
-        # The base's forward pass, op for op as MDLModel.tokens (MDL_SPEC §4.8).
+        # The base's forward pass, op for op as MDLModel.tokens (MDL_SPEC §4.8), always in inference mode: the base
+        # is frozen, so its domain-token dropout (if it was trained with one) must not fire while a token trains.
         embedded = base.embedder(base_features)
         t_f = base.feature_tokenizer(embedded)
-        t_t = base.task_tokenizer(base_features, embedded=embedded)
-        t_s = base.scenario_tokenizer(base_features, embedded=embedded)
+        t_t = base.task_tokenizer(base_features, embedded=embedded, training=False)
+        t_s = base.scenario_tokenizer(base_features, embedded=embedded, training=False)
         scen = [(i, tok) for i, tok in enumerate(self.appended) if tok.kind == "scenario"]
         task = [(i, tok) for i, tok in enumerate(self.appended) if tok.kind == "task"]
         # Each onboarded token is its own stream: a loop over onboarding steps (model versions), each in its own
@@ -199,7 +200,7 @@ class OnboardedMDL(MultiDistributionModel):
             for i, tok in task:
                 t_tilde = tok.attend(layer, block.attn_t, extra[i], kv_t) + s_bar[:, None, :]
                 extra[i] = tok.ffn(layer, t_tilde)
-            t_f, t_s, t_t = block.update(state, m_base, s_bar=s_bar)
+            t_f, t_s, t_t = block.update(state, m_base, s_bar=s_bar, training=False)
         logits = base.heads(t_t)
         if not task:
             return logits
