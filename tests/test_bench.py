@@ -221,3 +221,56 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     assert {"dense_lr", "sparse_lr", "oov_rate"} <= b.trial_keys("shared_bottom")
     assert b.split_trial({"dense_lr": 1e-3, "oov_rate": 0.1, "num_layers": 2}) == (
         {"dense_lr": 1e-3, "oov_rate": 0.1}, {"num_layers": 2})
+
+
+def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, monkeypatch):
+    """A probe of a flag that became the default is the tuning run of its point: the other seeds' probes are adopted
+    into runs.jsonl (not re-trained) once the seed-0 tuning run under the new default reproduced its probe's eval AUC;
+    a run that does not reproduce it adopts nothing."""
+    from mdl_tf.bench import movielens1m as b
+
+    grid = b.tuning_grid("mdl")
+    base = grid[0]
+    at_default = {**base, "imp_tables": "shared"}  # the probe's flag, now MDL's default
+    assert b._at_defaults_removed("mdl", at_default) == base
+    probes = {}
+    for seed, auc in ((0, 0.82), (1, 0.83), (2, 0.84)):
+        rec = _fake_record("mdl", "random", at_default, seed, auc, auc - 0.01)
+        probes[rec["key"]] = rec
+    for rec in probes.values():
+        b.append_run(tmp_path / "probes.jsonl", rec)
+
+    def tuning(base_eval):
+        return {r["key"]: r for r in [_fake_record("mdl", "random", t, 0, base_eval if t == base else 0.70, 0.7)
+                                      for t in grid]}
+
+    todo = b.plan(tuning(0.8200001), ("random",), ("mdl",))
+    assert todo == [("random", "mdl", base, 1), ("random", "mdl", base, 2)]
+    assert b.adoptable_probes(tuning(0.8210), probes, todo) == []  # not reproduced: nothing stands in
+    adopted = b.adoptable_probes(tuning(0.8200001), probes, todo)
+    assert [(a[0], a[1]["seed"], a[2]["seed"]) for a in adopted] == [(todo[0], 1, 0), (todo[1], 2, 0)]
+
+    trained = []
+
+    def fake_train_one(data, model, trial, seed, work):
+        trained.append((model, trial, seed))
+        return _fake_record(model, data.protocol, trial, seed, 0.82 if trial == base else 0.70, 0.7)
+
+    class FakeData:
+        def __init__(self, protocol, cache):
+            self.protocol = protocol
+
+    monkeypatch.setattr(b, "train_one", fake_train_one)
+    monkeypatch.setattr(b, "Data", FakeData)
+    monkeypatch.setattr(b, "write_summary", lambda out, runs: {})
+    b.run(tmp_path, tmp_path, protocols=("random",), models=("mdl",))
+    assert trained == [("mdl", t, 0) for t in grid]  # seeds 1 and 2 came from the probes
+    runs = b.read_runs(tmp_path / "runs.jsonl")
+    for seed, auc in ((1, 0.83), (2, 0.84)):
+        rec = runs[b.run_key("mdl", "random", base, seed)]
+        assert rec["trial"] == base and rec["eval"]["mean_auc"] == auc
+        assert rec["adopted_from"] == b.run_key("mdl", "random", at_default, seed)
+        assert rec["adoption_evidence"] == {"seed": 0, "probe_eval": 0.82, "rerun_eval": 0.82}
+    from mdl_tf.bench.movielens1m_report import markdown, summarise
+
+    assert "2 runs were adopted from probes" in markdown(summarise(runs))

@@ -144,6 +144,7 @@ def summarise(runs: dict) -> dict:
             "runs": [{k: r[k] for k in ("key", "protocol", "model", "trial", "seed", "wall_seconds", "best_epoch",
                                         "epochs_run")} | {"eval_mean_auc": r["eval"]["mean_auc"],
                                                           "test_mean_auc": r["test"]["mean_auc"]}
+                     | ({"adopted_from": r["adopted_from"]} if "adopted_from" in r else {})
                      for r in runs.values()]}
 
 
@@ -207,14 +208,21 @@ def markdown(summary: dict) -> str:
              f"{machine.get('tensorflow', '?')}. Settings: batch {s['settings']['batch_size']}, early stopping on "
              f"the eval split (patience {s['settings']['patience']}, cap {s['settings']['epochs']} epochs), every "
              f"model sized to MDL's dense-parameter count at d={s['settings']['reference_d_model']} "
-             f"({s['dense_budget']['random']} random / {s['dense_budget']['temporal']} temporal, ±5%).", "",
-             "## Published anchors (random protocol, click test AUC)", "",
-             "Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7) trains click only with embedding 16, Adam 1e-3; we "
-             "train click and like jointly with our two-optimizer step and a multi-hot of all genres (they embed the "
-             f"first genre). Tolerance ±{ANCHOR_TOLERANCE}. Their best model: {s['best_published']['model']} "
-             f"{s['best_published']['overall']}.", "",
-             "| ours | published | overall (ours / pub.) | under25 = d0 | 25to34 = d1 | 35plus = d2 |",
-             "|---|---|---|---|---|---|"]
+             f"({s['dense_budget']['random']} random / {s['dense_budget']['temporal']} temporal, ±5%).", ""]
+    adopted = [r for r in s["runs"] if "adopted_from" in r]
+    if adopted:
+        lines += [f"{len(adopted)} runs were adopted from probes that trained the same configuration before a flag "
+                  "became the default (" + "; ".join(f"{r['model']} {_trial(r['trial'])} seed {r['seed']}"
+                                                    for r in adopted) +
+                  "): a re-run of another seed under the new default reproduced its probe's eval AUC first "
+                  "(`adopted_from` and `adoption_evidence` in runs.jsonl).", ""]
+    lines += ["## Published anchors (random protocol, click test AUC)", "",
+              "Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7) trains click only with embedding 16, Adam 1e-3; we "
+              "train click and like jointly with our two-optimizer step and a multi-hot of all genres (they embed the "
+              f"first genre). Tolerance ±{ANCHOR_TOLERANCE}. Their best model: {s['best_published']['model']} "
+              f"{s['best_published']['overall']}.", "",
+              "| ours | published | overall (ours / pub.) | under25 = d0 | 25to34 = d1 | 35plus = d2 |",
+              "|---|---|---|---|---|---|"]
     for m, a in s["anchors"].items():
         def cell(part):
             c = a["checks"].get(part)
