@@ -22,6 +22,7 @@ METADATA = Path("assets.extra") / "mdl_metadata.json"
 
 def load_mdl(saved_model_dir):
     """(model, feature config, loaded SavedModel) of an exported MDL model."""
+    from mdl_tf.export import rebuild_model
     from mdl_tf.models import build_model
 
     path = Path(saved_model_dir)
@@ -31,9 +32,7 @@ def load_mdl(saved_model_dir):
     if "vocab_sizes" not in meta:
         raise ValueError(f"{path}: mdl_metadata.json has no vocab_sizes (exported by an older mdl-tf); retrain")
     cfg = cfgmod.from_dict(meta["feature_config"], f"{path / METADATA}")
-    model = build_model("mdl", cfg, meta["vocab_sizes"], **meta.get("hparams", {}))
-    # The SavedModel's root is mdl_tf.export.ServingModule; its `model` attribute holds the Keras weights.
-    tf.train.Checkpoint(model=model).restore(str(path / "variables" / "variables")).expect_partial()
+    model, _ = rebuild_model(path, meta, lambda hp: build_model("mdl", cfg, meta["vocab_sizes"], **hp))
     return model, cfg, tf.saved_model.load(str(path))
 
 

@@ -31,7 +31,8 @@ class FeatureSpec:
     kind:          categorical (one id), numeric (one float), multi_hot (a `separator`-joined id set) or sequence
                    (a `separator`-joined id list, oldest first).
     group:         the semantic token group the feature's embedding goes to.
-    important_for: domains ("scenario", "task") whose tokens re-embed this feature in their own tables (ê_imp).
+    important_for: domains ("scenario", "task") whose tokens read this feature as ê_imp (from the feature's own
+                   embedding by default; MDL's `imp_tables="own"` re-embeds it in the tokenizers' own tables).
     min_frequency: ids seen fewer times in training map to the OOV id.
     max_len:       multi_hot/sequence length after truncation and padding.
     shares_vocab_with: a sequence of ids of another categorical feature (e.g. the history of `item_id`); it uses that

@@ -105,6 +105,10 @@ def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dic
     tf.saved_model.save(module, str(tmp), signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
             "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], **(metadata or {})}
+    if getattr(model, "hparams", None):
+        # Every hparam the model was built with, not only the ones a user passed: a later change of a default must
+        # not rebuild this model differently (`rebuild_model`).
+        meta["hparams"] = {**model.hparams, **meta.get("hparams", {})}
     extra = tmp / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2))
@@ -122,3 +126,32 @@ def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dic
     else:
         tmp.rename(path)
     return path
+
+
+# -- rebuilding a model from its SavedModel --------------------------------------------------------------------------
+def _saved_model_variable_count(saved_model_dir) -> int:
+    """How many variables the checkpoint lists as the Keras model's own (`model/variables/<i>`)."""
+    prefix = str(Path(saved_model_dir) / "variables" / "variables")
+    return sum(1 for name, _ in tf.train.list_variables(prefix) if name.startswith("model/variables/"))
+
+
+def rebuild_model(saved_model_dir, meta: dict, build, restore: bool = True):
+    """(model, hparams): `build(hparams)` -> a built model, from a SavedModel's metadata, weights restored.
+
+    Exports record every hparam (`export_saved_model`); one from before held only those its user passed. For an MDL
+    model of that time `imp_tables` was "own" (the default until MovieLens-1M made it "shared",
+    benchmarks/results/movielens1m/FINDINGS.md): when the checkpoint lists another number of model variables than
+    the model rebuilt with today's defaults (MDL's are all listed under `model/variables/<i>`), it is rebuilt with
+    "own". Without this a partial restore (`expect_partial`) would silently leave the ê_imp tables untrained."""
+    hparams = dict(meta.get("hparams") or {})
+    model = build(hparams)
+    if (restore and meta.get("model") == "mdl" and "imp_tables" not in hparams
+            and _saved_model_variable_count(saved_model_dir) != len(model.variables)):
+        hparams = {**hparams, "imp_tables": "own"}
+        model = build(hparams)
+    if restore:
+        # The SavedModel's root is ServingModule; its `model` attribute holds the Keras weights (the checkpoint also
+        # holds the transform, hence expect_partial).
+        prefix = str(Path(saved_model_dir) / "variables" / "variables")
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    return model, hparams

@@ -229,10 +229,16 @@ def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, mo
     a run that does not reproduce it adopts nothing."""
     from mdl_tf.bench import movielens1m as b
 
+    from mdl_tf.models.mdl import MDL_DEFAULTS
+
     grid = b.tuning_grid("mdl")
-    base = grid[0]
+    # The realistic point: num_layers of the grid point equals MDL's default, and the probe set imp_tables.
+    base = next(t for t in grid if t["num_layers"] == MDL_DEFAULTS["num_layers"])
     at_default = {**base, "imp_tables": "shared"}  # the probe's flag, now MDL's default
-    assert b._at_defaults_removed("mdl", at_default) == base
+    assert b._stands_for("mdl", at_default, base)
+    assert not b._stands_for("mdl", {**base, "imp_tables": "own"}, base)  # not the default: a different model
+    assert not b._stands_for("mdl", {**base, "sparse_lr": 0.02}, base)    # a training setting is never a default
+    assert not b._stands_for("mdl", at_default, {**base, "num_layers": 1})
     probes = {}
     for seed, auc in ((0, 0.82), (1, 0.83), (2, 0.84)):
         rec = _fake_record("mdl", "random", at_default, seed, auc, auc - 0.01)
@@ -249,6 +255,13 @@ def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, mo
     assert b.adoptable_probes(tuning(0.8210), probes, todo) == []  # not reproduced: nothing stands in
     adopted = b.adoptable_probes(tuning(0.8200001), probes, todo)
     assert [(a[0], a[1]["seed"], a[2]["seed"]) for a in adopted] == [(todo[0], 1, 0), (todo[1], 2, 0)]
+    # Evidence must come from the same probe configuration (fingerprint) and from a run that was trained.
+    other_fp = {k: {**r, "key": r["key"][:-10] + "0123456789"} for k, r in probes.items() if r["seed"] == 0}
+    seed12 = {k: r for k, r in probes.items() if r["seed"] != 0}
+    assert b.adoptable_probes(tuning(0.8200001), {**seed12, **other_fp}, todo) == []
+    runs = tuning(0.8200001)
+    runs[b.run_key("mdl", "random", base, 0)]["adopted_from"] = "some probe"
+    assert b.adoptable_probes(runs, probes, todo) == []
 
     trained = []
 

@@ -185,7 +185,7 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
 
 @pytest.mark.parametrize("flags", [
     dict(feature_block="eq6_literal"), dict(kv_source="previous"), dict(attn_out_proj=True, attn_bias=True),
-    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="shared"),
+    dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="own"),
     dict(dropout=0.2), dict(domain_ffn_multiplier=1), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
@@ -370,3 +370,59 @@ def test_domain_dropout_acts_in_training_only_and_narrow_domain_ffns_shrink_only
     assert block.ffn_s.inner.kernel.shape[-1] == d and narrow.task_tokenizer.ffn.inner.kernel.shape[-1] == d
     assert [w.shape for w in block.feature.weights] == [w.shape for w in ref.feature.weights]
     assert narrow.param_counts()["dense"] < plain.param_counts()["dense"]
+
+
+def test_an_onboarded_token_trains_against_a_deterministic_frozen_base(synth_cfg, synth_batch):
+    """A base trained with domain-token dropout runs in inference mode inside OnboardedMDL, also while the new token
+    trains: the onboarded model's logits are the same with training on and off (the base alone differs)."""
+    from mdl_tf.data.transform import SCENARIO_MASK
+    from mdl_tf.training.onboarding import make_onboarded, with_scenario
+
+    tf.keras.utils.set_random_seed(0)
+    base = build_model("mdl", synth_cfg, synth_batch[1], dropout=0.5, **SMALL)
+    model = make_onboarded(with_scenario(synth_cfg, "promo"), base, [{"kind": "scenario", "name": "promo",
+                                                                       "init_from": "global"}])
+    feats = dict(synth_batch[2])
+    mask = feats[SCENARIO_MASK]
+    feats[SCENARIO_MASK] = tf.concat([mask, tf.zeros_like(mask[:, :1])], axis=1)
+    # Through Keras' __call__, as fit calls it: training=True reaches every nested layer left without an argument.
+    on, off = model(feats, training=True), model(feats, training=False)
+    for task in on:
+        np.testing.assert_array_equal(on[task].numpy(), off[task].numpy())
+    on, off = base(synth_batch[2], training=True), base(synth_batch[2], training=False)
+    assert not np.allclose(on["click"].numpy(), off["click"].numpy())
+
+
+def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synth_cfg, synth_batch, tmp_path):
+    """Exports record every hparam; a SavedModel whose metadata holds only the passed ones (exported before, when
+    MDL's default was imp_tables="own") is rebuilt with its own ê_imp tables, weights equal; a current export is
+    rebuilt as recorded."""
+    import json
+
+    from mdl_tf.export import METADATA_FILE, export_saved_model, rebuild_model
+
+    tf.keras.utils.set_random_seed(0)
+    old = build_model("mdl", synth_cfg, synth_batch[1], imp_tables="own", **SMALL)
+    path = export_saved_model(old, synth_batch[0], synth_cfg, tmp_path / "saved_model",
+                              metadata={"model": "mdl", "hparams": dict(SMALL)})
+    meta_file = path / "assets.extra" / METADATA_FILE
+    meta = json.loads(meta_file.read_text())
+    assert meta["hparams"] == old.hparams and meta["hparams"]["imp_tables"] == "own"
+    meta["hparams"] = dict(SMALL)  # what an export before this change wrote
+    meta_file.write_text(json.dumps(meta))
+
+    def build(hp):
+        return build_model("mdl", synth_cfg, synth_batch[1], **hp)
+
+    model, hp = rebuild_model(path, meta, build)
+    assert hp["imp_tables"] == "own" and model.scenario_tokenizer.important_tables
+    np.testing.assert_array_equal(model.compute_logits(synth_batch[2]).numpy(),
+                                  old.compute_logits(synth_batch[2]).numpy())
+    tf.keras.utils.set_random_seed(1)
+    new = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    path = export_saved_model(new, synth_batch[0], synth_cfg, tmp_path / "new", metadata={"model": "mdl"})
+    meta = json.loads((path / "assets.extra" / METADATA_FILE).read_text())
+    model, hp = rebuild_model(path, meta, build)
+    assert hp == new.hparams and hp["imp_tables"] == "shared"
+    np.testing.assert_array_equal(model.compute_logits(synth_batch[2]).numpy(),
+                                  new.compute_logits(synth_batch[2]).numpy())

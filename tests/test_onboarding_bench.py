@@ -68,3 +68,17 @@ def test_grow_scenarios_copies_old_rows_and_adds_their_mean():
     np.testing.assert_array_equal(new.vars[1].numpy(), old.vars[1].numpy())
     with pytest.raises(ValueError):
         grow_scenarios(Holder((2, 3)), Holder((2, 4)), 2)
+
+
+def test_a_changed_model_default_retrains_the_cached_bases(monkeypatch):
+    """The settings' fingerprint (base-model cache folder and run keys) covers MDL's and the baseline's defaults."""
+    from mdl_tf.bench.onboarding import Settings
+    from mdl_tf.models.mdl import MDLModel
+
+    before = Settings().fingerprint()
+    defaults = list(MDLModel.__init__.__defaults__)
+    defaults[0] = 96  # d_model's default
+    monkeypatch.setattr(MDLModel.__init__, "__defaults__", tuple(defaults))
+    assert Settings().fingerprint() != before
+    monkeypatch.undo()
+    assert Settings().fingerprint() == before and Settings(baseline="pepnet").fingerprint() != before

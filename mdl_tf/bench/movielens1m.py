@@ -91,11 +91,16 @@ def trial_keys(model: str) -> set:
     return flags | set(TRAIN_KEYS)
 
 
+def model_defaults(model: str) -> dict:
+    """{"Class.flag": repr(default)} of `model`'s constructor flags, less those at their NEUTRAL_DEFAULTS value."""
+    return {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
+            if p.default is not inspect.Parameter.empty
+            and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
+
+
 def fingerprint(model: str, protocol: str, trial: dict) -> str:
     """Hash of what decides a run's result besides the seed: model defaults, trial, settings, protocol version."""
-    defaults = {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
-                if p.default is not inspect.Parameter.empty
-                and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
+    defaults = model_defaults(model)
     blob = json.dumps({"model": model, "protocol": protocol, "trial": trial, "defaults": defaults,
                        "settings": SETTINGS, "version": PROTOCOL_VERSION}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
@@ -265,10 +270,14 @@ def plan(runs: dict, protocols=("random", "temporal"), models=MODELS) -> list:
     return [t for t in todo if run_key(t[1], t[0], t[2], t[3]) not in runs]
 
 
-def _at_defaults_removed(model: str, trial: dict) -> dict:
-    """`trial` without the model flags it sets to the model's current default (what is left is what differs)."""
+def _stands_for(model: str, probe_trial: dict, trial: dict) -> bool:
+    """Whether a probe's trial is `trial` under `model`'s current defaults: it sets every key of `trial` to the
+    same value, and each extra key only to the model's current default (a flag that has since become the default)."""
     defaults = {p.name: p.default for _, p in _init_params(model) if p.default is not inspect.Parameter.empty}
-    return {k: v for k, v in trial.items() if k in TRAIN_KEYS or k not in defaults or defaults[k] != v}
+    if any(k not in probe_trial or probe_trial[k] != v for k, v in trial.items()):
+        return False
+    return all(k not in TRAIN_KEYS and k in defaults and defaults[k] == v
+               for k, v in probe_trial.items() if k not in trial)
 
 
 def adoptable_probes(runs: dict, probes: dict, todo: list, tolerance: float = 1e-6) -> list:
@@ -277,27 +286,34 @@ def adoptable_probes(runs: dict, probes: dict, todo: list, tolerance: float = 1e
     When a probe's flag becomes the model's default, the probe at the tuning point *is* that point's run under the
     new default (same data, split, seed and configuration); re-training it costs 15 minutes to reproduce a record.
     A probe stands in for planned run (protocol, model, trial, seed) only when
-      - its trial, less the flags now at the model's default, equals the planned trial, same protocol and seed; and
-      - the identity is shown on another seed: the tuning run of that point under the new default was trained for
-        a seed whose probe exists, and reproduced that probe's eval mean AUC within `tolerance` (the code paths
-        are the same and the training deterministic), so nothing else changed between the two.
+      - its trial sets `trial`'s keys to the same values and any other key to the model's current default
+        (`_stands_for`), same protocol and seed; and
+      - the identity is shown on another seed of the same probe (same trial and fingerprint: model defaults of
+        its time, settings, protocol version): the tuning run of that point under the new default, trained (not
+        itself adopted), reproduced that seed's probe eval mean AUC within `tolerance` (the code paths are the
+        same and training deterministic), so nothing else changed between the two.
     `evidence` is {"seed", "probe_eval", "rerun_eval"} of that check."""
-    by_point = {}
+    groups = {}  # one probe configuration: its records by seed
     for rec in probes.values():
-        point = (rec["protocol"], rec["model"], json.dumps(_at_defaults_removed(rec["model"], rec["trial"]),
-                                                           sort_keys=True))
-        by_point.setdefault(point, {})[rec["seed"]] = rec
+        fp = rec["key"].rsplit("/", 1)[-1]
+        point = (rec["protocol"], rec["model"], json.dumps(rec["trial"], sort_keys=True), fp)
+        groups.setdefault(point, {}).setdefault(rec["seed"], rec)
     adopted = []
     for protocol, model, trial, seed in todo:
-        same = by_point.get((protocol, model, json.dumps(trial, sort_keys=True)), {})
-        if seed not in same:
-            continue
-        for other, rec in sorted(same.items()):
-            rerun = runs.get(run_key(model, protocol, trial, other))
-            if other != seed and rerun and abs(rerun["eval"]["mean_auc"] - rec["eval"]["mean_auc"]) <= tolerance:
-                adopted.append(((protocol, model, trial, seed), same[seed],
-                                {"seed": other, "probe_eval": rec["eval"]["mean_auc"],
-                                 "rerun_eval": rerun["eval"]["mean_auc"]}))
+        for (p_protocol, p_model, p_trial, _), same in groups.items():
+            if (p_protocol, p_model) != (protocol, model) or seed not in same \
+                    or not _stands_for(model, json.loads(p_trial), trial):
+                continue
+            evidence = None
+            for other, rec in sorted(same.items()):
+                rerun = runs.get(run_key(model, protocol, trial, other))
+                if other != seed and rerun and "adopted_from" not in rerun \
+                        and abs(rerun["eval"]["mean_auc"] - rec["eval"]["mean_auc"]) <= tolerance:
+                    evidence = {"seed": other, "probe_eval": rec["eval"]["mean_auc"],
+                                "rerun_eval": rerun["eval"]["mean_auc"]}
+                    break
+            if evidence:
+                adopted.append(((protocol, model, trial, seed), same[seed], evidence))
                 break
     return adopted
 

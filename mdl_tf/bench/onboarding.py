@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from mdl_tf.bench.machine import machine_info
-from mdl_tf.bench.movielens1m import append_run, read_runs
+from mdl_tf.bench.movielens1m import append_run, model_defaults, read_runs
 
 DATASETS = ("synthetic", "movielens1m")
 METHODS = ("fallback", "token", "full", "baseline")
@@ -71,7 +71,10 @@ class Settings:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        blob = json.dumps({**dataclasses.asdict(self), "version": VERSION}, sort_keys=True)
+        """Hash of the settings and of the constructor defaults of MDL and the baseline: a changed default retrains
+        the cached base models and re-runs every method."""
+        defaults = {m: model_defaults(m) for m in ("mdl", self.baseline)}
+        blob = json.dumps({**dataclasses.asdict(self), "version": VERSION, "defaults": defaults}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -165,16 +168,13 @@ def base_model_dir(s: Settings, split: Split, cache, model: str, dense_params: i
 def restore_model(model_dir, cfg, precision: str = "float32", restore: bool = True):
     """Rebuild a trained model (any registry model) from its SavedModel's metadata with `cfg` and restore its
     weights (`restore` False: build only, for a cfg with more scenarios). Returns (model, metadata)."""
-    import tensorflow as tf
-
-    from mdl_tf.export import METADATA_FILE
+    from mdl_tf.export import METADATA_FILE, rebuild_model
     from mdl_tf.models import build_model
 
     path = Path(model_dir) / "saved_model"
     meta = json.loads((path / "assets.extra" / METADATA_FILE).read_text())
-    model = build_model(meta["model"], cfg, meta["vocab_sizes"], precision=precision, **meta.get("hparams", {}))
-    if restore:
-        tf.train.Checkpoint(model=model).restore(str(path / "variables" / "variables")).expect_partial()
+    model, _ = rebuild_model(path, meta, lambda hp: build_model(meta["model"], cfg, meta["vocab_sizes"],
+                                                                 precision=precision, **hp), restore=restore)
     return model, meta
 
 

@@ -133,13 +133,15 @@ class FeatureTokenizer(tf.keras.layers.Layer):
 class DomainTokenizer(tf.keras.layers.Layer):
     """Sample-dependent domain tokens (MDL_SPEC §3.2-3.3): t_k = ReLU(FFN_k(ê_imp ⊕ ê_spec^k)), k = 1..N.
 
-    ê_imp re-embeds the domain's important features in this layer's own tables (never the feature tokens' tables);
+    ê_imp embeds the domain's important features: in this layer's own tables (`imp_tables="own"`, the spec, and
+    this layer's default) or, as MDLModel does by default, read from the feature tokens' tables (`"shared"`);
     ê_spec^k is a learnable per-domain id embedding, optionally concatenated with per-domain numeric priors
     `priors` [B, N, P]. With `global_token=True` a shared token is appended last, its spec input the mean of the
     ê_spec^k (`global_input="mean_spec"`) or its own learnable embedding (`"id"`). FFN_k is per token.
     `output_norm=True` applies a LayerNorm over d to every token after the ReLU (not in the paper).
-    `imp_tables="own"` (the spec) looks ê_imp up in this layer's tables; `"shared"` reads the feature embeddings the
-    caller passes as `embedded` (the feature tokens' own tables: no extra id rows to memorise with).
+    `imp_tables="own"` looks ê_imp up in this layer's tables; `"shared"` reads the feature embeddings the caller
+    passes as `embedded` (the feature tokens' own tables: no extra id rows to memorise with; MDLModel's default since
+    MovieLens-1M, benchmarks/results/movielens1m/FINDINGS.md).
     `dropout` drops FFN_k's hidden units in training (`call(..., training=True)`; not in the paper).
 
     ids: {feature: int ids [B]} (and embedded {feature: [B, e]} when shared) -> [B, N (+1), d].

@@ -28,7 +28,7 @@ from mdl_tf.data.io import read_split, split_path
 from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
-from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model
+from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model, rebuild_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import precision_policy
 from mdl_tf.models.onboarded import OnboardedMDL, check_onboardable
@@ -123,15 +123,15 @@ def load_trained(model_dir) -> TrainedModel:
     trained = read_trained(model_dir)
     path, cfg, onboarding = Path(model_dir), trained.cfg, trained.meta.get("onboarding")
     precision = _precision(trained)
-    try:
+    def build(hparams):
         base = build_model("mdl", _base_config(cfg, onboarding), trained.meta["vocab_sizes"], precision=precision,
-                           **trained.meta.get("hparams", {}))
-        model = make_onboarded(cfg, base, onboarding["steps"], precision) if onboarding else base
+                           **hparams)
+        return make_onboarded(cfg, base, onboarding["steps"], precision) if onboarding else base
+
+    try:
+        model, _ = rebuild_model(path / "saved_model", trained.meta, build)
     except ValueError as e:
         raise OnboardingError(f"--model-dir {path}: {e}") from None
-    # The SavedModel's root is mdl_tf.export.ServingModule; its `model` attribute holds the Keras weights.
-    status = tf.train.Checkpoint(model=model).restore(str(path / "saved_model" / "variables" / "variables"))
-    status.expect_partial()  # a weight that failed to load would fail the bit-identity check before any write
     return dataclasses.replace(trained, model=model)
 
 
