@@ -468,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "flag changed, e.g. --probe imp_tables=own (repeatable; recorded in probes.jsonl, compared on "
                    "eval, never in the tables)")
     p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs")
+    p.add_argument("--probe-fixed-width", action="store_true",
+                   help="train the probe at the width (d_model, ffn_multiplier) its tuning run was sized to instead "
+                   "of re-sizing it to the dense budget: how ablations are compared")
     p.set_defaults(func=cmd_bench_movielens1m)
     p = bench.add_parser("onboarding", help="a held-out scenario onboarded with 1k/5k/20k rows: global-token "
                          "fallback, token-only, full fine-tuning, the baseline's own route; resumable (runs.jsonl)")
@@ -557,7 +560,7 @@ def cmd_bench_movielens1m(args) -> None:
             raise CLIError(f"--probe-seeds {args.probe_seeds!r}: expected comma-separated integers, e.g. 0,1,2")
         for model in models:
             for protocol in protocols:
-                bench.probe(out, args.cache, model, overrides, protocol, seeds)
+                bench.probe(out, args.cache, model, overrides, protocol, seeds, keep_width=args.probe_fixed_width)
         print(f"probes in {out / 'probes.jsonl'}")
         return
     if args.summary_only:

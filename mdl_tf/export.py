@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
+from mdl_tf.models.base import with_all_hparams
 
 OUTPUT_SUFFIX = "_probability"
 METADATA_FILE = "mdl_metadata.json"
@@ -104,11 +105,10 @@ def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dic
     module = ServingModule(model, transform, cfg, raw_spec)
     tf.saved_model.save(module, str(tmp), signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
-            "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], **(metadata or {})}
-    if getattr(model, "hparams", None):
-        # Every hparam the model was built with, not only the ones a user passed: a later change of a default must
-        # not rebuild this model differently (`rebuild_model`).
-        meta["hparams"] = {**model.hparams, **meta.get("hparams", {})}
+            "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], "hparams": {}, **(metadata or {})}
+    # Every hparam the model was built with, not only the ones a user passed: a later change of a default must not
+    # rebuild this model differently (`rebuild_model`).
+    meta = with_all_hparams(model, meta)
     extra = tmp / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2))

@@ -223,6 +223,31 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
         {"dense_lr": 1e-3, "oov_rate": 0.1}, {"num_layers": 2})
 
 
+def test_movielens1m_fixed_width_probe_keeps_the_tuning_runs_width(tmp_path, monkeypatch, capsys):
+    """An ablation at a fixed width (--probe-fixed-width) is trained at the width its tuning run was sized to and is
+    not re-sized to the budget; without that tuning run it is one clear error, nothing trained."""
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.cli import main
+
+    trained = []
+    monkeypatch.setattr(b, "train_one", lambda data, model, trial, seed, work: trained.append(trial) or
+                        _fake_record(model, "random", trial, seed, 0.81, 0.80))
+    monkeypatch.setattr(b, "Data", lambda protocol, cache: type("D", (), {"protocol": protocol})())
+    base = b.tuning_grid("mdl")[0]
+    assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "use_task_tokens=false",
+                 "--probe-fixed-width"]) == 2
+    assert "has not run yet" in capsys.readouterr().err and trained == []
+    tuned = _fake_record("mdl", "random", base, 0, 0.80, 0.80)
+    tuned["hparams"] = {**tuned.get("hparams", {}), "d_model": 64, "ffn_multiplier": 4, "num_layers": 2}
+    b.append_run(tmp_path / "runs.jsonl", tuned)
+    b.probe(tmp_path, tmp_path, "mdl", {"use_task_tokens": False}, keep_width=True)
+    assert trained == [{**base, "d_model": 64, "ffn_multiplier": 4, "use_task_tokens": False}]
+    # A trial that sets the width trains at it; any other is sized to the budget.
+    tc, hparams = b.train_config("mdl", trained[0], 0, 900_000)
+    assert tc.dense_params is None and hparams["d_model"] == 64 and "dense_lr" not in hparams
+    assert b.train_config("mdl", base, 0, 900_000)[0].dense_params == 900_000
+
+
 def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, monkeypatch):
     """A probe of a flag that became the default is the tuning run of its point: the other seeds' probes are adopted
     into runs.jsonl (not re-trained) once the seed-0 tuning run under the new default reproduced its probe's eval AUC;

@@ -97,17 +97,31 @@ def _click_auc(model, frame, cfg, transform) -> float:
     return evaluate_frame(model, frame, cfg, transform)["overall"]["click"]["auc"]
 
 
-def _steps_to_reach(model, ds, frame, cfg, transform, target, chunk=10, cap=120):
-    """Training steps until the eval click AUC is >= target (checked every `chunk` steps; cap + chunk if never)."""
+STEP_CHUNK, CAP = 10, 120  # day-2 training steps between evaluations, and in all
+
+
+def _auc_history(model, ds, frame, cfg, transform) -> list:
+    """Eval click AUC before training and after every STEP_CHUNK steps, up to CAP steps."""
+    it, history = iter(ds.repeat()), [_click_auc(model, frame, cfg, transform)]
+    for _ in range(CAP // STEP_CHUNK):
+        for _ in range(STEP_CHUNK):
+            model.train_on_batch(*next(it))
+        history.append(_click_auc(model, frame, cfg, transform))
+    return history
+
+
+def _steps_to_reach(model, ds, frame, cfg, transform, target) -> int:
+    """Training steps until the eval click AUC is >= target (checked every STEP_CHUNK steps; CAP + STEP_CHUNK if
+    never)."""
     it = iter(ds.repeat())
     steps = 0
-    while steps <= cap:
+    while steps <= CAP:
         if _click_auc(model, frame, cfg, transform) >= target:
             return steps
-        for _ in range(chunk):
+        for _ in range(STEP_CHUNK):
             model.train_on_batch(*next(it))
-        steps += chunk
-    return cap + chunk
+        steps += STEP_CHUNK
+    return CAP + STEP_CHUNK
 
 
 def test_warm_start_carries_weights_slots_and_rows_and_reaches_day1_auc_sooner(days, tmp_path):
@@ -116,7 +130,6 @@ def test_warm_start_carries_weights_slots_and_rows_and_reaches_day1_auc_sooner(d
     train2, eval2, stats2, tr2 = days[2]
     day1 = _model(cfg, stats1)
     day1.fit(make_dataset(train1, cfg, tr1, 128, shuffle=True).repeat(), steps_per_epoch=150, epochs=1, verbose=0)
-    target = _click_auc(day1, eval1, cfg, tr1)
     state = tmp_path / "state"
     meta = {"model": "mdl", "hparams": HPARAMS}
     ws.save_state(state, day1, cfg, stats1["vocabularies"], meta)
@@ -162,13 +175,18 @@ def test_warm_start_carries_weights_slots_and_rows_and_reaches_day1_auc_sooner(d
     assert int(warm.optimizer.iterations.numpy()) == 150
     assert any("ids carried" in line for line in ws.describe(report))
 
-    # Day 2: the warm-started model reaches day 1's eval AUC in fewer steps than a model trained from scratch.
-    ds2 = make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3)
-    warm_steps = _steps_to_reach(warm, ds2, eval2, cfg, tr2, target)
+    # Day 2: the warm-started model reaches what training from scratch reaches in CAP steps, in fewer steps. (Day 1's
+    # own eval AUC is no yardstick in process: day 2's click function drifted, and at this size neither model gets
+    # back to day 1's 0.70 on day 2's eval within 300 steps, warm ~0.67, scratch ~0.63. The production comparison,
+    # candidate vs blessed model on the new day's eval, is the two-day pipeline test's below.)
     scratch = _model(cfg, stats2, seed=1)
-    scratch_steps = _steps_to_reach(scratch, ds2, eval2, cfg, tr2, target)
-    print(f"day-1 eval click AUC {target:.4f}; steps to reach it on day 2: warm {warm_steps}, "
-          f"scratch {scratch_steps}")
+    history = _auc_history(scratch, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), eval2, cfg, tr2)
+    target = history[-1]
+    scratch_steps = STEP_CHUNK * next(i for i, a in enumerate(history) if a >= target)
+    warm_steps = _steps_to_reach(warm, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), eval2, cfg, tr2,
+                                 target)
+    print(f"day-2 eval click AUC of a model trained from scratch for {CAP} steps {target:.4f}, reached after "
+          f"{scratch_steps} steps; warm-started: after {warm_steps}")
     assert warm_steps < scratch_steps
 
 

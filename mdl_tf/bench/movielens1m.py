@@ -29,6 +29,7 @@ import numpy as np
 
 from mdl_tf.bench.machine import machine_info
 from mdl_tf.data import movielens1m
+from mdl_tf.errors import UserError
 
 BASELINES = ("shared_bottom", "mmoe", "ple", "star", "pepnet", "dffm", "hmoe", "rankmixer")
 MODELS = BASELINES + ("mdl",)  # MDL runs last: its defaults are what the next issue changes
@@ -215,23 +216,33 @@ def test_intervals(data: Data, probs: np.ndarray) -> dict:
 
 
 # -- running ---------------------------------------------------------------------------------------------------------
+def train_config(model: str, trial: dict, seed: int, budget: int):
+    """(TrainConfig, model hparams) of one run: the benchmark's settings, the trial's training keys, sized to the
+    dense `budget` unless the trial sets the width (d_model: a fixed-width probe is trained at that width)."""
+    from mdl_tf.training.trainer import TrainConfig
+
+    train_kw, hparams = split_trial(trial)
+    tc = TrainConfig(model=model, epochs=SETTINGS["epochs"], batch_size=SETTINGS["batch_size"], seed=seed,
+                     early_stopping_patience=SETTINGS["patience"],
+                     dense_params=None if "d_model" in hparams else budget, verbose=2,
+                     export=False, save_test_predictions=True, **train_kw)
+    return tc, hparams
+
+
 def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dict:
     """Train one (model, trial, seed) on `data`; returns the record appended to runs.jsonl."""
     import tensorflow as tf
 
-    from mdl_tf.training.trainer import TrainConfig, train
+    from mdl_tf.training.trainer import train
 
-    train_kw, hparams = split_trial(trial)
-    tc = TrainConfig(model=model, epochs=SETTINGS["epochs"], batch_size=SETTINGS["batch_size"], seed=seed,
-                     early_stopping_patience=SETTINGS["patience"], dense_params=data.budget, verbose=2,
-                     export=False, save_test_predictions=True, **train_kw)
+    tc, hparams = train_config(model, trial, seed, data.budget)
     started = time.time()
     out = work / f"{data.protocol}-{model}-{fingerprint(model, data.protocol, trial)}-s{seed}"
     metrics = train(data.dir, data.dir, out, tc, hparams, frames=data.frames)
     probs = np.load(out / "test_predictions.npz")["probabilities"]
     record = {"key": run_key(model, data.protocol, trial, seed), "protocol": data.protocol, "model": model,
               "trial": trial, "seed": seed, "hparams": metrics["hparams"], "params": metrics["params"],
-              "dense_budget": data.budget, "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+              "dense_budget": tc.dense_params, "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
               "train_seconds": metrics["train_seconds"], "eval": _compact(metrics), "test": _compact(metrics["test"]),
               "test_intervals": test_intervals(data, probs), "settings": SETTINGS,
               "attention_entropy": metrics.get("attention_entropy"), "diagnostics": metrics.get("diagnostics"),
@@ -380,19 +391,37 @@ def run(out_dir, cache_dir, protocols=("random", "temporal"), models=MODELS, max
     return write_summary(out, read_runs(log))
 
 
+# The width knobs a fixed-width probe copies from the tuning run it is compared with.
+WIDTH_KEYS = ("d_model", "ffn_multiplier", "hidden")
+
+
+def fixed_width(runs: dict, model: str, base: dict, protocol: str = "random") -> dict:
+    """{knob: value} of the width the tuning run at `base` (seed 0) was sized to, for a probe that must keep it: an
+    ablation re-sized to the budget changes two things at once (issue 16: the published ablations were confounded
+    by their width). Raises UserError when that run has not been trained yet."""
+    reference = runs.get(run_key(model, protocol, base, 0))
+    if reference is None:
+        raise UserError(f"bench movielens1m: a fixed-width probe of {model} copies the width of its tuning run at "
+                        f"{base} (seed 0, {protocol}), which has not run yet; run `mdl-tf bench movielens1m "
+                        f"--models {model} --protocols {protocol}` first or drop --probe-fixed-width")
+    return {k: reference["hparams"][k] for k in WIDTH_KEYS if k in reference["hparams"]}
+
+
 def probe(out_dir, cache_dir, model: str, overrides: dict, protocol: str = "random", seeds=(0,),
-          work_dir=None) -> list:
+          work_dir=None, keep_width: bool = False) -> list:
     """Design probes (issue 16's loop): `model` at its chosen tuning point (its first grid point while tuning is
     incomplete) with `overrides` (model flags or learning rates), per seed, on `protocol`. Records go to
     `probes.jsonl` beside runs.jsonl (same format, resumable by key); they never enter the tuned tables. Each is
     printed beside the tuning run of the same point and seed, on **eval** (what a default may be decided on).
+    With `keep_width` the probe trains at the width its tuning run was sized to (`fixed_width`) instead of being
+    re-sized to the dense budget: how ablations are compared (fewer parameters, same width).
     Returns the probe records."""
     import tempfile
 
     out = Path(out_dir)
     runs = read_runs(out / "runs.jsonl")
     base = chosen_trial(runs, model) or tuning_grid(model)[0]
-    trial = {**base, **overrides}
+    trial = {**base, **(fixed_width(runs, model, base, protocol) if keep_width else {}), **overrides}
     log, records, data = out / "probes.jsonl", [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
@@ -420,4 +449,5 @@ def write_summary(out: Path, runs: dict) -> dict:
     return summary
 
 
-__all__ = ["ANCHORS", "BASELINES", "MODELS", "SETTINGS", "plan", "probe", "run", "tuning_grid", "user_bootstrap"]
+__all__ = ["ANCHORS", "BASELINES", "MODELS", "SETTINGS", "fixed_width", "plan", "probe", "run", "tuning_grid",
+           "user_bootstrap"]

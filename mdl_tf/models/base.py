@@ -88,6 +88,16 @@ def _all_finite(grads) -> tf.Tensor:
     return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
 
 
+def with_all_hparams(model, metadata: dict) -> dict:
+    """`metadata` ({"hparams": the ones a user passed, ...}) with "hparams" completed by every hparam `model` was
+    built with, the passed ones winning. Exports and warm-start manifests record this, so a later change of a
+    model's default rebuilds the saved model as it was trained, and is seen by a warm start as another
+    architecture. Metadata without "hparams" (or a model without them) is returned unchanged (a copy)."""
+    if "hparams" not in metadata or not getattr(model, "hparams", None):
+        return dict(metadata)
+    return {**metadata, "hparams": {**model.hparams, **metadata["hparams"]}}
+
+
 class MultiDistributionModel(tf.keras.Model):
     """Base class: transformed features -> logits [B, N_t]; {task: probability} from `call`."""
 

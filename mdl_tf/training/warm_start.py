@@ -33,6 +33,7 @@ import tensorflow as tf
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import FIRST_ID
 from mdl_tf.errors import UserError
+from mdl_tf.models.base import with_all_hparams
 from mdl_tf.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,6 @@ def _indexing(cfg: FeatureConfig, vocabularies: dict) -> dict:
 
 
 # -- saving --------------------------------------------------------------------------------------------------------
-def _with_all_hparams(model, metadata: dict) -> dict:
-    """`metadata` with "hparams" completed by every hparam the model was built with (so a later change of a default
-    is seen as a different architecture, not silently rebuilt)."""
-    if "hparams" not in metadata or not getattr(model, "hparams", None):
-        return dict(metadata)
-    return {**metadata, "hparams": {**model.hparams, **metadata["hparams"]}}
-
-
 def save_state(directory, model, cfg: FeatureConfig, vocabularies: dict, metadata: dict,
                with_slots: bool = True) -> dict:
     """Write the warm-start state of a trained `model` into `directory` (see the module docstring).
@@ -155,7 +148,7 @@ def save_state(directory, model, cfg: FeatureConfig, vocabularies: dict, metadat
         with tf.io.gfile.GFile(_join(directory, VOCAB_DIR, f"{owner}.txt"), "wb") as f:
             f.write(b"".join(_as_bytes(t) + b"\n" for t in tokens))
     tf.train.Checkpoint(**objects).write(_join(directory, CHECKPOINT))
-    manifest = {"format": FORMAT_VERSION, **_with_all_hparams(model, metadata),
+    manifest = {"format": FORMAT_VERSION, **with_all_hparams(model, metadata),
                 "indexing": _indexing(cfg, vocabularies),
                 "weights": entries, "iterations": iterations, "with_slots": bool(with_slots)}
     _write_text(_join(directory, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
@@ -241,7 +234,7 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
     manifest = read_manifest(state_dir)
     if manifest is None:
         raise WarmStartError(f"warm start: {state_dir} holds no complete warm-start state ({MANIFEST} missing)")
-    for key, value in _with_all_hparams(model, metadata or {}).items():
+    for key, value in with_all_hparams(model, metadata or {}).items():
         value, stored = json.loads(json.dumps(value)), manifest.get(key)  # compared as the manifest stores them
         if key == "hparams" and isinstance(stored, dict):
             # A state saved before every hparam was recorded holds the passed ones only: compare those (the weight
