@@ -20,7 +20,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 test: setup  ## the whole test suite
 	@status=0; \
 	$(PYTEST) --durations=15 -n 2 --dist loadgroup -m "not serial" || status=1; \
-	$(PYTEST) --durations=5 -m serial || status=1; \
+	$(PYTEST) --durations=5 -m serial tests/test_distributed.py || status=1; \
 	exit $$status
 
 test-fast: setup  ## skip tests marked slow

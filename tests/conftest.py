@@ -19,9 +19,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): each group runs whole on one worker, so
 # a module- or session-scoped fixture is built once. A group is a test module, except that every module using one of
 # the expensive session fixtures below (directly or through another fixture) joins that fixture's group, so a
-# pipeline run or a trained model is never built twice. Modules marked `serial` (real multi-process clusters, whose
-# async results move with CPU contention) run after, alone.
+# pipeline run or a trained model is never built twice. Tests marked `serial` (real multi-process clusters, whose
+# async results move with CPU contention) run after, alone; the Makefile collects only SERIAL_MODULE for that part (so
+# it does not import every module just to deselect it), and collection fails if a test elsewhere is marked serial.
 EXPENSIVE_SESSION_FIXTURES = ("pipeline_runs", "synth_model")
+SERIAL_MODULE = "test_distributed"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -30,6 +32,10 @@ def pytest_collection_modifyitems(config, items):
         module = getattr(item, "module", None)
         return module.__name__.rsplit(".", 1)[-1] if module else item.nodeid.split("::")[0]
 
+    stray = [item.nodeid for item in items if item.get_closest_marker("serial") and module_of(item) != SERIAL_MODULE]
+    if stray:
+        raise pytest.UsageError(f"{', '.join(stray)}: marked serial outside tests/{SERIAL_MODULE}.py, so `make test` "
+                                f"would never run it; put it there or update SERIAL_MODULE and the Makefile")
     group = {}
     for item in items:
         used = [f for f in EXPENSIVE_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]

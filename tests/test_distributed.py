@@ -31,7 +31,6 @@ SYNC_TOLERANCE = 0.03    # synchronous all-reduce over the same global batch: di
 # training AUC than it (stale updates act like a larger step on this small model). 0.06 failed on the last.
 ASYNC_TOLERANCE = 0.08
 PROCESS_TIMEOUT_S = 420
-pytestmark = pytest.mark.serial  # alone, after the parallel part of `make test` (see tests/conftest.py)
 
 
 def free_ports(n: int) -> list:
@@ -109,6 +108,8 @@ def assert_exported(model_dir, metrics: dict) -> None:
     assert metrics["params"]["dense"] > 0
 
 
+# The cluster tests run alone, after the parallel part of `make test` (tests/conftest.py); the rest run in it.
+@pytest.mark.serial
 @pytest.mark.slow
 def test_multi_worker_mirrored_matches_single_process(dist_data, single_process_auc, tmp_path):
     ports = free_ports(2)
@@ -128,6 +129,7 @@ def test_multi_worker_mirrored_matches_single_process(dist_data, single_process_
     assert_exported(tmp_path / "out0", metrics)
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.parametrize("num_ps", [1, 2])
 def test_parameter_server_matches_single_process(dist_data, single_process_auc, tmp_path, num_ps):

@@ -111,7 +111,7 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
                       epochs: int = 10, batch_size: int = 512, patience: int = 2, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
     from mdl_tf import config as cfgmod
-    from mdl_tf.data.io import read_split
+    from mdl_tf.data.io import read_split, split_path
     from mdl_tf.data.transform import fit_stats, vocab_sizes
     from mdl_tf.models.sizing import dense_params as count_dense
     from mdl_tf.models.sizing import size_to_budget
@@ -121,7 +121,9 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
         work = Path(tmp)
         data = _prepare(dataset, work, rows)
         cfg = cfgmod.load(data)
-        sizes = vocab_sizes(cfg, fit_stats(read_split(data, "train", cfg), cfg))
+        # Read and validated once: every (model, seed) trains on these frames.
+        frames = {s: read_split(data, s, cfg) for s in ("train", "eval", "test") if split_path(data, s).exists()}
+        sizes = vocab_sizes(cfg, fit_stats(frames["train"], cfg))
         if dense_params is None:  # the budget: MDL at the reference width
             dense_params = count_dense("mdl", cfg, sizes, d_model=d_model_reference)
         plan = [(m, m, {}, dense_params) for m in models]
@@ -140,7 +142,7 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
             for seed in range(seeds):
                 tc = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, seed=seed, verbose=0,
                                  early_stopping_patience=patience, dense_params=budget, export=False)
-                runs[label].append(train(data, data, work / f"{label}-{seed}", tc, dict(hp)))
+                runs[label].append(train(data, data, work / f"{label}-{seed}", tc, dict(hp), frames=frames))
     summary = summarise(runs)
     command = (f"mdl-tf bench quality --dataset {dataset} --models {','.join(models)} --seeds {seeds} "
                f"--dense-params {dense_params} --epochs {epochs} --batch-size {batch_size} --patience {patience}"

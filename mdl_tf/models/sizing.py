@@ -3,6 +3,7 @@ the baselines, the tower/expert width (`hidden`); for MDL, d and the FFN multipl
 of the budget (they are the same for every model); both counts are reported."""
 from __future__ import annotations
 
+import json
 import math
 
 import tensorflow as tf
@@ -15,14 +16,22 @@ class BudgetError(ValueError):
     """No setting of the model's knobs lands within the tolerance of the budget."""
 
 
+# {(model, feature config, vocabulary sizes, hparams): dense count}: a count builds the whole model, and a process
+# that sizes the same model twice (every seed of a benchmark, the trainer and the report) asks the same questions.
+_COUNTS: dict = {}
+
+
 def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
+    """Dense (non-embedding) parameter count of model `name` built with `hparams` (memoised per process)."""
     from mdl_tf.models import build_model
 
-    model = build_model(name, cfg, vocab_sizes, **hparams)
-    count = model.param_counts()["dense"]
-    del model
-    tf.keras.backend.clear_session()
-    return count
+    key = json.dumps([name, cfg.to_dict(), vocab_sizes, hparams], sort_keys=True, default=repr)
+    if key not in _COUNTS:
+        model = build_model(name, cfg, vocab_sizes, **hparams)
+        _COUNTS[key] = model.param_counts()["dense"]
+        del model
+        tf.keras.backend.clear_session()
+    return _COUNTS[key]
 
 
 def _d_step(name: str, cfg, hparams: dict) -> int:
