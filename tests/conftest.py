@@ -1,4 +1,5 @@
 """Test set-up: Keras 2 before TensorFlow loads, quiet logs, shared small datasets."""
+import json
 import os
 import warnings
 
@@ -46,6 +47,69 @@ def pytest_collection_modifyitems(config, items):
         if not item.get_closest_marker("xdist_group"):
             module = module_of(item)
             item.add_marker(pytest.mark.xdist_group(group.get(module, module)))
+
+
+# Longest group first. xdist hands out groups by test count, so a group of a few slow tests (a whole pipeline, a bench
+# smoke) could start last and leave the other worker idle at the end. The controller orders the groups by their
+# recorded wall time (tests/durations.json: seconds per group, written by a run with MDL_RECORD_TEST_DURATIONS=1, and
+# merged so a partial run only updates its own groups); a group with no record counts its tests at the recorded mean
+# per test, or 10 s each.
+DURATIONS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.json")
+_DURATIONS_SEEN: dict = {}
+
+
+def _recorded_durations() -> dict:
+    try:
+        with open(DURATIONS_FILE) as f:
+            return json.load(f)["groups"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _group_of(nodeid: str) -> str:
+    return nodeid.split("@", 1)[1] if "@" in nodeid else nodeid.split("::")[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadGroupScheduling
+
+    if config.getvalue("dist") != "loadgroup":
+        return None
+
+    class LongestFirstScheduling(LoadGroupScheduling):
+        def _assign_work_unit(self, node):
+            if not getattr(self, "_ordered", False):  # once, before the first group is handed out
+                self._ordered = True
+                recorded = _recorded_durations()
+                per_test = recorded.get("_per_test", 10.0)
+                order = sorted(self.workqueue.items(),
+                               key=lambda unit: -recorded.get(unit[0], per_test * len(unit[1])))
+                self.workqueue.clear()
+                self.workqueue.update(order)
+            super()._assign_work_unit(node)
+
+    return LongestFirstScheduling(config, log)
+
+
+def pytest_runtest_logreport(report):
+    if not hasattr(report, "node"):  # only on the controller: reports that came from a worker carry their node
+        return
+    _DURATIONS_SEEN.setdefault(_group_of(report.nodeid), {}).setdefault(report.nodeid, 0.0)
+    _DURATIONS_SEEN[_group_of(report.nodeid)][report.nodeid] += report.duration
+
+
+def pytest_sessionfinish(session):
+    if not os.environ.get("MDL_RECORD_TEST_DURATIONS") or not _DURATIONS_SEEN:
+        return
+    groups = {**_recorded_durations(),
+              **{g: round(sum(tests.values()), 1) for g, tests in _DURATIONS_SEEN.items()}}
+    groups.pop("_per_test", None)
+    tests = sum(len(t) for t in _DURATIONS_SEEN.values())
+    groups["_per_test"] = round(sum(sum(t.values()) for t in _DURATIONS_SEEN.values()) / tests, 1)
+    with open(DURATIONS_FILE + ".tmp", "w") as f:
+        json.dump({"note": "seconds per xdist group, for tests/conftest.py's longest-first order",
+                   "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}, f, indent=1)
+    os.replace(DURATIONS_FILE + ".tmp", DURATIONS_FILE)
 
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
