@@ -70,6 +70,7 @@ def _group_of(nodeid: str) -> str:
     return nodeid.split("@", 1)[1] if "@" in nodeid else nodeid.split("::")[0]
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist (`-p no:xdist`) it is simply not called
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadGroupScheduling
 
