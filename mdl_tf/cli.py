@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of the plan: run each of --models at its chosen (or first) tuning point with this "
                    "flag changed, e.g. --probe imp_tables=own (repeatable; recorded in probes.jsonl, compared on "
                    "eval, never in the tables)")
-    p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs")
+    p.add_argument("--probe-seeds", default="0", help="comma-separated seeds of the probe runs (default 0)")
     p.add_argument("--probe-fixed-width", action="store_true",
                    help="train the probe at the width (d_model, ffn_multiplier) its tuning run was sized to instead "
                    "of re-sizing it to the dense budget: how ablations are compared")
@@ -547,6 +547,9 @@ def cmd_bench_movielens1m(args) -> None:
         raise CLIError(f"--protocols/--models: unknown {bad or 'empty list'}; protocols are random, temporal; "
                        f"models are {', '.join(available_models())}")
     out = Path(args.out)
+    if not args.probe and (args.probe_fixed_width or args.probe_seeds != "0"):
+        raise CLIError("--probe-fixed-width and --probe-seeds change a probe; give the flag to change with --probe "
+                       "NAME=VALUE (without --probe the command runs the benchmark's plan)")
     if args.probe:
         overrides = _key_values(args.probe, "--probe", "imp_tables=own")
         for model in models:

@@ -67,7 +67,7 @@ def _recorded_durations() -> dict:
 
 
 def _group_of(nodeid: str) -> str:
-    return nodeid.split("@", 1)[1] if "@" in nodeid else nodeid.split("::")[0]
+    return nodeid.rsplit("@", 1)[1] if "@" in nodeid else nodeid.split("::")[0]
 
 
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: without xdist (`-p no:xdist`) it is simply not called

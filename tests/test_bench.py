@@ -4,6 +4,7 @@ import json
 import pytest
 
 from mdl_tf.cli import main
+from mdl_tf.errors import UserError
 
 
 @pytest.mark.slow
@@ -246,6 +247,18 @@ def test_movielens1m_fixed_width_probe_keeps_the_tuning_runs_width(tmp_path, mon
     tc, hparams = b.train_config("mdl", trained[0], 0, 900_000)
     assert tc.dense_params is None and hparams["d_model"] == 64 and "dense_lr" not in hparams
     assert b.train_config("mdl", base, 0, 900_000)[0].dense_params == 900_000
+    # A width copied by a probe never makes it stand in for a planned (sized) run.
+    assert not b._stands_for("mdl", {**base, "d_model": 128}, base)
+    # Seeds of the point sized to another width: no single reference, one clear error.
+    other = _fake_record("mdl", "random", base, 1, 0.80, 0.80)
+    other["hparams"] = {**tuned["hparams"], "d_model": 68}
+    b.append_run(tmp_path / "runs.jsonl", other)
+    with pytest.raises(UserError, match=r"seeds \[1\] differ"):
+        b.probe(tmp_path, tmp_path, "mdl", {"use_task_tokens": False}, keep_width=True)
+    # The probe's own flags without --probe would silently run the whole plan: refused.
+    capsys.readouterr()
+    assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe-fixed-width"]) == 2
+    assert "give the flag to change with --probe" in capsys.readouterr().err
 
 
 def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, monkeypatch):

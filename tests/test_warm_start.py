@@ -124,7 +124,7 @@ def _steps_to_reach(model, ds, frame, cfg, transform, target) -> int:
     return CAP + STEP_CHUNK
 
 
-def test_warm_start_carries_weights_slots_and_rows_and_reaches_day1_auc_sooner(days, tmp_path):
+def test_warm_start_carries_weights_slots_and_rows_and_learns_day2_sooner(days, tmp_path):
     cfg = synthetic.feature_config()
     train1, eval1, stats1, tr1 = days[1]
     train2, eval2, stats2, tr2 = days[2]

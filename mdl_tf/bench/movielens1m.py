@@ -287,7 +287,8 @@ def _stands_for(model: str, probe_trial: dict, trial: dict) -> bool:
     defaults = {p.name: p.default for _, p in _init_params(model) if p.default is not inspect.Parameter.empty}
     if any(k not in probe_trial or probe_trial[k] != v for k, v in trial.items()):
         return False
-    return all(k not in TRAIN_KEYS and k in defaults and defaults[k] == v
+    # A width a fixed-width probe copied is never "a default": planned runs are sized to the budget.
+    return all(k not in TRAIN_KEYS and k not in WIDTH_KEYS and k in defaults and defaults[k] == v
                for k, v in probe_trial.items() if k not in trial)
 
 
@@ -404,7 +405,16 @@ def fixed_width(runs: dict, model: str, base: dict, protocol: str = "random") ->
         raise UserError(f"bench movielens1m: a fixed-width probe of {model} copies the width of its tuning run at "
                         f"{base} (seed 0, {protocol}), which has not run yet; run `mdl-tf bench movielens1m "
                         f"--models {model} --protocols {protocol}` first or drop --probe-fixed-width")
-    return {k: reference["hparams"][k] for k in WIDTH_KEYS if k in reference["hparams"]}
+    width = {k: reference["hparams"][k] for k in WIDTH_KEYS if k in reference["hparams"]}
+    # Every seed of the point must have been trained at that width, or a probe seed would be compared with a run of
+    # another width (a budget that moved between runs re-sizes the knobs).
+    others = [run["seed"] for run in runs.values() if run["model"] == model and run["protocol"] == protocol
+              and run["trial"] == base and {k: run["hparams"].get(k) for k in width} != width]
+    if others:
+        raise UserError(f"bench movielens1m: {model}'s tuning runs at {base} were sized to different widths (seed 0: "
+                        f"{width}; seeds {sorted(others)} differ), so a fixed width has no single reference; "
+                        f"pass the width explicitly (--probe d_model=N --probe ffn_multiplier=K)")
+    return width
 
 
 def probe(out_dir, cache_dir, model: str, overrides: dict, protocol: str = "random", seeds=(0,),

@@ -25,7 +25,11 @@ def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
     """Dense (non-embedding) parameter count of model `name` built with `hparams` (memoised per process)."""
     from mdl_tf.models import build_model
 
-    key = json.dumps([name, cfg.to_dict(), vocab_sizes, hparams], sort_keys=True, default=repr)
+    from mdl_tf.models import REGISTRY
+
+    # The constructor's defaults are part of the question (a test may patch them; a model's defaults may change).
+    defaults = REGISTRY[name].__init__.__defaults__ if name in REGISTRY else None
+    key = json.dumps([name, cfg.to_dict(), vocab_sizes, hparams, defaults], sort_keys=True, default=repr)
     if key not in _COUNTS:
         model = build_model(name, cfg, vocab_sizes, **hparams)
         _COUNTS[key] = model.param_counts()["dense"]
