@@ -215,6 +215,10 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     assert [r["seed"] for r in records] == [0, 1] and len(b.read_runs(tmp_path / "probes.jsonl")) == 2
     assert len(b.read_runs(tmp_path / "runs.jsonl")) == 1
     assert "eval 0.8100 (tuning run at" in capsys.readouterr().out
+    # probes.md lists each probe beside its tuning run: the change, and Δ eval where that run exists.
+    table = (tmp_path / "probes.md").read_text()
+    rows = [ln for ln in table.splitlines() if ln.startswith("| mdl | imp_tables=shared")]
+    assert len(rows) == 2 and "| 0 | 0.8100 | +0.0100 |" in rows[0] and "| 1 | 0.8100 | — |" in rows[1]
     assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "imp_table=shared"]) == 2
     err = capsys.readouterr().err
     assert "--probe imp_table: not a flag of mdl" in err and "imp_tables" in err

@@ -1,6 +1,7 @@
 """Tables of `mdl-tf bench movielens1m` from its runs.jsonl: tuning, test per scenario x task, anchors, significance.
 
-`summarise(runs)` -> a JSON-able dict; `write_reports(out, summary)` writes quality.json, quality.md, quality.png.
+`summarise(runs)` -> a JSON-able dict; `write_reports(out, summary, probes, runs)` writes quality.json, quality.md,
+quality.png and, when there are probes, probes.md.
 Every number comes from a finished run line; a table holds only the models whose runs are done so far.
 """
 from __future__ import annotations
@@ -276,9 +277,43 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(out: Path, summary: dict) -> None:
+def probes_markdown(probes: dict, runs: dict) -> str:
+    """probes.md: every probe (probes.jsonl) beside the tuning run of its point and seed, on eval.
+
+    A probe's point is its trial's tuning-grid keys; its change, the rest (a fixed-width probe's copied d and FFN
+    multiplier shown as "width"). The eval change is given only when the probe ran under today's model defaults (its
+    key recomputes to itself): a probe from before a default changed is listed without it."""
+    from mdl_tf.bench.movielens1m import WIDTH_KEYS
+
+    lines = ["# MovieLens-1M probes (`mdl-tf bench movielens1m --probe NAME=VALUE`)", "",
+             "One flag changed at a model's chosen (or first) tuning point, read on **eval** beside the tuning run of "
+             "the same point and seed (Δ eval); never in the tables of quality.md. \"width d=…\" marks a fixed-width "
+             "probe (`--probe-fixed-width`: trained at the tuning run's width, not re-sized to the budget).", "",
+             "| model | change | point | seed | eval mean AUC | Δ eval | test mean AUC | best epoch | dense params | "
+             "layer-1 entropy (scenario / task) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for rec in sorted(probes.values(), key=lambda r: r.get("finished", "")):
+        model, protocol, trial, seed = rec["model"], rec["protocol"], rec["trial"], rec["seed"]
+        point = {k: v for k, v in trial.items() if k in _grid(model)}
+        change = {k: v for k, v in trial.items() if k not in point and k not in WIDTH_KEYS}
+        width = {k: v for k, v in trial.items() if k in WIDTH_KEYS}
+        label = _trial(change) + (f" (width {_trial(width)})" if width else "") or "(none)"
+        current = run_key(model, protocol, trial, seed) == rec["key"]
+        reference = runs.get(run_key(model, protocol, point, seed)) if current else None
+        delta = (f"{rec['eval']['mean_auc'] - reference['eval']['mean_auc']:+.4f}" if reference else
+                 "—" if current else "(earlier defaults)")
+        entropy = next((e for e in rec.get("attention_entropy") or [] if e.get("layer") == 1), {})
+        ent = " / ".join(f"{entropy[k]:.2f}" if k in entropy else "—" for k in ("scenario", "task"))
+        lines.append(f"| {model} | {label} | {_trial(point)} | {seed} | {rec['eval']['mean_auc']:.4f} | {delta} | "
+                     f"{rec['test']['mean_auc']:.4f} | {rec.get('best_epoch')} | {rec['params']['dense']:,} | "
+                     f"{ent if entropy else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out: Path, summary: dict, probes: dict | None = None, runs: dict | None = None) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "quality.json", summary)
     atomic_write_text(out / "quality.md", markdown(summary))
     plot(summary, out / "quality.png")
+    if probes:
+        atomic_write_text(out / "probes.md", probes_markdown(probes, runs or {}))
