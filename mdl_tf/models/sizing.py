@@ -23,9 +23,7 @@ _COUNTS: dict = {}
 
 def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
     """Dense (non-embedding) parameter count of model `name` built with `hparams` (memoised per process)."""
-    from mdl_tf.models import build_model
-
-    from mdl_tf.models import REGISTRY
+    from mdl_tf.models import REGISTRY, build_model
 
     # The constructor's defaults are part of the question (a test may patch them; a model's defaults may change).
     defaults = REGISTRY[name].__init__.__defaults__ if name in REGISTRY else None
