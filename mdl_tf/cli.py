@@ -300,13 +300,18 @@ def cmd_bench_quality(args) -> None:
 
 
 def cmd_bench_pipeline(args) -> None:
-    from mdl_tf.bench.pipeline import run_pipeline_bench
+    from mdl_tf.bench.pipeline import ID_MODES, run_pipeline_bench
 
     try:
         rows = [positive_int(n.strip()) for n in args.rows.split(",")]
     except argparse.ArgumentTypeError as e:
         raise CLIError(f"--rows {args.rows!r}: {e}; expected comma-separated row counts, e.g. 10000,100000") from None
-    run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers)
+    ids = [m.strip() for m in args.ids.split(",") if m.strip()]
+    unknown = [m for m in ids if m not in ID_MODES]
+    if unknown or not ids:
+        raise CLIError(f"--ids {args.ids!r}: expected a comma-separated list of {', '.join(ID_MODES)}, e.g. "
+                       f"vocabulary,hashed")
+    run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers, ids=ids)
     print((Path(args.out) / "pipeline.md").read_text())
 
 
@@ -503,9 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench_speed)
     p = bench.add_parser("pipeline", help="wall time of the local TFX pipeline per component as rows grow")
     p.add_argument("--rows", default="10000,100000,1000000", help="comma-separated synthetic row counts")
+    p.add_argument("--ids", default="vocabulary",
+                   help="comma-separated id encodings to time: vocabulary (a TF Transform vocabulary per id feature) "
+                        "and/or hashed (hash_buckets, no vocabulary); default vocabulary")
     p.add_argument("--train-steps", type=positive_int, default=200)
     p.add_argument("--workers", type=positive_int, default=1, help="Beam DirectRunner processes")
-    p.add_argument("--out", default="benchmarks/results/pipeline")
+    p.add_argument("--out", default="benchmarks/results/pipeline",
+                   help="results folder; runs merge into its pipeline.json when the settings match")
     p.set_defaults(func=cmd_bench_pipeline)
     return parser
 

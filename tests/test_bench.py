@@ -68,19 +68,49 @@ def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_bench_pipeline_smoke_times_every_component(tmp_path):
+def test_bench_pipeline_smoke_times_every_component_and_merges_runs(tmp_path):
     out = tmp_path / "results"
-    assert main(["bench", "pipeline", "--rows", "1500", "--train-steps", "10", "--out", str(out)]) == 0
+    out.mkdir()
+    # A vocabulary run of the same settings recorded earlier: the hashed run joins it instead of replacing it.
+    earlier = {"rows": 1500, "ids": "vocabulary", "measured": "2026-11-30", "pipeline_seconds": 99.0,
+               "components": {"Transform": 40.0}}
+    (out / "pipeline.json").write_text(json.dumps({"train_steps": 10, "workers": 1, "d_model": 32,
+                                                   "runs": [earlier]}))
+    assert main(["bench", "pipeline", "--rows", "1500", "--ids", "hashed", "--train-steps", "10",
+                 "--out", str(out)]) == 0
     result = json.loads((out / "pipeline.json").read_text())
-    assert result["command"].startswith("mdl-tf bench pipeline --rows 1500") and result["train_steps"] == 10
-    (run,) = result["runs"]
-    assert run["rows"] == 1500 and run["pipeline_seconds"] > 0
+    assert result["command"].startswith("mdl-tf bench pipeline --rows 1500 --ids hashed")
+    assert result["train_steps"] == 10
+    kept, run = result["runs"]
+    assert kept == earlier
+    assert run["rows"] == 1500 and run["ids"] == "hashed" and run["pipeline_seconds"] > 0
     for component in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
                       "Trainer", "Evaluator"):
         assert run["components"].get(component, -1) >= 0, (component, run["components"])
     assert sum(run["components"].values()) <= run["pipeline_seconds"] + 1
-    assert "| Transform |" in (out / "pipeline.md").read_text()
+    table = (out / "pipeline.md").read_text()
+    assert "| Transform | 40.0 | " in table
+    assert "1,500 rows, vocabulary ids (2026-11-30) | 1,500 rows, hashed ids (" in table
     assert (out / "pipeline.png").stat().st_size > 1000
+
+
+def test_bench_pipeline_id_modes_hash_every_id_feature_or_none():
+    from mdl_tf.bench.pipeline import ID_FEATURES, id_config
+
+    hashed, vocab = id_config("hashed", 1_000_000), id_config("vocabulary", 1_000_000)
+    # 40,000 users and 20,000 items at 1M rows: the power of two at least twice each count.
+    assert {f.name: f.hash_buckets for f in hashed.features if f.name in ID_FEATURES} == {
+        "user_id": 131072, "item_id": 65536, "hist_items": 65536}
+    assert all(f.hash_buckets is None for f in vocab.features)
+    assert [f.name for f in hashed.features] == [f.name for f in vocab.features]
+    with pytest.raises(ValueError, match="ids must be one of"):
+        id_config("bloom", 10)
+
+
+def test_bench_pipeline_rejects_an_unknown_id_mode(tmp_path, capsys):
+    assert main(["bench", "pipeline", "--rows", "1500", "--ids", "hashed,bloom", "--out", str(tmp_path)]) == 2
+    assert "--ids 'hashed,bloom': expected a comma-separated list of vocabulary, hashed" in capsys.readouterr().err
+    assert not (tmp_path / "pipeline.json").exists()  # only the command log is written
 
 
 def _fake_record(model, protocol, trial, seed, eval_auc, test_auc):
