@@ -10,7 +10,7 @@ from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
 TOKENIZERS = ("group", "slice")
 GLOBAL_INPUTS = ("mean_spec", "id")
-IMP_TABLES = ("own", "shared")
+IMP_TABLES = ("own", "shared", "shared_stop_gradient")
 
 
 def _config_dict(cfg) -> dict:
@@ -141,7 +141,9 @@ class DomainTokenizer(tf.keras.layers.Layer):
     `output_norm=True` applies a LayerNorm over d to every token after the ReLU (not in the paper).
     `imp_tables="own"` looks ê_imp up in this layer's tables; `"shared"` reads the feature embeddings the caller
     passes as `embedded` (the feature tokens' own tables: no extra id rows to memorise with; MDLModel's default since
-    MovieLens-1M, benchmarks/results/movielens1m/FINDINGS.md).
+    MovieLens-1M, benchmarks/results/movielens1m/FINDINGS.md); `"shared_stop_gradient"` reads them the same way but
+    sends no gradient back into them (the id rows learn from the feature tokens' path alone; a probe of whether the
+    domain tokens' extra paths into the id rows speed up memorisation; not in the paper).
     `dropout` drops FFN_k's hidden units in training (`call(..., training=True)`; not in the paper).
 
     ids: {feature: int ids [B]} (and embedded {feature: [B, e]} when shared) -> [B, N (+1), d].
@@ -189,10 +191,12 @@ class DomainTokenizer(tf.keras.layers.Layer):
 
     def important_inputs(self, ids, embedded=None):
         """ê_imp [B, e_imp]: the important features, from this layer's tables or from `embedded` (shared)."""
-        if self.imp_tables == "shared":
+        if self.imp_tables != "own":
             if embedded is None:
-                raise ValueError(f"{self.name}: imp_tables='shared' needs the feature embeddings (embedded=...)")
-            return tf.concat([embedded[n] for n in self.important_vocab_sizes], -1)
+                raise ValueError(f"{self.name}: imp_tables={self.imp_tables!r} needs the feature embeddings "
+                                 f"(embedded=...)")
+            imp = tf.concat([embedded[n] for n in self.important_vocab_sizes], -1)
+            return tf.stop_gradient(imp) if self.imp_tables == "shared_stop_gradient" else imp
         return tf.concat([self.important_tables[n](tf.reshape(ids[n], [-1])) for n in self.important_tables], -1)
 
     def activate(self, pre):
