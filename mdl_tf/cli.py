@@ -306,11 +306,11 @@ def cmd_bench_pipeline(args) -> None:
         rows = [positive_int(n.strip()) for n in args.rows.split(",")]
     except argparse.ArgumentTypeError as e:
         raise CLIError(f"--rows {args.rows!r}: {e}; expected comma-separated row counts, e.g. 10000,100000") from None
-    ids = [m.strip() for m in args.ids.split(",") if m.strip()]
+    ids = list(dict.fromkeys(m.strip() for m in args.ids.split(",") if m.strip()))
     unknown = [m for m in ids if m not in ID_MODES]
     if unknown or not ids:
-        raise CLIError(f"--ids {args.ids!r}: expected a comma-separated list of {', '.join(ID_MODES)}, e.g. "
-                       f"vocabulary,hashed")
+        raise CLIError(f"--ids {args.ids!r}: {', '.join(unknown) or 'empty'} is not an id encoding; expected a "
+                       f"comma-separated list of {', '.join(ID_MODES)}, e.g. vocabulary,hashed")
     run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers, ids=ids)
     print((Path(args.out) / "pipeline.md").read_text())
 

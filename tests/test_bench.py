@@ -74,15 +74,17 @@ def test_bench_pipeline_smoke_times_every_component_and_merges_runs(tmp_path):
     # A vocabulary run of the same settings recorded earlier: the hashed run joins it instead of replacing it.
     earlier = {"rows": 1500, "ids": "vocabulary", "measured": "2026-11-30", "pipeline_seconds": 99.0,
                "components": {"Transform": 40.0}}
+    from mdl_tf.bench.machine import machine_info
+
     (out / "pipeline.json").write_text(json.dumps({"train_steps": 10, "workers": 1, "d_model": 32,
-                                                   "runs": [earlier]}))
+                                                   "machine": machine_info(), "runs": [earlier]}))
     assert main(["bench", "pipeline", "--rows", "1500", "--ids", "hashed", "--train-steps", "10",
                  "--out", str(out)]) == 0
     result = json.loads((out / "pipeline.json").read_text())
     assert result["command"].startswith("mdl-tf bench pipeline --rows 1500 --ids hashed")
     assert result["train_steps"] == 10
     kept, run = result["runs"]
-    assert kept == earlier
+    assert kept == {"command": None, **earlier}
     assert run["rows"] == 1500 and run["ids"] == "hashed" and run["pipeline_seconds"] > 0
     for component in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
                       "Trainer", "Evaluator"):
@@ -107,9 +109,35 @@ def test_bench_pipeline_id_modes_hash_every_id_feature_or_none():
         id_config("bloom", 10)
 
 
+def test_bench_pipeline_merges_comparable_runs_and_keeps_the_newest(tmp_path):
+    from mdl_tf.bench import pipeline as bp
+
+    machine = {"cpus": 2}
+    legacy = {"command": "mdl-tf bench pipeline --rows 10,20", "train_steps": 200, "machine": machine,
+              "runs": [{"rows": 10, "pipeline_seconds": 1.0, "components": {}},   # before --ids: vocabulary
+                       {"rows": 20, "pipeline_seconds": 2.0, "components": {}}]}
+    new = {"command": "new", "train_steps": 200, "workers": 1, "d_model": 32, "machine": machine,
+           "runs": [{"rows": 20, "ids": "vocabulary", "pipeline_seconds": 3.0, "components": {}},
+                    {"rows": 10, "ids": "hashed", "pipeline_seconds": 4.0, "components": {}}]}
+    assert bp.comparable(legacy, new)
+    merged = bp._merge(legacy, new)
+    assert [(r["rows"], r.get("ids", "vocabulary"), r["pipeline_seconds"]) for r in merged["runs"]] == [
+        (10, "vocabulary", 1.0), (20, "vocabulary", 3.0), (10, "hashed", 4.0)]  # the redone (20, vocabulary): newest
+    assert merged["runs"][0]["command"] == legacy["command"]
+    table = bp.markdown(merged)
+    assert "from `mdl-tf bench pipeline --rows 10,20` and `new`" in table
+    assert "| **whole pipeline** | 1.0 | 3.0 | 4.0 |" in table
+    for other in ({"train_steps": 100}, {"workers": 2}, {"d_model": 64}, {"machine": {"cpus": 8}}):
+        assert not bp.comparable({**legacy, **other}, new), other
+    # An id mode this version does not know sorts last instead of failing after an hour of timing.
+    odd = {**new, "runs": [*new["runs"], {"rows": 5, "ids": "bloom", "pipeline_seconds": 5.0, "components": {}}]}
+    assert bp._merge({}, odd)["runs"][-1]["ids"] == "bloom"
+
+
 def test_bench_pipeline_rejects_an_unknown_id_mode(tmp_path, capsys):
     assert main(["bench", "pipeline", "--rows", "1500", "--ids", "hashed,bloom", "--out", str(tmp_path)]) == 2
-    assert "--ids 'hashed,bloom': expected a comma-separated list of vocabulary, hashed" in capsys.readouterr().err
+    assert ("--ids 'hashed,bloom': bloom is not an id encoding; expected a comma-separated list of vocabulary, "
+            "hashed" in capsys.readouterr().err)
     assert not (tmp_path / "pipeline.json").exists()  # only the command log is written
 
 

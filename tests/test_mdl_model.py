@@ -343,6 +343,13 @@ def test_shared_imp_tables_read_the_feature_embeddings_and_add_no_table(synth_cf
     with tf.GradientTape() as tape:
         out = tf.reduce_sum(shared.scenario_tokenizer(feats, embedded=shared.embedder(feats)))
     assert tape.gradient(out, table) is not None
+    # ... and with "shared_stop_gradient" the domain tokens read the same rows but send no gradient into them.
+    stopped = build_model("mdl", synth_cfg, synth_batch[1], imp_tables="shared_stop_gradient", **SMALL)
+    assert stopped.param_counts() == shared.param_counts()
+    stopped_table = stopped.embedder.tables[names[0]].embeddings
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(stopped.scenario_tokenizer(feats, embedded=stopped.embedder(feats)))
+    assert tape.gradient(out, stopped_table) is None
     with pytest.raises(ValueError, match="imp_tables must be one of"):
         build_model("mdl", synth_cfg, synth_batch[1], imp_tables="both", **SMALL)
     with pytest.raises(ValueError, match="needs the feature embeddings"):

@@ -85,6 +85,11 @@ def feature_config() -> cfgmod.FeatureConfig:
     return cfgmod.from_dict(FEATURES_YAML, "synthetic")
 
 
+def entity_counts(rows: int) -> tuple:
+    """(users, items) of day 0 for `rows` rows: one user per 25 rows (at least 200), one item per 50 (at least 100)."""
+    return max(200, rows // 25), max(100, rows // 50)
+
+
 @dataclasses.dataclass
 class SyntheticData:
     frame: pd.DataFrame            # all rows in time order, with a `split` column
@@ -147,7 +152,7 @@ def generate(rows: int = 50_000, seed: int = 0, start_day: int = 0, drift: float
         raise UserError(f"start_day={start_day}, drift={drift}: both must be >= 0 (day 0 is the history, day 1 the "
                         f"next day; drift 0 keeps the click function fixed)")
     rng = np.random.default_rng(seed)
-    n_users, n_items = max(200, rows // 25), max(100, rows // 50)
+    n_users, n_items = entity_counts(rows)
     n_tags, n_categories = 40, 20
 
     # Entities. Users and items keep joining: an entity with index i exists from time i / count onward (a warm
