@@ -105,6 +105,7 @@ def run_pipeline_bench(out_dir, rows=DEFAULT_ROWS, train_steps: int = 200, worke
                     out / "pipeline.json", previous.get("command"), keep)
         print(f"bench pipeline: earlier results were timed under other settings; kept as {keep}", flush=True)
         previous = {}
+    merged = _merge(previous, result)
     for mode, n in tqdm([(m, n) for m in ids for n in rows], desc="pipeline bench", unit="run"):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -122,10 +123,11 @@ def run_pipeline_bench(out_dir, rows=DEFAULT_ROWS, train_steps: int = 200, worke
                                    "components": {k: round(v, 1) for k, v in artifacts.component_seconds(
                                        Path(summary["pipeline_root"])).items()}})
         # Written after every run: a long bench that is stopped keeps the runs it finished.
-        write_json(out / "pipeline.json", _merge(previous, result))
-        atomic_write_text(out / "pipeline.md", markdown(_merge(previous, result)))
-        plot(_merge(previous, result), out / "pipeline.png")
-    return _merge(previous, result)
+        merged = _merge(previous, result)
+        write_json(out / "pipeline.json", merged)
+        atomic_write_text(out / "pipeline.md", markdown(merged))
+        plot(merged, out / "pipeline.png")
+    return merged
 
 
 def markdown(result: dict) -> str:
