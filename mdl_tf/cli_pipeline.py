@@ -45,10 +45,27 @@ def pipeline_train_dict(args) -> dict:
     return tc
 
 
+def check_onboarding_args(args) -> None:
+    """--add-scenario appends a token to the blessed MDL model: it cannot also warm-start or train another model."""
+    from mdl_tf.cli import CLIError
+
+    if args.add_scenario is None:
+        return
+    if not args.add_scenario.strip() or args.add_scenario != args.add_scenario.strip():
+        raise CLIError(f"--add-scenario {args.add_scenario!r}: give the new scenario's name (non-empty, no "
+                       f"surrounding spaces)")
+    if args.warm_start:
+        raise CLIError("--add-scenario and --warm-start: pick one (onboarding keeps the blessed model's weights "
+                       "frozen and trains only the new scenario's token)")
+    if args.model != "mdl":
+        raise CLIError(f"--add-scenario with --model {args.model}: only MDL has scenario tokens to onboard")
+
+
 def cmd_pipeline_run(args) -> dict:
     from mdl_tf.cli import _hparams, _print
     from tfx_pipeline import local_runner
 
+    check_onboarding_args(args)
     print_component_progress()
     summary = local_runner.run(
         args.data, args.schema or args.data, args.root, model=args.model, serving_root=args.serving_root,
@@ -56,7 +73,7 @@ def cmd_pipeline_run(args) -> dict:
         train_steps=args.train_steps, eval_steps=args.eval_steps, workers=args.workers,
         beam_args_file=args.beam_args, fail_on_anomalies=args.fail_on_anomalies, auc_floor=args.auc_floor,
         max_auc_drop=args.max_auc_drop, input_format=args.input_format, enable_cache=not args.no_cache,
-        pipeline_name=args.name, warm_start=args.warm_start)
+        pipeline_name=args.name, warm_start=args.warm_start, add_scenario=args.add_scenario)
     _print(summary)
     return summary
 
@@ -66,13 +83,15 @@ def cmd_pipeline_compile(args) -> None:
     from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
     from tfx_pipeline.local_runner import load_profile
 
+    check_onboarding_args(args)
     extra = load_profile(args.beam_args) if args.beam_args else None  # the cluster's runner, never the local flags
     spec = compile_pipeline(image=args.image, out=args.out, data_root=args.data, schema_dir=args.schema,
                             schema_uri=args.schema_uri, pipeline_root=args.root, serving_root=args.serving_root,
                             model=args.model, model_name=args.model_name, hparams=_hparams(args),
                             train=pipeline_train_dict(args), train_steps=args.train_steps,
                             beam_pipeline_args=extra, fail_on_anomalies=args.fail_on_anomalies,
-                            pipeline_name=args.name, warm_start=args.warm_start)
+                            pipeline_name=args.name, warm_start=args.warm_start,
+                            add_scenario=args.add_scenario)
     tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {args.out}: pipeline '{spec['pipelineSpec']['pipelineInfo']['name']}', {len(tasks)} tasks: "
           f"{', '.join(tasks)}")
@@ -97,6 +116,10 @@ def add_pipeline_parser(sub, add_train_args) -> None:
         p.add_argument("--warm-start", action="store_true",
                        help="continue training from the latest blessed model (weights, optimizer slots, embedding "
                             "rows carried over by id); without one yet, train from scratch")
+        p.add_argument("--add-scenario", metavar="NAME",
+                       help="onboard scenario NAME into the latest blessed MDL model: train only its new token on "
+                            "NAME's rows (--epochs, --batch-size, --dense-lr, --sparse-lr apply), every existing "
+                            "output bit-identical; no Transform runs")
 
     p = pipe.add_parser("run", help="run the pipeline in-process (LocalDagRunner, Beam DirectRunner)")
     p.add_argument("--data", required=True, help="folder with train/*.csv and eval/*.csv (or *.tfrecord*)")

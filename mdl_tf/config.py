@@ -340,6 +340,21 @@ def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
                               f"sample-dependent, so mark at least one categorical feature (e.g. user_id)")
 
 
+def with_scenario(cfg: FeatureConfig, name: str) -> FeatureConfig:
+    """`cfg` with scenario `name` appended after the existing ones (onboarding a scenario; indices of the existing
+    scenarios unchanged)."""
+    raw = cfg.to_dict()
+    raw["scenario"] = {**raw["scenario"], "values": [*raw["scenario"]["values"], name]}
+    return from_dict(raw, "onboarded feature config")
+
+
+def with_task(cfg: FeatureConfig, name: str, label: str) -> FeatureConfig:
+    """`cfg` with task `name` (0/1 label column `label`) appended after the existing ones (onboarding a task)."""
+    raw = cfg.to_dict()
+    raw["tasks"] = [*raw["tasks"], {"name": name, "label": label}]
+    return from_dict(raw, "onboarded feature config")
+
+
 def load(path) -> FeatureConfig:
     """Load `features.yaml` from a file or from a schema directory that holds one."""
     path = Path(path)

@@ -1,5 +1,6 @@
 """Warm-started daily training (issue 18): rows remapped by id, weights and optimizer slots carried, the synthetic
-generator's consecutive days, and one two-day TFX pipeline (day 1 from scratch, day 2 warm-started)."""
+generator's consecutive days, and one TFX pipeline over three days (day 1 from scratch, day 2 warm-started, day 3
+onboards a new scenario into day 2's blessed model with `--add-scenario`)."""
 import json
 from pathlib import Path
 
@@ -211,8 +212,22 @@ def _trainer_runs(root):
     return [json.loads(Path(r["uri"], "metrics.json").read_text()) for r in artifacts.artifacts(root, "ModelRun")]
 
 
+def _rename_scenario(data_dir, old: str, new: str) -> None:
+    """Day-3 data where the `old` surface's rows belong to a surface named `new` (scenario and membership columns)."""
+    import pandas as pd
+
+    from mdl_tf.data.io import split_path
+
+    for split in ("train", "eval", "test"):
+        path = split_path(data_dir, split)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame["scenario"] = frame["scenario"].replace(old, new)
+        frame["scenarios"] = frame["scenarios"].map(lambda v: "|".join(new if t == old else t for t in v.split("|")))
+        frame.to_csv(path, index=False)
+
+
 @pytest.mark.slow
-def test_two_day_pipeline_warm_starts_day2_from_day1s_blessed_model(tmp_path, capsys):
+def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp_path, capsys):
     import tensorflow_transform as tft
 
     from tests.conftest import run_pipeline
@@ -280,6 +295,70 @@ def test_two_day_pipeline_warm_starts_day2_from_day1s_blessed_model(tmp_path, ca
                for k, shape in tf.train.list_variables(str(versions[0] / "variables" / "variables"))
                if shape == list(weights[dense].shape))
 
+    # Day 3: the "search" surface's rows now come as "live", a scenario the blessed day-2 model has never seen
+    # (served through the global token). --add-scenario onboards it: no Transform runs, only the new token trains.
+    synthetic.write(tmp_path / "day3", rows=3000, seed=5, start_day=3)
+    _rename_scenario(tmp_path / "day3", "search", "live")
+    assert run_pipeline(tmp_path / "day3", root, "--add-scenario", "live", "--epochs", "3") == 0
+    out3 = capsys.readouterr().out
+    assert "Trainer onboarding scenario 'live' into" in out3 and "Transform done" not in out3
+    runs = _trainer_runs(root)
+    report = runs[-1]["onboarding"]
+    assert report["base_model"].startswith(day2_uri) and report["bit_identical_rows"] > 100
+    assert f"old scenarios bit-identical on {report['bit_identical_rows']} rows" in out3
+    assert report["train"]["rows"] >= 200 and report["eval_rows"] > 0
+    versions3 = artifacts.pushed_versions(root / "serving", "mdl")
+    assert len(versions3) == 3 and [v.name for v in versions3[:2]] == [v.name for v in versions]
+    meta3 = json.loads((versions3[2] / "assets.extra" / "mdl_metadata.json").read_text())
+    assert meta3["feature_config"]["scenario"]["values"] == ["home", "feed", "search", "live"]
+    assert meta3["onboarding"]["steps"] == [{"kind": "scenario", "name": "live", "init_from": "global"}]
+    assert meta3["transform_graph"] == transforms[-1]["uri"]  # day 2's Transform, not a new one
+    assert len(artifacts.artifacts(root, "TransformGraph")) == len(transforms)
+
+    # Served side by side: rows outside "live" score bit-identically in day 2's and day 3's versions; "live" rows
+    # no longer take the global-token fallback.
+    from mdl_tf.serving.examples import rows_to_examples
+    from mdl_tf.training.onboarding import check_bit_identical, serve_examples, with_scenario
+
+    cfg3 = with_scenario(synthetic.feature_config(), "live")
+    frame = read_split(tmp_path / "day3", "test", cfg3)
+    live = frame["scenarios"].str.contains("live").to_numpy()
+    old_rows = rows_to_examples(frame[~live], cfg3)
+    assert len(old_rows) > 100 and check_bit_identical(versions[1], versions3[2], old_rows) == len(old_rows)
+    new_rows = rows_to_examples(frame[live].iloc[:300], cfg3)
+    before, after = serve_examples(versions[1], new_rows), serve_examples(versions3[2], new_rows)
+    assert not np.allclose(before["click"], after["click"])
+
+
+def test_add_scenario_errors(tmp_path, capsys):
+    """--add-scenario requests that cannot run end in one line (exit 2) before any component runs, or in the
+    Trainer with a message naming the fix."""
+    from mdl_tf.cli import main
+    from tests.conftest import SYNTH_SCHEMA
+    from tfx_pipeline.models.onboarding import PipelineOnboardingError, _base_metadata
+
+    data = tmp_path / "data"
+    synthetic.write(data, rows=1000, seed=1)
+    common = ["pipeline", "run", "--data", str(data), "--schema", SYNTH_SCHEMA, "--root", str(tmp_path / "root")]
+    for extra, message in [(["home"], "features.yaml already lists scenario 'home'"),
+                           (["live", "--warm-start"], "--add-scenario and --warm-start: pick one"),
+                           (["live", "--model", "mmoe"], "only MDL has scenario tokens"),
+                           ([" live"], "give the new scenario's name")]:
+        assert main([*common, "--add-scenario", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "root" / "pipeline").exists()
+    with pytest.raises(PipelineOnboardingError, match="no blessed model yet; run the pipeline without --add-scenario"):
+        _base_metadata(None)
+    saved = tmp_path / "m" / "assets.extra"
+    saved.mkdir(parents=True)
+    (saved / "mdl_metadata.json").write_text(json.dumps({"model": "mmoe"}))
+    with pytest.raises(PipelineOnboardingError, match="is a 'mmoe' model; only MDL"):
+        _base_metadata(str(tmp_path / "m"))
+    (saved / "mdl_metadata.json").write_text(json.dumps({"model": "mdl"}))
+    with pytest.raises(PipelineOnboardingError, match="does not record its Transform graph"):
+        _base_metadata(str(tmp_path / "m"))
+
 
 def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):
     from mdl_tf.cli import main
@@ -294,3 +373,22 @@ def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):
     assert "base_model" in trainer["inputs"]["artifacts"]
     assert "latest_blessed_model" in json.dumps(trainer["inputs"]["artifacts"]["base_model"])
     assert '\\"warm_start\\": true' in json.dumps(trainer["inputs"]["parameters"]["custom_config"])
+
+
+def test_kubeflow_compile_with_add_scenario_onboards_without_a_transform(tmp_path):
+    from mdl_tf.cli import main
+    from tests.conftest import SYNTH_SCHEMA
+
+    out = tmp_path / "p.json"
+    assert main(["pipeline", "compile", "--image", "registry.example/mdl-tf:0.1", "--out", str(out), "--schema",
+                 SYNTH_SCHEMA, "--data", "gs://b/data", "--root", "gs://b/root", "--serving-root", "gs://b/serving",
+                 "--add-scenario", "live"]) == 0
+    tasks = json.loads(out.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert "Transform" not in tasks
+    trainer = tasks["Trainer"]
+    assert "latest_blessed_model" in json.dumps(trainer["inputs"]["artifacts"]["base_model"])
+    assert "CsvExampleGen" in json.dumps(trainer["inputs"]["artifacts"]["examples"])
+    custom = json.loads(trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constantValue"]
+                        ["stringValue"])
+    assert custom["onboard"]["scenario"] == "live" and "hparams" not in custom
+    assert custom["feature_config"]["scenario"]["values"] == ["home", "feed", "search", "live"]

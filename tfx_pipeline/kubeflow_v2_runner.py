@@ -20,7 +20,8 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
                      schema_uri: str | None = None, model: str = "mdl", model_name: str = configs.MODEL_NAME,
                      hparams: dict = None, train: dict = None, train_steps: int = configs.TRAIN_STEPS,
                      beam_pipeline_args=None, fail_on_anomalies: bool = False,
-                     pipeline_name: str = configs.PIPELINE_NAME, warm_start: bool = False) -> dict:
+                     pipeline_name: str = configs.PIPELINE_NAME, warm_start: bool = False,
+                     add_scenario: str | None = None) -> dict:
     """Write the KFP v2 JSON to `out` and return it parsed.
 
     schema_dir: the local schema directory (its features.yaml is embedded into the spec); schema_uri: where the
@@ -33,7 +34,7 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
         pipeline_name=pipeline_name, pipeline_root=pipeline_root, data_root=data_root, schema_file=schema_uri,
         feature_config=cfg, serving_root=serving_root, model=model, hparams=hparams, train=train,
         model_name=model_name, train_steps=train_steps, fail_on_anomalies=fail_on_anomalies,
-        beam_pipeline_args=beam_pipeline_args, warm_start=warm_start)
+        beam_pipeline_args=beam_pipeline_args, warm_start=warm_start, add_scenario=add_scenario)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")  # written aside, then renamed: `out` is whole or untouched

@@ -81,10 +81,11 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
         hparams: dict = None, train: dict = None, train_steps: int = configs.TRAIN_STEPS, eval_steps=None,
         workers: int = 1, beam_args_file=None, fail_on_anomalies: bool = False, auc_floor: float = configs.AUC_FLOOR,
         max_auc_drop: float = configs.MAX_AUC_DROP, input_format: str = "csv", enable_cache: bool = True,
-        pipeline_name: str = configs.PIPELINE_NAME, warm_start: bool = False) -> dict:
+        pipeline_name: str = configs.PIPELINE_NAME, warm_start: bool = False, add_scenario: str | None = None) -> dict:
     """Validate the input, run the pipeline, and summarise what it produced.
 
-    warm_start: the Trainer continues from the latest blessed model of this pipeline root (see create_pipeline)."""
+    warm_start: the Trainer continues from the latest blessed model of this pipeline root (see create_pipeline);
+    add_scenario: onboard that scenario into the latest blessed MDL model instead of training (create_pipeline)."""
     from tfx import v1 as tfx
 
     from mdl_tf.models import available_models
@@ -104,7 +105,8 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
         hparams=hparams, train=train, model_name=model_name, train_steps=train_steps, eval_steps=eval_steps,
         auc_floor=auc_floor, max_auc_drop=max_auc_drop, fail_on_anomalies=fail_on_anomalies,
         input_format=input_format, metadata_connection_config=artifacts.connection_config(root),
-        beam_pipeline_args=beam_args(workers, beam_args_file), enable_cache=enable_cache, warm_start=warm_start)
+        beam_pipeline_args=beam_args(workers, beam_args_file), enable_cache=enable_cache, warm_start=warm_start,
+        add_scenario=add_scenario)
     before = {p.name for p in artifacts.pushed_versions(serving_root, model_name)}
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)

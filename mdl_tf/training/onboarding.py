@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf import config as cfgmod
+from mdl_tf.config import with_scenario, with_task  # noqa: F401  (onboarding's names for them)
 from mdl_tf.data.io import read_split, split_path
 from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
@@ -118,21 +119,40 @@ def read_trained(model_dir) -> TrainedModel:
                         metrics)
 
 
+def load_saved(saved_model_dir, meta: dict, precision: str = "float32"):
+    """The model of an MDL SavedModel (an `mdl-tf train` export, a pipeline Trainer's, or an onboarded one) rebuilt
+    from its metadata (`assets.extra/mdl_metadata.json`, passed as `meta`) with its weights restored: an MDLModel,
+    or an OnboardedMDL over one when the metadata lists onboarding steps. Raises ValueError if the checkpoint does
+    not fit the metadata."""
+    cfg = cfgmod.from_dict(meta["feature_config"], f"{saved_model_dir}/assets.extra/{METADATA_FILE}")
+    onboarding = meta.get("onboarding")
+
+    def build(hparams):
+        base = build_model("mdl", _base_config(cfg, onboarding), meta["vocab_sizes"], precision=precision, **hparams)
+        return make_onboarded(cfg, base, onboarding["steps"], precision) if onboarding else base
+
+    return rebuild_model(saved_model_dir, meta, build)[0]
+
+
 def load_trained(model_dir) -> TrainedModel:
     """`read_trained`, plus the model rebuilt from the metadata with its weights restored from the SavedModel."""
     trained = read_trained(model_dir)
-    path, cfg, onboarding = Path(model_dir), trained.cfg, trained.meta.get("onboarding")
-    precision = _precision(trained)
-    def build(hparams):
-        base = build_model("mdl", _base_config(cfg, onboarding), trained.meta["vocab_sizes"], precision=precision,
-                           **hparams)
-        return make_onboarded(cfg, base, onboarding["steps"], precision) if onboarding else base
-
+    path = Path(model_dir)
     try:
-        model, _ = rebuild_model(path / "saved_model", trained.meta, build)
+        model = load_saved(path / "saved_model", trained.meta, _precision(trained))
     except ValueError as e:
         raise OnboardingError(f"--model-dir {path}: {e}") from None
     return dataclasses.replace(trained, model=model)
+
+
+def onboarding_history(meta: dict, cfg: cfgmod.FeatureConfig, step: dict) -> dict:
+    """The `onboarding` metadata of a model onboarded by `step` from the model with metadata `meta` and feature
+    config `cfg`: the base model's scenario and task counts and every step so far, in order (how `load_saved`
+    rebuilds it)."""
+    history = dict(meta.get("onboarding") or {"base_scenarios": cfg.num_scenarios, "base_tasks": cfg.num_tasks,
+                                               "steps": []})
+    history["steps"] = [*history["steps"], step]
+    return history
 
 
 # -- requests -------------------------------------------------------------------------------------------------------
@@ -151,18 +171,6 @@ def _check_name(name: str, what: str, taken: list, separator: str | None = None)
                               f"pick a new name")
 
 
-def with_scenario(cfg: cfgmod.FeatureConfig, name: str) -> cfgmod.FeatureConfig:
-    raw = cfg.to_dict()
-    raw["scenario"] = {**raw["scenario"], "values": [*raw["scenario"]["values"], name]}
-    return cfgmod.from_dict(raw, "onboarded feature config")
-
-
-def with_task(cfg: cfgmod.FeatureConfig, name: str, label: str) -> cfgmod.FeatureConfig:
-    raw = cfg.to_dict()
-    raw["tasks"] = [*raw["tasks"], {"name": name, "label": label}]
-    return cfgmod.from_dict(raw, "onboarded feature config")
-
-
 def _read_splits(data_dir, cfg) -> dict:
     frames = {"train": read_split(data_dir, "train", cfg)}
     if split_path(data_dir, "eval").exists():
@@ -176,28 +184,33 @@ def _new_scenario_rows(frame, cfg, transform) -> np.ndarray:
 
 
 # -- scoring --------------------------------------------------------------------------------------------------------
-def _serve(saved_model_dir, frame, cfg) -> dict:
-    """{task: probabilities [N]} of a SavedModel's serving_default on the rows of `frame` (one load per folder)."""
+def serve_examples(saved_model_dir, examples) -> dict:
+    """{task: probabilities [N]} of a SavedModel's serving_default on serialized tf.Examples (one load per folder
+    while an onboarding runs)."""
     key = str(Path(saved_model_dir).resolve())
     if key not in _LOADED:
         _LOADED[key] = tf.saved_model.load(key)
-    out = _LOADED[key].signatures["serving_default"](examples=tf.constant(rows_to_examples(frame, cfg)))
+    out = _LOADED[key].signatures["serving_default"](examples=tf.constant(examples))
     return {k.removesuffix(OUTPUT_SUFFIX): v.numpy() for k, v in out.items()}
 
 
-_LOADED: dict = {}  # SavedModels loaded by _serve during one onboarding (cleared when it ends)
+def _serve(saved_model_dir, frame, cfg) -> dict:
+    return serve_examples(saved_model_dir, rows_to_examples(frame, cfg))
 
 
-def check_bit_identical(old_dir, new_dir, frame, cfg) -> int:
-    """Score `frame` with both SavedModels; every output of the old one must be bit-identical in the new one.
-    Returns the number of rows compared; raises RuntimeError (a bug, not a user error) on any difference."""
-    old, new = _serve(old_dir, frame, cfg), _serve(new_dir, frame, cfg)
+_LOADED: dict = {}  # SavedModels loaded by serve_examples during one onboarding (cleared when it ends)
+
+
+def check_bit_identical(old_dir, new_dir, examples) -> int:
+    """Score serialized tf.Examples with both SavedModels; every output of the old one must be bit-identical in the
+    new one. Returns the number of rows compared; raises RuntimeError (a bug, not a user error) on any difference."""
+    old, new = serve_examples(old_dir, examples), serve_examples(new_dir, examples)
     for task, probs in old.items():
         if not np.array_equal(probs, new[task]):
             diff = float(np.max(np.abs(probs - new[task])))
-            raise RuntimeError(f"onboarding changed existing output '{task}' (max |diff| {diff:g} on {len(frame)} "
+            raise RuntimeError(f"onboarding changed existing output '{task}' (max |diff| {diff:g} on {len(examples)} "
                                f"rows); nothing was written")
-    return len(frame)
+    return len(examples)
 
 
 def _metrics(frame, cfg, probs: dict, tasks: list) -> dict:
@@ -206,24 +219,30 @@ def _metrics(frame, cfg, probs: dict, tasks: list) -> dict:
 
 
 # -- training -------------------------------------------------------------------------------------------------------
-def _train_token(model: OnboardedMDL, frame, cfg, transform, oc: OnboardConfig, task_columns: list) -> dict:
-    """Fit the last appended token on `frame` (loss on `task_columns` only); returns {epochs, seconds, loss}.
+def train_last_token(model: OnboardedMDL, ds: tf.data.Dataset, rows: int, num_tasks: int, oc: OnboardConfig,
+                     task_columns: list) -> dict:
+    """Fit the last appended token of `model` on `ds` ((features, {"labels", "label_mask"}) batches of `rows` rows;
+    the loss counts the tasks in `task_columns` only); returns {epochs, seconds, rows, trainable_params, loss}.
     Raises RuntimeError if any frozen weight moved."""
     model.freeze_all_but_last()
     frozen = [v for v in model.model_weights() if v.ref() not in {w.ref() for w in model.trainable_weights}]
     before = [v.numpy() for v in frozen]
-    keep = tf.constant(np.isin(np.arange(cfg.num_tasks), task_columns), tf.float32)
-    ds = make_dataset(frame, cfg, transform, oc.batch_size, shuffle=True, seed=oc.seed).map(
-        lambda x, y: (x, {"labels": y["labels"], "label_mask": y["label_mask"] * keep}))
+    keep = tf.constant(np.isin(np.arange(num_tasks), task_columns), tf.float32)
+    ds = ds.map(lambda x, y: (x, {"labels": y["labels"], "label_mask": y["label_mask"] * keep}))
     model.compile(dense_lr=oc.dense_lr, sparse_lr=oc.sparse_lr)
     started = time.time()
     history = model.fit(ds, epochs=oc.epochs, verbose=0)
     seconds = time.time() - started
     if any(not np.array_equal(b, v.numpy()) for b, v in zip(before, frozen)):
         raise RuntimeError("a frozen weight changed while training the onboarded token; nothing was written")
-    return {"epochs": oc.epochs, "seconds": round(seconds, 2), "rows": int(len(frame)),
+    return {"epochs": oc.epochs, "seconds": round(seconds, 2), "rows": int(rows),
             "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
             "loss": [round(float(x), 5) for x in history.history.get("loss", [])]}
+
+
+def _train_token(model: OnboardedMDL, frame, cfg, transform, oc: OnboardConfig, task_columns: list) -> dict:
+    ds = make_dataset(frame, cfg, transform, oc.batch_size, shuffle=True, seed=oc.seed)
+    return train_last_token(model, ds, len(frame), cfg.num_tasks, oc, task_columns)
 
 
 def _write(out: Path, model, cfg, trained: TrainedModel, step: dict, frames: dict, report: dict, check) -> None:
@@ -233,9 +252,7 @@ def _write(out: Path, model, cfg, trained: TrainedModel, step: dict, frames: dic
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        onboarding = dict(trained.meta.get("onboarding") or {
-            "base_scenarios": trained.cfg.num_scenarios, "base_tasks": trained.cfg.num_tasks, "steps": []})
-        onboarding["steps"] = [*onboarding["steps"], step]
+        onboarding = onboarding_history(trained.meta, trained.cfg, step)
         rows = frames.get("eval", frames["train"])
         export_saved_model(model, FeatureTransform(cfg, trained.stats), cfg, tmp / "saved_model",
                            metadata={**{k: v for k, v in trained.meta.items()
@@ -291,7 +308,8 @@ def add_scenario(model_dir, name: str, data_dir, out_dir, oc: OnboardConfig = On
     old_saved = Path(model_dir) / "saved_model"
 
     def check(new_saved):
-        result = {"bit_identical_rows": check_bit_identical(old_saved, new_saved, old_rows, trained.cfg)}
+        old_examples = rows_to_examples(old_rows, trained.cfg)
+        result = {"bit_identical_rows": check_bit_identical(old_saved, new_saved, old_examples)}
         if len(new_eval):
             tasks = cfg.task_names
             result["eval_rows"] = int(len(new_eval))
@@ -344,8 +362,8 @@ def add_task(model_dir, name: str, label: str, data_dir, out_dir, oc: OnboardCon
 
     def check(new_saved):
         probs = _serve(new_saved, eval_frame, cfg)
-        return {"bit_identical_rows": check_bit_identical(old_saved, new_saved, eval_frame.iloc[:CHECK_ROWS],
-                                                          trained.cfg),
+        return {"bit_identical_rows": check_bit_identical(
+                    old_saved, new_saved, rows_to_examples(eval_frame.iloc[:CHECK_ROWS], trained.cfg)),
                 "eval_split": "eval" if "eval" in frames else "train",
                 "initial": _metrics(eval_frame, cfg, {name: before}, [name]),
                 "onboarded": _metrics(eval_frame, cfg, probs, [name])}

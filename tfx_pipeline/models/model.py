@@ -12,7 +12,9 @@ custom_config (see `tfx_pipeline.pipeline.configs.custom_config`):
   warm_start      true: continue from `fn_args.base_model` (the latest blessed model, wired by the pipeline's
                   `--warm-start`): weights, optimizer slots and embedding rows remapped by id
                   (`mdl_tf.training.warm_start`); no base model yet -> trains from scratch and says so
+  onboard         {"scenario": NAME, ...}: onboarding mode (`--add-scenario`), `tfx_pipeline.models.onboarding`
 
+The export's metadata records the Transform graph it was trained on (`transform_graph`), which onboarding reuses.
 Every run also writes the warm-start state of the model it trained into `<model artifact>/warm_start/` (next to
 `Format-Serving/`, so the Pusher does not ship it), which a later warm-started run reads.
 """
@@ -31,7 +33,7 @@ from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import is_hashed_owner, table_sizes
-from mdl_tf.export import export_saved_model
+from mdl_tf.export import METADATA_FILE, export_saved_model
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
@@ -149,6 +151,10 @@ def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainCo
         say("warm start: no blessed model yet; training from scratch")
         return {"base_model": None, "reason": "no blessed model yet"}
     state = state_dir_of(fn_args.base_model)
+    if _onboarded(fn_args.base_model):
+        say(f"warm start: the blessed model {fn_args.base_model} was onboarded (--add-scenario) and has no "
+            f"warm-start state; training from scratch")
+        return {"base_model": fn_args.base_model, "reason": "onboarded model"}
     if ws.read_manifest(state) is None:
         say(f"warm start: the blessed model {fn_args.base_model} has no warm-start state (trained before warm "
             f"starts existed); training from scratch")
@@ -161,9 +167,19 @@ def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainCo
     return {"base_model": fn_args.base_model, **report}
 
 
+def _onboarded(saved_model_dir: str) -> bool:
+    path = Path(saved_model_dir) / "assets.extra" / METADATA_FILE
+    return path.exists() and bool(json.loads(path.read_text()).get("onboarding"))
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`Trainer(run_fn='tfx_pipeline.models.model.run_fn')`)."""
     custom = fn_args.custom_config or {}
+    if custom.get("onboard"):
+        from tfx_pipeline.models.onboarding import run_onboarding
+
+        run_onboarding(fn_args, custom)
+        return
     tc = train_config_from(custom)
     strategy = distribute.make_strategy(tc.strategy, tc.ps_min_shard_bytes)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -230,4 +246,5 @@ def run_fn(fn_args) -> None:
         metadata={"model": tc.model, "model_name": model_name, "feature_config_version": cfg.version,
                   "hparams": hparams, "code_version": custom.get("code_version"),
                   "vocab_sizes": vocab_sizes_from(tft_output, cfg), "precision": tc.precision,
+                  "transform_graph": fn_args.transform_output,
                   "trainer_metrics": json.loads((run_dir / TRAINER_METRICS).read_text())["params"]})

@@ -5,6 +5,7 @@ the run_fn, the serving signatures and the Evaluator see the same roles, in-proc
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -48,3 +49,20 @@ def feature_config_from(custom_config: dict) -> cfgmod.FeatureConfig:
         raise cfgmod.ConfigError("custom_config has no 'feature_config'; build it with "
                                  "tfx_pipeline.pipeline.configs.custom_config(cfg)")
     return cfgmod.from_dict(custom_config["feature_config"], "custom_config.feature_config")
+
+
+def with_scenario(cfg: cfgmod.FeatureConfig, name: str) -> cfgmod.FeatureConfig:
+    """`cfg` with scenario `name` appended (onboarding); raises ConfigError if it already has one of that name."""
+    if name in cfg.scenario.values:
+        raise cfgmod.ConfigError(f"--add-scenario {name}: features.yaml already lists scenario {name!r} "
+                                 f"({list(cfg.scenario.values)}); give the new scenario's name, not an existing one")
+    return cfgmod.with_scenario(cfg, name)
+
+
+def onboard_settings(train: dict | None) -> dict:
+    """The onboarding run's OnboardConfig fields taken from the pipeline's train settings (epochs, batch size,
+    learning rates, seed) when given; the rest keep OnboardConfig's defaults."""
+    from mdl_tf.training.onboarding_settings import OnboardConfig
+
+    known = {f.name for f in dataclasses.fields(OnboardConfig)}
+    return {k: v for k, v in (train or {}).items() if k in known}

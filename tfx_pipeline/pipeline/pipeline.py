@@ -6,6 +6,11 @@ CsvExampleGen (or ImportExampleGen for tf.Example TFRecords) -> StatisticsGen ->
 With `warm_start=True` the Resolver's model is also the Trainer's `base_model`: the Trainer continues from the
 latest blessed model (weights, optimizer slots, embedding rows remapped by id; `tfx_pipeline.models.model`) and the
 Evaluator compares the candidate with that same model.
+
+With `add_scenario=NAME` (onboarding) there is no Transform: the Trainer reads the raw examples, appends one scenario
+token to the latest blessed MDL model and trains it on NAME's rows with that model's own Transform graph, so every
+existing output stays bit-identical (`tfx_pipeline.models.onboarding`); the Evaluator slices and the pushed model's
+feature config list NAME after the existing scenarios.
 """
 from __future__ import annotations
 
@@ -39,12 +44,20 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                     eval_steps: int | None = configs.EVAL_STEPS, auc_floor: float = configs.AUC_FLOOR,
                     max_auc_drop: float = configs.MAX_AUC_DROP, fail_on_anomalies: bool = False,
                     input_format: str = "csv", metadata_connection_config=None, beam_pipeline_args=None,
-                    enable_cache: bool = True, warm_start: bool = False) -> tfx.dsl.Pipeline:
+                    enable_cache: bool = True, warm_start: bool = False,
+                    add_scenario: str | None = None) -> tfx.dsl.Pipeline:
+    if add_scenario and (warm_start or model != "mdl"):
+        raise ValueError("add_scenario onboards a token into the latest blessed MDL model: it takes model='mdl' and "
+                         "no warm_start")
     cfg = feature_config
     custom = configs.custom_config(cfg, model=model, hparams=dict(hparams or {}), train=dict(train or {}),
                                    model_name=model_name)
     if warm_start:  # only then: a run without it keeps its earlier cache key
         custom["warm_start"] = True
+    if add_scenario:
+        cfg = configs.with_scenario(cfg, add_scenario)
+        custom = configs.custom_config(cfg, model=model, model_name=model_name,
+                                       onboard={"scenario": add_scenario, **configs.onboard_settings(train)})
 
     gen = example_gen(data_root, input_format)
     stats = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
@@ -53,19 +66,28 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
                                                 schema=schema.outputs["schema"])
     gate = AnomaliesGate(anomalies=validator.outputs["anomalies"], fail_on_anomalies=int(fail_on_anomalies))
     # The Transform gets only what it reads, so switching models or training settings reuses its cached output.
-    transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema.outputs["schema"],
-                                         preprocessing_fn=PREPROCESSING_FN, custom_config=configs.custom_config(cfg))
-    transform.add_upstream_node(gate)
     resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)).with_id("latest_blessed_model")
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
-        base_model=resolver.outputs["model"] if warm_start else None,
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=custom)
+    if add_scenario:
+        transform = None
+        trainer = tfx.components.Trainer(
+            run_fn=RUN_FN, examples=gen.outputs["examples"], schema=schema.outputs["schema"],
+            base_model=resolver.outputs["model"], train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=custom)
+        trainer.add_upstream_node(gate)
+    else:
+        transform = tfx.components.Transform(examples=gen.outputs["examples"], schema=schema.outputs["schema"],
+                                             preprocessing_fn=PREPROCESSING_FN,
+                                             custom_config=configs.custom_config(cfg))
+        transform.add_upstream_node(gate)
+        trainer = tfx.components.Trainer(
+            run_fn=RUN_FN, examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"], schema=schema.outputs["schema"],
+            base_model=resolver.outputs["model"] if warm_start else None,
+            train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=custom)
     evaluator = tfx.components.Evaluator(
         examples=gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=resolver.outputs["model"], eval_config=eval_config(cfg, auc_floor, max_auc_drop))
@@ -76,7 +98,8 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
             model=trainer.outputs["model"],
             push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=f"{serving_root.rstrip('/')}/{model_name}")))
-    components = [gen, stats, schema, validator, gate, transform, trainer, resolver, evaluator, pusher]
+    components = [c for c in (gen, stats, schema, validator, gate, transform, trainer, resolver, evaluator, pusher)
+                  if c is not None]
     return tfx.dsl.Pipeline(pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=components,
                             enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
                             beam_pipeline_args=list(beam_pipeline_args or []))
