@@ -51,9 +51,6 @@ def check_onboarding_args(args) -> None:
 
     if args.add_scenario is None:
         return
-    if not args.add_scenario.strip() or args.add_scenario != args.add_scenario.strip():
-        raise CLIError(f"--add-scenario {args.add_scenario!r}: give the new scenario's name (non-empty, no "
-                       f"surrounding spaces)")
     if args.warm_start:
         raise CLIError("--add-scenario and --warm-start: pick one (onboarding keeps the blessed model's weights "
                        "frozen and trains only the new scenario's token)")

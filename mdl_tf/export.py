@@ -91,31 +91,71 @@ class ServingModule(tf.Module):
                 "transform_features": transform_features}
 
 
-def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dict = None, raw_spec: dict = None,
-                       warmup: list | None = None) -> Path:
-    """Save transform + model + signatures to `path` (atomically: written aside, then renamed into place).
+def is_uri(path) -> bool:
+    """Whether `path` names an object-store or remote file system location (gs://, s3://, hdfs://, ram://), which
+    pathlib would mangle ("gs://b" -> "gs:/b"): read and write those with tf.io.gfile and string joins."""
+    return "://" in str(path)
 
-    warmup: serialized raw tf.Examples; when given, `assets.extra/tf_serving_warmup_requests` replays them through
-    serving_default so TF Serving (`--enable_model_warmup`) loads every lazy op before taking traffic.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+
+def join(*parts) -> str:
+    """Path join that keeps URIs intact."""
+    return "/".join(str(p).rstrip("/") for p in parts)
+
+
+def read_metadata(saved_model_dir) -> dict | None:
+    """`assets.extra/mdl_metadata.json` of a SavedModel (a local path or a URI); None when it has none. Raises
+    ValueError if the file is not JSON."""
+    path = join(saved_model_dir, "assets.extra", METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+
+
+def _save(path: str, model, transform, cfg: FeatureConfig, metadata, raw_spec, warmup) -> None:
     module = ServingModule(model, transform, cfg, raw_spec)
-    tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+    tf.saved_model.save(module, path, signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
             "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], "hparams": {}, **(metadata or {})}
     # Every hparam the model was built with, not only the ones a user passed: a later change of a default must not
     # rebuild this model differently (`rebuild_model`).
     meta = with_all_hparams(model, meta)
-    extra = tmp / "assets.extra"
-    extra.mkdir(exist_ok=True)
-    (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    extra = join(path, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    with tf.io.gfile.GFile(join(extra, METADATA_FILE), "w") as f:
+        f.write(json.dumps(meta, indent=2))
     if warmup:
         from mdl_tf.serving.warmup import write_warmup_requests
 
         write_warmup_requests(extra, warmup, model_name=meta.get("model_name", meta.get("model", "mdl")))
+
+
+def _export_to_uri(path: str, model, transform, cfg, metadata, raw_spec, warmup) -> str:
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+    _save(path, model, transform, cfg, metadata, raw_spec, warmup)
+    return path
+
+
+def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dict = None, raw_spec: dict = None,
+                       warmup: list | None = None):
+    """Save transform + model + signatures to `path` (a local folder: atomically, written aside, then renamed into
+    place; a URI such as gs://...: in place, as object stores have no directory rename). Returns `path`.
+
+    warmup: serialized raw tf.Examples; when given, `assets.extra/tf_serving_warmup_requests` replays them through
+    serving_default so TF Serving (`--enable_model_warmup`) loads every lazy op before taking traffic.
+    """
+    if is_uri(path):  # gs://, s3://, ...: no directory rename on object stores; save in place
+        return _export_to_uri(str(path), model, transform, cfg, metadata, raw_spec, warmup)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _save(str(tmp), model, transform, cfg, metadata, raw_spec, warmup)
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         if old.exists():
@@ -131,7 +171,7 @@ def export_saved_model(model, transform, cfg: FeatureConfig, path, metadata: dic
 # -- rebuilding a model from its SavedModel --------------------------------------------------------------------------
 def _saved_model_variable_count(saved_model_dir) -> int:
     """How many variables the checkpoint lists as the Keras model's own (`model/variables/<i>`)."""
-    prefix = str(Path(saved_model_dir) / "variables" / "variables")
+    prefix = join(saved_model_dir, "variables", "variables")
     return sum(1 for name, _ in tf.train.list_variables(prefix) if name.startswith("model/variables/"))
 
 
@@ -152,6 +192,6 @@ def rebuild_model(saved_model_dir, meta: dict, build, restore: bool = True):
     if restore:
         # The SavedModel's root is ServingModule; its `model` attribute holds the Keras weights (the checkpoint also
         # holds the transform, hence expect_partial).
-        prefix = str(Path(saved_model_dir) / "variables" / "variables")
+        prefix = join(saved_model_dir, "variables", "variables")
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     return model, hparams

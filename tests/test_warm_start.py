@@ -232,6 +232,7 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
 
     from tests.conftest import run_pipeline
     from tfx_pipeline import artifacts
+    from mdl_tf.training.onboarding import with_scenario
     from tfx_pipeline.models.model import build_from_transform, state_dir_of, vocabularies_from
 
     root = tmp_path / "root"
@@ -306,7 +307,10 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
     report = runs[-1]["onboarding"]
     assert report["base_model"].startswith(day2_uri) and report["bit_identical_rows"] > 100
     assert f"old scenarios bit-identical on {report['bit_identical_rows']} rows" in out3
-    assert report["train"]["rows"] >= 200 and report["eval_rows"] > 0
+    day3 = {split: read_split(tmp_path / "day3", split, with_scenario(synthetic.feature_config(), "live"))
+            for split in ("train", "eval")}
+    live_rows = {k: int(f["scenarios"].str.split("|").map(lambda t: "live" in t).sum()) for k, f in day3.items()}
+    assert report["train"]["rows"] == live_rows["train"] and report["eval_rows"] == live_rows["eval"]
     versions3 = artifacts.pushed_versions(root / "serving", "mdl")
     assert len(versions3) == 3 and [v.name for v in versions3[:2]] == [v.name for v in versions]
     meta3 = json.loads((versions3[2] / "assets.extra" / "mdl_metadata.json").read_text())
@@ -318,7 +322,7 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
     # Served side by side: rows outside "live" score bit-identically in day 2's and day 3's versions; "live" rows
     # no longer take the global-token fallback.
     from mdl_tf.serving.examples import rows_to_examples
-    from mdl_tf.training.onboarding import check_bit_identical, serve_examples, with_scenario
+    from mdl_tf.training.onboarding import check_bit_identical, serve_examples
 
     cfg3 = with_scenario(synthetic.feature_config(), "live")
     frame = read_split(tmp_path / "day3", "test", cfg3)
@@ -340,10 +344,11 @@ def test_add_scenario_errors(tmp_path, capsys):
     data = tmp_path / "data"
     synthetic.write(data, rows=1000, seed=1)
     common = ["pipeline", "run", "--data", str(data), "--schema", SYNTH_SCHEMA, "--root", str(tmp_path / "root")]
-    for extra, message in [(["home"], "features.yaml already lists scenario 'home'"),
+    for extra, message in [(["home"], "features.yaml lists 'home' among the existing scenarios"),
                            (["live", "--warm-start"], "--add-scenario and --warm-start: pick one"),
                            (["live", "--model", "mmoe"], "only MDL has scenario tokens"),
-                           ([" live"], "give the new scenario's name")]:
+                           ([" live"], "not a valid scenario name"),
+                           (["live|shop"], "without surrounding spaces, '/' or '|'")]:
         assert main([*common, "--add-scenario", *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
@@ -358,6 +363,47 @@ def test_add_scenario_errors(tmp_path, capsys):
     (saved / "mdl_metadata.json").write_text(json.dumps({"model": "mdl"}))
     with pytest.raises(PipelineOnboardingError, match="does not record its Transform graph"):
         _base_metadata(str(tmp_path / "m"))
+    (saved / "mdl_metadata.json").write_text(json.dumps({"model": "mdl", "transform_graph": str(tmp_path / "gone")}))
+    with pytest.raises(PipelineOnboardingError, match="is gone .*run the pipeline once without --add-scenario"):
+        _base_metadata(str(tmp_path / "m"))
+
+
+def test_onboarding_config_takes_a_new_name_or_the_last_listed_one():
+    from mdl_tf.config import ConfigError
+    from tfx_pipeline.pipeline.configs import onboarding_config
+
+    cfg = synthetic.feature_config()
+    added = onboarding_config(cfg, "live")
+    assert list(added.scenario.values) == ["home", "feed", "search", "live"]
+    assert onboarding_config(added, "live") is added  # features.yaml may already list the new scenario last
+    with pytest.raises(ConfigError, match="among the existing scenarios"):
+        onboarding_config(added, "search")
+
+
+def test_export_to_a_uri_writes_in_place_and_reads_back(days):
+    """Kubeflow roots are URIs (gs://...), which pathlib mangles ("gs://b" -> "gs:/b"): the export, its metadata and
+    warmup requests and the onboarding's scoring go through tf.io.gfile (here TensorFlow's in-memory ram:// file
+    system stands in for an object store)."""
+    from mdl_tf.export import export_saved_model, read_metadata
+    from mdl_tf.serving.examples import rows_to_examples
+    from mdl_tf.training.onboarding import _LOADED, serve_examples
+
+    cfg = synthetic.feature_config()
+    train, ev, stats, transform = days[1]
+    model = _model(cfg, stats)
+    uri = "ram://kubeflow/root/Trainer/model/1/Format-Serving"
+    examples = rows_to_examples(ev.iloc[:8], cfg)
+    assert export_saved_model(model, transform, cfg, uri, metadata={"model": "mdl"}, warmup=examples) == uri
+    meta = read_metadata(uri)
+    assert meta["model"] == "mdl" and meta["scenarios"] == ["home", "feed", "search"]
+    assert tf.io.gfile.exists(f"{uri}/assets.extra/tf_serving_warmup_requests")
+    try:
+        probs = serve_examples(uri, examples, batch_size=3)  # three batches, concatenated in order
+    finally:
+        _LOADED.clear()
+    local = model.predict(make_dataset(ev.iloc[:8], cfg, transform, 8).map(lambda x, y: x), verbose=0)
+    np.testing.assert_allclose(probs["click"], local["click"], rtol=1e-5, atol=1e-6)
+    assert read_metadata("ram://kubeflow/none") is None
 
 
 def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):

@@ -5,8 +5,6 @@ for lazy initialisation (lookup tables, tf.function tracing). At most 1000 recor
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
@@ -16,15 +14,15 @@ MAX_WARMUP_RECORDS = 1000
 
 
 def write_warmup_requests(extra_dir, serialized_examples: list, model_name: str, batch_size: int = 4,
-                          signature_name: str = "serving_default") -> Path:
+                          signature_name: str = "serving_default") -> str:
     """One Predict request per `batch_size` examples on the signature's `examples` input."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     if not serialized_examples:
         raise ValueError("warmup needs at least one serialized tf.Example")
     batches = [serialized_examples[i:i + batch_size] for i in range(0, len(serialized_examples), batch_size)]
-    path = Path(extra_dir) / WARMUP_FILE
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    path = f"{str(extra_dir).rstrip('/')}/{WARMUP_FILE}"  # a string join: extra_dir may be a URI (gs://...)
+    with tf.io.TFRecordWriter(path) as writer:
         for batch in batches[:MAX_WARMUP_RECORDS]:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))

@@ -29,7 +29,7 @@ from mdl_tf.data.io import read_split, split_path
 from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
-from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model, rebuild_model
+from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model, is_uri, rebuild_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import precision_policy
 from mdl_tf.models.onboarded import OnboardedMDL, check_onboardable
@@ -184,14 +184,15 @@ def _new_scenario_rows(frame, cfg, transform) -> np.ndarray:
 
 
 # -- scoring --------------------------------------------------------------------------------------------------------
-def serve_examples(saved_model_dir, examples) -> dict:
-    """{task: probabilities [N]} of a SavedModel's serving_default on serialized tf.Examples (one load per folder
-    while an onboarding runs)."""
-    key = str(Path(saved_model_dir).resolve())
+def serve_examples(saved_model_dir, examples, batch_size: int = 4096) -> dict:
+    """{task: probabilities [N]} of a SavedModel's serving_default (a local folder or a URI) on serialized
+    tf.Examples, scored `batch_size` at a time (one load per folder while an onboarding runs)."""
+    key = str(saved_model_dir) if is_uri(saved_model_dir) else str(Path(saved_model_dir).resolve())
     if key not in _LOADED:
         _LOADED[key] = tf.saved_model.load(key)
-    out = _LOADED[key].signatures["serving_default"](examples=tf.constant(examples))
-    return {k.removesuffix(OUTPUT_SUFFIX): v.numpy() for k, v in out.items()}
+    serve = _LOADED[key].signatures["serving_default"]
+    parts = [serve(examples=tf.constant(examples[i:i + batch_size])) for i in range(0, len(examples), batch_size)]
+    return {k.removesuffix(OUTPUT_SUFFIX): np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}
 
 
 def _serve(saved_model_dir, frame, cfg) -> dict:

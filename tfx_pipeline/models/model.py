@@ -33,7 +33,7 @@ from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import is_hashed_owner, table_sizes
-from mdl_tf.export import METADATA_FILE, export_saved_model
+from mdl_tf.export import export_saved_model, read_metadata
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
@@ -168,8 +168,7 @@ def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainCo
 
 
 def _onboarded(saved_model_dir: str) -> bool:
-    path = Path(saved_model_dir) / "assets.extra" / METADATA_FILE
-    return path.exists() and bool(json.loads(path.read_text()).get("onboarding"))
+    return bool((read_metadata(saved_model_dir) or {}).get("onboarding"))
 
 
 def run_fn(fn_args) -> None:

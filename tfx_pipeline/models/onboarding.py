@@ -1,5 +1,6 @@
 """The TFX Trainer's onboarding mode (`mdl-tf pipeline run --add-scenario NAME`): one scenario token appended to the
-latest blessed MDL model and trained on the new scenario's rows, every existing output bit-identical.
+latest blessed MDL model and trained on the new scenario's rows; every output of a row whose membership does not
+include NAME stays bit-identical (a row of an old scenario that also lists NAME now fuses NAME's token too).
 
 Why this mode reads raw examples and not the Transform's output: an old scenario's outputs stay bit-identical only
 if its rows are transformed exactly as the blessed model transforms them, and a Transform run on today's data
@@ -8,17 +9,14 @@ URI is recorded in the model's metadata as `transform_graph`) and only the scena
 feature config with the new scenario appended (`scenario_inputs` compares values with the config's list; no
 analyzer). The exported SavedModel carries that same Transform graph, so serving stays one artefact.
 
-custom_config["onboard"]: {"scenario": NAME, **OnboardConfig fields} (epochs, batch_size, dense_lr, sparse_lr, seed).
+custom_config["onboard"]: {"scenario": NAME, **OnboardConfig fields} (epochs, batch_size, dense_lr, sparse_lr, seed;
+`tfx_pipeline.pipeline.configs.onboard_settings`).
 The token's training and the bit-identity check are `mdl_tf.training.onboarding`'s, shared with `mdl-tf scenario
 add`; a failed check raises and leaves no model to evaluate or push.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
-import shutil
-from pathlib import Path
 
 import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -29,12 +27,12 @@ from mdl_tf import config as cfgmod
 from mdl_tf.data.transform import SCENARIO_MASK, dense_column, raw_dtypes, scenario_inputs
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
-from mdl_tf.export import METADATA_FILE, export_saved_model
+from mdl_tf.export import METADATA_FILE, export_saved_model, join, read_metadata
 from mdl_tf.training import onboarding as onb
-from mdl_tf.utils import write_json
+from tfx_pipeline.models.model import say, serving_raw_spec, warmup_examples
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, label_outputs
+from tfx_pipeline.pipeline.configs import WARMUP_REQUESTS
 
-log = logging.getLogger(__name__)
 READ_BATCH = 1024  # raw examples parsed and transformed per step while the new scenario's rows are gathered
 
 
@@ -70,11 +68,13 @@ def _base_metadata(base_model: str | None) -> dict:
     if not base_model:
         raise PipelineOnboardingError("--add-scenario: this pipeline root has no blessed model yet; run the pipeline "
                                       "without --add-scenario first (onboarding appends a token to a trained model)")
-    path = Path(base_model) / "assets.extra" / METADATA_FILE
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise PipelineOnboardingError(f"{path}: cannot read the blessed model's metadata ({e})") from None
+        meta = read_metadata(base_model)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise PipelineOnboardingError(f"{base_model}: cannot read the blessed model's metadata ({e})") from None
+    if meta is None:
+        raise PipelineOnboardingError(f"{base_model}: the blessed model has no {METADATA_FILE}; it was not exported "
+                                      f"by mdl-tf (onboarding needs an mdl-tf MDL model)")
     if meta.get("model") != "mdl":
         raise PipelineOnboardingError(f"--add-scenario: the latest blessed model ({base_model}) is a "
                                       f"{meta.get('model')!r} model; only MDL has scenario tokens to onboard")
@@ -82,7 +82,20 @@ def _base_metadata(base_model: str | None) -> dict:
         raise PipelineOnboardingError(f"--add-scenario: the latest blessed model ({base_model}) does not record its "
                                       f"Transform graph (trained before pipeline onboarding existed); run the "
                                       f"pipeline once without --add-scenario, then onboard")
+    if not tf.io.gfile.exists(meta["transform_graph"]):
+        raise PipelineOnboardingError(f"--add-scenario: the Transform graph of the latest blessed model "
+                                      f"({meta['transform_graph']}) is gone (pipeline root moved or cleaned); run the "
+                                      f"pipeline once without --add-scenario, then onboard")
     return meta
+
+
+def _load_base(base_model: str, meta: dict, precision: str):
+    """The blessed model rebuilt with its weights; a model onboarding cannot extend is a one-line error."""
+    try:
+        return onb.load_saved(base_model, meta, precision)
+    except ValueError as e:  # check_onboardable (another token structure) or a checkpoint that does not fit
+        raise PipelineOnboardingError(f"--add-scenario: the latest blessed model ({base_model}) cannot be onboarded: "
+                                      f"{e}") from None
 
 
 def _parsed_batches(patterns: list, spec: dict) -> tf.data.Dataset:
@@ -95,7 +108,7 @@ def _parsed_batches(patterns: list, spec: dict) -> tf.data.Dataset:
 def gather(patterns: list, spec: dict, transform: OnboardedTransform, cfg: cfgmod.FeatureConfig) -> dict:
     """One pass over a split: {"features": {name: [n, ...]}, "targets": {labels, label_mask}, "examples": [n]} of
     the new scenario's rows (membership of the config's last scenario), and "old_examples" [<= CHECK_ROWS]: rows
-    outside it (every old output must stay bit-identical on them)."""
+    outside it, at most CHECK_ROWS / 8 per batch of READ_BATCH (every old output must stay bit-identical on them)."""
     features, targets, examples, old = [], [], [], []
     for serialized, raw in _parsed_batches(patterns, spec):
         # The Transform graph also maps the label columns when they are present; they never reach the model.
@@ -105,8 +118,8 @@ def gather(patterns: list, spec: dict, transform: OnboardedTransform, cfg: cfgmo
             features.append({k: tf.boolean_mask(v, new).numpy() for k, v in x.items()})
             targets.append({k: tf.boolean_mask(v, new).numpy() for k, v in label_outputs(raw, cfg).items()})
             examples.append(tf.boolean_mask(serialized, new).numpy())
-        if sum(len(e) for e in old) < onb.CHECK_ROWS:
-            old.append(tf.boolean_mask(serialized, tf.logical_not(new)).numpy())
+        if sum(len(e) for e in old) < onb.CHECK_ROWS:  # spread over >= 8 batches, not the file's first rows
+            old.append(tf.boolean_mask(serialized, tf.logical_not(new)).numpy()[:onb.CHECK_ROWS // 8])
 
     def stack(parts, empty):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else empty
@@ -122,16 +135,13 @@ def _metrics(examples, labels: np.ndarray, label_mask: np.ndarray, saved_model_d
             for i, t in enumerate(cfg.task_names)}
 
 
-def onboard_config(custom: dict) -> onb.OnboardConfig:
-    known = {f.name for f in dataclasses.fields(onb.OnboardConfig)}
-    return onb.OnboardConfig(**{k: v for k, v in (custom.get("onboard") or {}).items() if k in known})
-
-
 def run_onboarding(fn_args, custom: dict) -> dict:
     """Onboard custom["onboard"]["scenario"] into `fn_args.base_model` (see the module docstring); exports to
     `fn_args.serving_model_dir`, writes the report to `<model_run_dir>/metrics.json` and returns it.
-    Raises PipelineOnboardingError on a request that cannot run, RuntimeError if an old output changed."""
-    name = custom["onboard"]["scenario"]
+    Raises PipelineOnboardingError on a request that cannot run (before any training), RuntimeError if an old
+    output changed (the export is removed, so nothing is evaluated or pushed)."""
+    settings = dict(custom["onboard"])
+    name = settings.pop("scenario")
     meta = _base_metadata(fn_args.base_model)
     base_cfg = cfgmod.from_dict(meta["feature_config"], f"{fn_args.base_model}/assets.extra/{METADATA_FILE}")
     sc = base_cfg.scenario
@@ -139,23 +149,29 @@ def run_onboarding(fn_args, custom: dict) -> dict:
         raise PipelineOnboardingError(f"--add-scenario {name}: the blessed model already has a scenario {name!r} "
                                       f"(it has {list(sc.values)}); pick a new name")
     cfg = onb.with_scenario(base_cfg, name)
-    oc = onboard_config(custom)
+    oc = onb.OnboardConfig(**settings)
     precision = meta.get("precision", "float32")
+    base = _load_base(fn_args.base_model, meta, precision)
     tft_output = tft.TFTransformOutput(meta["transform_graph"])
     transform = OnboardedTransform(tft_output.transform_features_layer(), cfg)
+    raw_spec = serving_raw_spec(tft_output, cfg)
     spec = tft_output.raw_feature_spec()
-    parse_spec = {c: spec[c] for c in (*cfg.raw_feature_columns, *cfg.label_columns) if c in spec}
+    parse_spec = {**raw_spec, **{c: spec[c] for c in cfg.label_columns if c in spec}}
     train = gather(fn_args.train_files, parse_spec, transform, cfg)
+    evaluation = gather(fn_args.eval_files, parse_spec, transform, cfg)
     rows = len(train["examples"])
     if rows < onb.MIN_SCENARIO_ROWS:
         raise PipelineOnboardingError(
             f"train split ({', '.join(fn_args.train_files)}): {rows} rows of scenario {name!r} (column "
             f"'{sc.column}'{', ' + repr(sc.membership_column) if sc.membership_column else ''}); onboarding needs at "
             f"least {onb.MIN_SCENARIO_ROWS}: add rows of the new scenario")
+    old = np.concatenate([evaluation["old_examples"], train["old_examples"]])[:onb.CHECK_ROWS]
+    if not len(old):
+        raise PipelineOnboardingError("--add-scenario: the data has no rows outside the new scenario to check the "
+                                      "old outputs on; keep some rows of the existing scenarios in the eval split")
     say(f"onboarding scenario {name!r} into {fn_args.base_model}: {rows:,} training rows")
 
     tf.keras.utils.set_random_seed(oc.seed)
-    base = onb.load_saved(fn_args.base_model, meta, precision)
     step = {"kind": "scenario", "name": name, "init_from": "global"}
     model = onb.make_onboarded(cfg, onb._base_of(base), [*onb._steps_of(base), step], precision)
     onb._copy_appended(base, model)
@@ -166,18 +182,13 @@ def run_onboarding(fn_args, custom: dict) -> dict:
     say(f"scenario token trained: {report['train']['epochs']} epochs, {report['train']['seconds']:.1f} s, "
         f"loss {report['train']['loss']}")
 
-    evaluation = gather(fn_args.eval_files, parse_spec, transform, cfg)
     out = fn_args.serving_model_dir
     keep = ("feature_config", "tasks", "scenarios", "outputs", "onboarding")
-    export_saved_model(model, transform, cfg, out, raw_spec={c: spec[c] for c in cfg.raw_feature_columns},
-                       warmup=list(evaluation["old_examples"][:16]) or list(train["examples"][:16]),
+    export_saved_model(model, transform, cfg, out, raw_spec=raw_spec,
+                       warmup=warmup_examples(tft_output, base_cfg, WARMUP_REQUESTS),
                        metadata={**{k: v for k, v in meta.items() if k not in keep},
                                  "onboarding": onb.onboarding_history(meta, base_cfg, step)})
     try:
-        old = np.concatenate([evaluation["old_examples"], train["old_examples"]])
-        if not len(old):
-            raise PipelineOnboardingError("--add-scenario: the data has no rows of the existing scenarios to check "
-                                          "the old outputs on; keep some of their rows in the eval split")
         report["bit_identical_rows"] = onb.check_bit_identical(fn_args.base_model, out, old)
         if len(evaluation["examples"]):
             args = (evaluation["examples"], evaluation["targets"][LABELS], evaluation["targets"][LABEL_MASK])
@@ -185,23 +196,20 @@ def run_onboarding(fn_args, custom: dict) -> dict:
             report["fallback"] = _metrics(*args, fn_args.base_model, base_cfg)
             report["onboarded"] = _metrics(*args, out, cfg)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # a model that changed old outputs is never evaluated or pushed
+        if tf.io.gfile.exists(out):  # a model that changed old outputs is never evaluated or pushed
+            tf.io.gfile.rmtree(out)
         raise
     finally:
         onb._LOADED.clear()
     say(f"old scenarios bit-identical on {report['bit_identical_rows']} rows"
         + (f"; new scenario eval AUC {_aucs(report['fallback'])} (global-token fallback) -> "
            f"{_aucs(report['onboarded'])} (onboarded)" if "onboarded" in report else ""))
-    run_dir = Path(fn_args.model_run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "metrics.json", {"model": "mdl", "onboarding": report})
+    run_dir = fn_args.model_run_dir
+    tf.io.gfile.makedirs(run_dir)
+    with tf.io.gfile.GFile(join(run_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps({"model": "mdl", "onboarding": report}, indent=2, default=float))
     return report
 
 
 def _aucs(metrics: dict) -> str:
     return ", ".join(f"{t} {m['auc']:.4f}" for t, m in metrics.items() if m.get("auc") is not None)
-
-
-def say(line: str) -> None:
-    print(f"          Trainer {line}", flush=True)
-    log.info("Trainer %s", line)

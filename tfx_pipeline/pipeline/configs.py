@@ -51,17 +51,26 @@ def feature_config_from(custom_config: dict) -> cfgmod.FeatureConfig:
     return cfgmod.from_dict(custom_config["feature_config"], "custom_config.feature_config")
 
 
-def with_scenario(cfg: cfgmod.FeatureConfig, name: str) -> cfgmod.FeatureConfig:
-    """`cfg` with scenario `name` appended (onboarding); raises ConfigError if it already has one of that name."""
-    if name in cfg.scenario.values:
-        raise cfgmod.ConfigError(f"--add-scenario {name}: features.yaml already lists scenario {name!r} "
-                                 f"({list(cfg.scenario.values)}); give the new scenario's name, not an existing one")
-    return cfgmod.with_scenario(cfg, name)
+def onboarding_config(cfg: cfgmod.FeatureConfig, name: str) -> cfgmod.FeatureConfig:
+    """The feature config of a pipeline run that onboards scenario `name`: `cfg` with `name` appended, or `cfg`
+    itself when features.yaml already lists `name` last (the config the onboarded model will have). Raises
+    ConfigError for a name that is not a valid scenario value or that features.yaml lists before other scenarios
+    (an existing scenario, not a new one)."""
+    sc = cfg.scenario
+    bad = not name or name != name.strip() or "/" in name or (sc.separator and sc.separator in name)
+    if bad:
+        raise cfgmod.ConfigError(f"--add-scenario {name!r}: not a valid scenario name; use a non-empty name without "
+                                 f"surrounding spaces, '/'{' or ' + repr(sc.separator) if sc.separator else ''}")
+    if name in sc.values[:-1]:
+        raise cfgmod.ConfigError(f"--add-scenario {name}: features.yaml lists {name!r} among the existing scenarios "
+                                 f"({list(sc.values)}); give a new scenario's name (features.yaml may list it last)")
+    return cfg if sc.values[-1] == name else cfgmod.with_scenario(cfg, name)
 
 
 def onboard_settings(train: dict | None) -> dict:
-    """The onboarding run's OnboardConfig fields taken from the pipeline's train settings (epochs, batch size,
-    learning rates, seed) when given; the rest keep OnboardConfig's defaults."""
+    """The OnboardConfig fields (epochs, batch size, learning rates, seed) of the pipeline's train settings: `mdl-tf
+    pipeline run` passes all of them, so its --epochs / --batch-size / --dense-lr / --sparse-lr / --seed (with
+    their defaults) train the token; a caller that leaves one out gets OnboardConfig's default."""
     from mdl_tf.training.onboarding_settings import OnboardConfig
 
     known = {f.name for f in dataclasses.fields(OnboardConfig)}

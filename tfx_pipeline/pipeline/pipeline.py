@@ -8,9 +8,9 @@ latest blessed model (weights, optimizer slots, embedding rows remapped by id; `
 Evaluator compares the candidate with that same model.
 
 With `add_scenario=NAME` (onboarding) there is no Transform: the Trainer reads the raw examples, appends one scenario
-token to the latest blessed MDL model and trains it on NAME's rows with that model's own Transform graph, so every
-existing output stays bit-identical (`tfx_pipeline.models.onboarding`); the Evaluator slices and the pushed model's
-feature config list NAME after the existing scenarios.
+token to the latest blessed MDL model and trains it on NAME's rows with that model's own Transform graph, so the
+outputs of every row whose membership does not include NAME stay bit-identical (`tfx_pipeline.models.onboarding`);
+the pushed model's feature config lists NAME after the existing scenarios.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, data_root: str, s
     if warm_start:  # only then: a run without it keeps its earlier cache key
         custom["warm_start"] = True
     if add_scenario:
-        cfg = configs.with_scenario(cfg, add_scenario)
+        cfg = configs.onboarding_config(cfg, add_scenario)
         custom = configs.custom_config(cfg, model=model, model_name=model_name,
                                        onboard={"scenario": add_scenario, **configs.onboard_settings(train)})
 
