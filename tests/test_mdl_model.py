@@ -1,5 +1,6 @@
 """MDLModel: the exact invariants of MDL_SPEC §4.7, the cost formula of §6, export and precision paths."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -354,6 +355,31 @@ def test_shared_imp_tables_read_the_feature_embeddings_and_add_no_table(synth_cf
         build_model("mdl", synth_cfg, synth_batch[1], imp_tables="both", **SMALL)
     with pytest.raises(ValueError, match="needs the feature embeddings"):
         shared.scenario_tokenizer(feats)
+
+
+def test_important_features_override_chooses_what_the_domain_tokens_read(synth_cfg, synth_batch):
+    """important_features replaces a domain's ê_imp features (a probe of the choice without editing features.yaml):
+    the task tokens here read item_tags (multi-hot, pooled) and item_category instead of user_id and item_id."""
+    feats = synth_batch[2]
+    choice = {"task": ["item_tags", "item_category"]}
+    model = build_model("mdl", synth_cfg, synth_batch[1], important_features=choice, **SMALL)
+    default = build_model("mdl", synth_cfg, synth_batch[1], **SMALL)
+    assert list(model.task_tokenizer.important_vocab_sizes) == ["item_tags", "item_category"]
+    assert list(model.scenario_tokenizer.important_vocab_sizes) == list(default.scenario_tokenizer.important_vocab_sizes)
+    embedded = model.embedder(feats)
+    np.testing.assert_array_equal(model.task_tokenizer.important_inputs(feats, embedded).numpy(),
+                                  tf.concat([embedded["item_tags"], embedded["item_category"]], -1).numpy())
+    assert model(feats)["click"].shape == (len(synth_batch[3]),)
+    # recorded as plain JSON (Keras wraps the dict it holds), so an export rebuilds the same model
+    from mdl_tf.models.base import with_all_hparams
+
+    assert json.loads(json.dumps(with_all_hparams(model, {"hparams": {}})))["hparams"]["important_features"] == choice
+    with pytest.raises(ValueError, match=r"important_features\['task'\] = \['price'\]: .*categorical or multi_hot"):
+        build_model("mdl", synth_cfg, synth_batch[1], important_features={"task": ["price"]}, **SMALL)
+    with pytest.raises(ValueError, match="of kind categorical \\(imp_tables='own'\\)"):
+        build_model("mdl", synth_cfg, synth_batch[1], important_features=choice, imp_tables="own", **SMALL)
+    with pytest.raises(ValueError, match="unknown domain"):
+        build_model("mdl", synth_cfg, synth_batch[1], important_features={"tasks": ["item_id"]}, **SMALL)
 
 
 def test_domain_dropout_acts_in_training_only_and_narrow_domain_ffns_shrink_only_them(synth_cfg, synth_batch):

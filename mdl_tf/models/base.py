@@ -7,6 +7,7 @@ Adagrad for the `SparseEmbedding` tables, whose gradients stay `IndexedSlices` (
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 
 import numpy as np
@@ -95,7 +96,16 @@ def with_all_hparams(model, metadata: dict) -> dict:
     architecture. Metadata without "hparams" (or a model without them) is returned unchanged (a copy)."""
     if "hparams" not in metadata or not getattr(model, "hparams", None):
         return dict(metadata)
-    return {**metadata, "hparams": {**model.hparams, **metadata["hparams"]}}
+    return {**metadata, "hparams": {**_plain(model.hparams), **metadata["hparams"]}}
+
+
+def _plain(value):
+    """Plain dicts and lists of a value Keras' attribute tracking wrapped (its dict and list wrappers are not JSON)."""
+    if isinstance(value, collections.abc.Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class MultiDistributionModel(tf.keras.Model):

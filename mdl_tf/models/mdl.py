@@ -2,6 +2,8 @@
 flag for each alternative (§8)."""
 from __future__ import annotations
 
+import copy
+
 import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
@@ -22,7 +24,7 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None, imp_tables="shared",
-                    domain_ffn_multiplier=None, dropout=0.0)
+                    domain_ffn_multiplier=None, dropout=0.0, important_features=None)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -52,7 +54,7 @@ class MDLModel(MultiDistributionModel):
                  domain_token_norm=True, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
-                 imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, **kwargs):
+                 imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -65,7 +67,9 @@ class MDLModel(MultiDistributionModel):
                             use_scenario_tokens=use_scenario_tokens, use_task_tokens=use_task_tokens,
                             scenario_interaction=scenario_interaction, task_interaction=task_interaction,
                             embedding_dim=embedding_dim, imp_tables=imp_tables,
-                            domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout)
+                            domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout,
+                            # a copy: Keras' attribute tracking wraps the lists it holds in place
+                            important_features=copy.deepcopy(important_features))
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
@@ -77,8 +81,10 @@ class MDLModel(MultiDistributionModel):
         domain_mult = int(domain_ffn_multiplier or ffn_multiplier)
         n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer)
 
+        chosen = important_choice(cfg, important_features, imp_tables)
+
         def important(domain):
-            return {f.name: vocab_sizes[f.name] for f in cfg.important_features(domain)}
+            return {f.name: vocab_sizes[f.name] for f in chosen[domain]}
 
         self.scenario_tokenizer = DomainTokenizer(
             cfg.num_scenarios, important("scenario"), d_model, emb_dim, ffn_multiplier=domain_mult,
@@ -143,3 +149,23 @@ class MDLModel(MultiDistributionModel):
     def token_states(self, features) -> list:
         """[{"feature": T_f, "scenario": T_s, "task": T_t}] after the tokenizers (index 0) and after each layer."""
         return self.tokens(features, return_states=True)[3]
+
+
+def important_choice(cfg, override: dict | None, imp_tables: str) -> dict:
+    """{"scenario": [FeatureSpec], "task": [FeatureSpec]}: the features whose embeddings form ê_imp of each domain's
+    tokens (MDL_SPEC §3.2). By default the feature config's `important_for`; `override` ({"scenario": [names],
+    "task": [names]}, either key optional) replaces a domain's list: a probe of the important-feature choice without
+    editing features.yaml. Allowed: categorical features, and multi-hot ones when ê_imp reads the shared (pooled)
+    feature embeddings. Raises ValueError naming the bad key or feature and what is allowed."""
+    out = {d: list(cfg.important_features(d)) for d in ("scenario", "task")}
+    unknown = sorted(set(override or {}) - set(out))
+    if unknown:
+        raise ValueError(f"important_features: unknown domain(s) {unknown}; use 'scenario' and/or 'task'")
+    kinds = ("categorical",) if imp_tables == "own" else ("categorical", "multi_hot")
+    allowed = [f.name for f in cfg.features if f.kind in kinds]
+    for domain, names in (override or {}).items():
+        if not names or any(n not in allowed for n in names):
+            raise ValueError(f"important_features[{domain!r}] = {list(names or [])!r}: give a non-empty list of features of "
+                             f"kind {' or '.join(kinds)} (imp_tables={imp_tables!r}): {allowed}")
+        out[domain] = [cfg.feature(n) for n in names]
+    return out
