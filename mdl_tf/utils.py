@@ -35,9 +35,17 @@ def _json_safe(x):
     return x
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write; NaN/inf become null (JSON has no NaN)."""
-    atomic_write_text(Path(path), json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+def write_json(path, obj) -> None:
+    """JSON write, atomic on a local disk; a URI (gs://..., a Kubeflow root) is written whole through tf.io.gfile
+    (object stores have no rename, and pathlib would mangle the URI). NaN/inf become null (JSON has no NaN)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n"
+    if "://" in str(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(str(path), "w") as f:
+            f.write(text)
+    else:
+        atomic_write_text(Path(path), text)
 
 
 def atomic_save_npz(path: Path, **arrays) -> None:

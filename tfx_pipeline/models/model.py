@@ -21,10 +21,8 @@ Every run also writes the warm-start state of the model it trained into `<model 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
-from pathlib import Path
 
 import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
@@ -33,7 +31,7 @@ from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import is_hashed_owner, table_sizes
-from mdl_tf.export import export_saved_model, read_metadata
+from mdl_tf.export import export_saved_model, join, read_metadata
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
@@ -227,11 +225,12 @@ def run_fn(fn_args) -> None:
     if not local_optimizers:
         ws.save_state(state_dir_of(fn_args.serving_model_dir), model, cfg, vocabs, state_meta, with_slots=False)
 
-    run_dir = Path(fn_args.model_run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.save_weights(str(run_dir / WEIGHTS))
-    write_json(run_dir / TRAINER_METRICS, {
-        "model": tc.model, "params": model.param_counts(), "best_epoch": best.best_epoch + 1,
+    run_dir = fn_args.model_run_dir  # a string join throughout: on Kubeflow it is a URI (gs://...)
+    tf.io.gfile.makedirs(run_dir)
+    model.save_weights(join(run_dir, WEIGHTS))
+    params = model.param_counts()
+    write_json(join(run_dir, TRAINER_METRICS), {
+        "model": tc.model, "params": params, "best_epoch": best.best_epoch + 1,
         "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
@@ -246,4 +245,4 @@ def run_fn(fn_args) -> None:
                   "hparams": hparams, "code_version": custom.get("code_version"),
                   "vocab_sizes": vocab_sizes_from(tft_output, cfg), "precision": tc.precision,
                   "transform_graph": fn_args.transform_output,
-                  "trainer_metrics": json.loads((run_dir / TRAINER_METRICS).read_text())["params"]})
+                  "trainer_metrics": params})

@@ -16,7 +16,6 @@ add`; a failed check raises and leaves no model to evaluate or push.
 """
 from __future__ import annotations
 
-import json
 
 import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -29,7 +28,8 @@ from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
 from mdl_tf.export import METADATA_FILE, export_saved_model, join, read_metadata
 from mdl_tf.training import onboarding as onb
-from tfx_pipeline.models.model import say, serving_raw_spec, warmup_examples
+from mdl_tf.utils import write_json
+from tfx_pipeline.models.model import TRAINER_METRICS, say, serving_raw_spec, warmup_examples
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, label_outputs
 from tfx_pipeline.pipeline.configs import WARMUP_REQUESTS
 
@@ -204,10 +204,8 @@ def run_onboarding(fn_args, custom: dict) -> dict:
     say(f"old scenarios bit-identical on {report['bit_identical_rows']} rows"
         + (f"; new scenario eval AUC {_aucs(report['fallback'])} (global-token fallback) -> "
            f"{_aucs(report['onboarded'])} (onboarded)" if "onboarded" in report else ""))
-    run_dir = fn_args.model_run_dir
-    tf.io.gfile.makedirs(run_dir)
-    with tf.io.gfile.GFile(join(run_dir, "metrics.json"), "w") as f:
-        f.write(json.dumps({"model": "mdl", "onboarding": report}, indent=2, default=float))
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    write_json(join(fn_args.model_run_dir, TRAINER_METRICS), {"model": "mdl", "onboarding": report})
     return report
 
 
