@@ -42,6 +42,7 @@ def write_json(path, obj) -> None:
     if "://" in str(path):
         import tensorflow as tf
 
+        tf.io.gfile.makedirs(str(path).rsplit("/", 1)[0])
         with tf.io.gfile.GFile(str(path), "w") as f:
             f.write(text)
     else:

@@ -374,12 +374,16 @@ def test_important_features_override_chooses_what_the_domain_tokens_read(synth_c
     from mdl_tf.models.base import with_all_hparams
 
     assert json.loads(json.dumps(with_all_hparams(model, {"hparams": {}})))["hparams"]["important_features"] == choice
-    with pytest.raises(ValueError, match=r"important_features\['task'\] = \['price'\]: .*categorical or multi_hot"):
-        build_model("mdl", synth_cfg, synth_batch[1], important_features={"task": ["price"]}, **SMALL)
-    with pytest.raises(ValueError, match="of kind categorical \\(imp_tables='own'\\)"):
+    for bad, message in [({"task": ["item_price"]}, r"\['item_price'\]: features of kind categorical or multi_hot"),
+                         ({"task": ["price"]}, r"\['price'\] not in feature config 'synthetic'"),
+                         ({"task": "item_id"}, "give a non-empty list of feature names"),
+                         ({"task": ["item_id", "item_id"]}, "listed twice"),
+                         ({"tasks": ["item_id"]}, "unknown domain"),
+                         ('{task: [item_id]}', "must be a mapping")]:
+        with pytest.raises(ValueError, match=message):
+            build_model("mdl", synth_cfg, synth_batch[1], important_features=bad, **SMALL)
+    with pytest.raises(ValueError, match="of kind categorical only \\(imp_tables='own'\\)"):
         build_model("mdl", synth_cfg, synth_batch[1], important_features=choice, imp_tables="own", **SMALL)
-    with pytest.raises(ValueError, match="unknown domain"):
-        build_model("mdl", synth_cfg, synth_batch[1], important_features={"tasks": ["item_id"]}, **SMALL)
 
 
 def test_domain_dropout_acts_in_training_only_and_narrow_domain_ffns_shrink_only_them(synth_cfg, synth_batch):

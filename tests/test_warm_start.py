@@ -204,6 +204,21 @@ def test_warm_start_refuses_another_architecture(days, tmp_path):
     with pytest.raises(ws.WarmStartError, match="no complete warm-start state"):
         ws.warm_start(other, tmp_path / "missing", cfg, stats1["vocabularies"])
 
+    # A state saved before a flag existed lacks it: today's default passes, a non-default value (same weight
+    # shapes: the task tokens read item_tags where they read item_id) is another model and is refused.
+    manifest = ws.read_manifest(tmp_path / "s")
+    del manifest["hparams"]["important_features"]
+    (tmp_path / "s" / ws.MANIFEST).write_text(json.dumps(manifest))
+    same = _model(cfg, stats1)
+    ws.warm_start(same, tmp_path / "s", cfg, stats1["vocabularies"], metadata={"model": "mdl", "hparams": HPARAMS})
+    choice = {"task": ["user_id", "item_tags", "item_category"]}
+    assert [f.name for f in cfg.important_features("task")] == ["user_id", "item_id", "item_category"]
+    swapped = build_model("mdl", cfg, vocab_sizes(cfg, stats1), important_features=choice, **HPARAMS)
+    swapped.compile()
+    with pytest.raises(ws.WarmStartError, match="hparams .*important_features"):
+        ws.warm_start(swapped, tmp_path / "s", cfg, stats1["vocabularies"],
+                      metadata={"model": "mdl", "hparams": {**HPARAMS, "important_features": choice}})
+
 
 # -- the TFX pipeline: day 1 from scratch, day 2 warm-started --------------------------------------------------------
 def _trainer_runs(root):

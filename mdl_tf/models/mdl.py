@@ -2,6 +2,7 @@
 flag for each alternative (§8)."""
 from __future__ import annotations
 
+import collections.abc
 import copy
 
 import tensorflow as tf
@@ -158,14 +159,32 @@ def important_choice(cfg, override: dict | None, imp_tables: str) -> dict:
     editing features.yaml. Allowed: categorical features, and multi-hot ones when ê_imp reads the shared (pooled)
     feature embeddings. Raises ValueError naming the bad key or feature and what is allowed."""
     out = {d: list(cfg.important_features(d)) for d in ("scenario", "task")}
-    unknown = sorted(set(override or {}) - set(out))
+    if override is None:
+        return out
+    example = 'e.g. {"task": ["genres", "occupation"]}'
+    if not isinstance(override, collections.abc.Mapping):
+        raise ValueError(f"important_features must be a mapping of domain -> feature names ({example}; on the "
+                         f"command line as JSON), got {override!r}")
+    unknown = sorted(set(override) - set(out))
     if unknown:
-        raise ValueError(f"important_features: unknown domain(s) {unknown}; use 'scenario' and/or 'task'")
+        raise ValueError(f"important_features: unknown domain(s) {unknown}; use 'scenario' and/or 'task' ({example})")
     kinds = ("categorical",) if imp_tables == "own" else ("categorical", "multi_hot")
     allowed = [f.name for f in cfg.features if f.kind in kinds]
-    for domain, names in (override or {}).items():
-        if not names or any(n not in allowed for n in names):
-            raise ValueError(f"important_features[{domain!r}] = {list(names or [])!r}: give a non-empty list of features of "
-                             f"kind {' or '.join(kinds)} (imp_tables={imp_tables!r}): {allowed}")
+    known = {f.name for f in cfg.features}
+    for domain, names in override.items():
+        where = f"important_features[{domain!r}]"
+        if (isinstance(names, str) or not isinstance(names, collections.abc.Sequence) or not names
+                or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{where} = {names!r}: give a non-empty list of feature names ({example})")
+        names = list(names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where} = {names!r}: a feature is listed twice")
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"{where}: {missing} not in feature config '{cfg.name}'; its features are "
+                             f"{sorted(known)}")
+        if any(n not in allowed for n in names):
+            raise ValueError(f"{where} = {names!r}: features of kind {' or '.join(kinds)} only "
+                             f"(imp_tables={imp_tables!r}): {allowed}")
         out[domain] = [cfg.feature(n) for n in names]
     return out

@@ -22,6 +22,7 @@ bucket. The returned report says, per vocabulary owner, how many ids were carrie
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -68,6 +69,17 @@ def _write_text(path: str, text: str) -> None:
 
 def _join(*parts) -> str:
     return "/".join(str(p).rstrip("/") for p in parts)
+
+
+def _constructor_defaults(model) -> dict:
+    """{flag: default, as JSON} of the constructor of `model`'s class and its bases."""
+    out = {}
+    for cls in type(model).__mro__:
+        if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf"):
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.default is not inspect.Parameter.empty and p.name not in out:
+                    out[p.name] = json.loads(json.dumps(p.default, default=repr))
+    return out
 
 
 def table_features(model, cfg: FeatureConfig) -> dict:
@@ -237,9 +249,11 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
     for key, value in with_all_hparams(model, metadata or {}).items():
         value, stored = json.loads(json.dumps(value)), manifest.get(key)  # compared as the manifest stores them
         if key == "hparams" and isinstance(stored, dict):
-            # A state saved before every hparam was recorded holds the passed ones only: compare those (the weight
-            # check below still catches a changed default that changes the weights).
-            value = {k: v for k, v in value.items() if k in stored}
+            # A state saved before every hparam was recorded (or before a flag existed) lacks some: those compare
+            # only when this run sets them away from the constructor default (the weight check below still
+            # catches a changed default that changes the weights).
+            defaults = _constructor_defaults(model)
+            value = {k: v for k, v in value.items() if k in stored or k not in defaults or v != defaults[k]}
         if stored != value:
             raise WarmStartError(
                 f"warm start: the base model's {key} is {manifest.get(key)!r}, this run's {value!r}; warm start "

@@ -16,7 +16,6 @@ add`; a failed check raises and leaves no model to evaluate or push.
 """
 from __future__ import annotations
 
-
 import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
