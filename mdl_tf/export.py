@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.models.base import with_all_hparams
+from mdl_tf.utils import is_uri, join
 
 OUTPUT_SUFFIX = "_probability"
 METADATA_FILE = "mdl_metadata.json"
@@ -89,17 +90,6 @@ class ServingModule(tf.Module):
 
         return {"serving_default": serving_default, "serving_raw": serving_raw,
                 "transform_features": transform_features}
-
-
-def is_uri(path) -> bool:
-    """Whether `path` names an object-store or remote file system location (gs://, s3://, hdfs://, ram://), which
-    pathlib would mangle ("gs://b" -> "gs:/b"): read and write those with tf.io.gfile and string joins."""
-    return "://" in str(path)
-
-
-def join(*parts) -> str:
-    """Path join that keeps URIs intact."""
-    return "/".join(str(p).rstrip("/") for p in parts)
 
 
 def read_metadata(saved_model_dir) -> dict | None:

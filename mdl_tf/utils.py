@@ -23,6 +23,30 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def is_uri(path) -> bool:
+    """Whether `path` names an object-store or remote file system location (gs://, s3://, hdfs://, ram://), which
+    pathlib would mangle ("gs://b" -> "gs:/b"): read and write those with tf.io.gfile and `join`."""
+    return "://" in str(path)
+
+
+def join(*parts) -> str:
+    """Path join that keeps URIs intact (pathlib and os.path collapse the "//" of "gs://")."""
+    return "/".join(str(p).rstrip("/") for p in parts)
+
+
+def write_text(path, text: str) -> None:
+    """Write `text` to a local path atomically (`atomic_write_text`) or to a URI whole through tf.io.gfile, creating
+    the parent folder (object stores have no rename; an object is written whole or not at all)."""
+    if is_uri(path):
+        import tensorflow as tf
+
+        tf.io.gfile.makedirs(str(path).rsplit("/", 1)[0])
+        with tf.io.gfile.GFile(str(path), "w") as f:
+            f.write(text)
+    else:
+        atomic_write_text(Path(path), text)
+
+
 def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -38,15 +62,7 @@ def _json_safe(x):
 def write_json(path, obj) -> None:
     """JSON write, atomic on a local disk; a URI (gs://..., a Kubeflow root) is written whole through tf.io.gfile
     (object stores have no rename, and pathlib would mangle the URI). NaN/inf become null (JSON has no NaN)."""
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n"
-    if "://" in str(path):
-        import tensorflow as tf
-
-        tf.io.gfile.makedirs(str(path).rsplit("/", 1)[0])
-        with tf.io.gfile.GFile(str(path), "w") as f:
-            f.write(text)
-    else:
-        atomic_write_text(Path(path), text)
+    write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
 
 
 def atomic_save_npz(path: Path, **arrays) -> None:

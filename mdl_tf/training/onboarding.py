@@ -29,14 +29,14 @@ from mdl_tf.data.io import read_split, split_path
 from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
-from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model, is_uri, rebuild_model
+from mdl_tf.export import METADATA_FILE, OUTPUT_SUFFIX, export_saved_model, rebuild_model
 from mdl_tf.models import build_model
 from mdl_tf.models.base import precision_policy
 from mdl_tf.models.onboarded import OnboardedMDL, check_onboardable
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training.data import make_dataset, transformed_arrays
 from mdl_tf.training.onboarding_settings import MIN_SCENARIO_ROWS, MIN_TASK_ROWS, OnboardConfig  # noqa: F401
-from mdl_tf.utils import write_json
+from mdl_tf.utils import is_uri, write_json
 
 log = logging.getLogger(__name__)
 

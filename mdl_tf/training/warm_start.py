@@ -26,7 +26,6 @@ import inspect
 import json
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -35,7 +34,7 @@ from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import FIRST_ID
 from mdl_tf.errors import UserError
 from mdl_tf.models.base import with_all_hparams
-from mdl_tf.utils import atomic_write_text
+from mdl_tf.utils import join, write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +55,6 @@ class WarmStartError(UserError):
 # -- helpers -------------------------------------------------------------------------------------------------------
 def _as_bytes(token) -> bytes:
     return token if isinstance(token, bytes) else str(token).encode("utf-8")
-
-
-def _write_text(path: str, text: str) -> None:
-    """Atomic on local disks (write aside, rename); object stores (gs://) write whole objects anyway."""
-    if "://" in path:
-        with tf.io.gfile.GFile(path, "w") as f:
-            f.write(text)
-    else:
-        atomic_write_text(Path(path), text)
-
-
-def _join(*parts) -> str:
-    return "/".join(str(p).rstrip("/") for p in parts)
 
 
 def _constructor_defaults(model) -> dict:
@@ -155,21 +141,21 @@ def save_state(directory, model, cfg: FeatureConfig, vocabularies: dict, metadat
         if opt is not None and with_slots:
             objects[f"iterations_{key}"] = opt.iterations
             iterations[key] = int(opt.iterations.numpy())
-    tf.io.gfile.makedirs(_join(directory, VOCAB_DIR))
+    tf.io.gfile.makedirs(join(directory, VOCAB_DIR))
     for owner, tokens in vocabularies.items():
-        with tf.io.gfile.GFile(_join(directory, VOCAB_DIR, f"{owner}.txt"), "wb") as f:
+        with tf.io.gfile.GFile(join(directory, VOCAB_DIR, f"{owner}.txt"), "wb") as f:
             f.write(b"".join(_as_bytes(t) + b"\n" for t in tokens))
-    tf.train.Checkpoint(**objects).write(_join(directory, CHECKPOINT))
+    tf.train.Checkpoint(**objects).write(join(directory, CHECKPOINT))
     manifest = {"format": FORMAT_VERSION, **with_all_hparams(model, metadata),
                 "indexing": _indexing(cfg, vocabularies),
                 "weights": entries, "iterations": iterations, "with_slots": bool(with_slots)}
-    _write_text(_join(directory, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
+    write_text(join(directory, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 
 def read_manifest(directory) -> dict | None:
     """The state's manifest, or None when `directory` holds no complete warm-start state."""
-    path = _join(directory, MANIFEST)
+    path = join(directory, MANIFEST)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path, "r") as f:
@@ -178,7 +164,7 @@ def read_manifest(directory) -> dict | None:
 
 def read_vocabulary(directory, owner: str) -> list:
     """The saved ids of `owner` as bytes, in row order (row 2 + i)."""
-    with tf.io.gfile.GFile(_join(directory, VOCAB_DIR, f"{owner}.txt"), "rb") as f:
+    with tf.io.gfile.GFile(join(directory, VOCAB_DIR, f"{owner}.txt"), "rb") as f:
         return f.read().split(b"\n")[:-1]  # every line ends in a newline
 
 
@@ -269,7 +255,7 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
                              f"train from scratch (drop --warm-start) after changing the model")
     maps = owner_maps(manifest, state_dir, cfg, vocabularies)
     tables = table_features(model, cfg)
-    reader = tf.train.load_checkpoint(_join(state_dir, CHECKPOINT))
+    reader = tf.train.load_checkpoint(join(state_dir, CHECKPOINT))
     opts = _optimizers(model)
     n_slots = 0
 

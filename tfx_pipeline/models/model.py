@@ -31,14 +31,14 @@ from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import is_hashed_owner, table_sizes
-from mdl_tf.export import export_saved_model, join, read_metadata
+from mdl_tf.export import export_saved_model, read_metadata
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
 from mdl_tf.training import distribute
 from mdl_tf.training import warm_start as ws
 from mdl_tf.training.trainer import BestEpoch, TrainConfig, sized_hparams
-from mdl_tf.utils import write_json
+from mdl_tf.utils import join, write_json
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
 from tfx_pipeline.pipeline import configs
 

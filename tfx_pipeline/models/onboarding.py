@@ -25,9 +25,9 @@ from mdl_tf import config as cfgmod
 from mdl_tf.data.transform import SCENARIO_MASK, dense_column, raw_dtypes, scenario_inputs
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
-from mdl_tf.export import METADATA_FILE, export_saved_model, join, read_metadata
+from mdl_tf.export import METADATA_FILE, export_saved_model, read_metadata
 from mdl_tf.training import onboarding as onb
-from mdl_tf.utils import write_json
+from mdl_tf.utils import join, write_json
 from tfx_pipeline.models.model import TRAINER_METRICS, say, serving_raw_spec, warmup_examples
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, label_outputs
 from tfx_pipeline.pipeline.configs import WARMUP_REQUESTS
