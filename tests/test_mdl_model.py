@@ -430,6 +430,59 @@ def test_an_onboarded_token_trains_against_a_deterministic_frozen_base(synth_cfg
     assert not np.allclose(on["click"].numpy(), off["click"].numpy())
 
 
+@pytest.mark.parametrize("global_input", ["id", "mean_spec"])
+def test_fold_makes_an_onboarded_model_a_regular_mdl_with_the_same_outputs(synth_cfg, synth_batch, global_input):
+    """fold (issue 18: a model onboarded in the pipeline carried into the next warm-started run): an onboarded
+    scenario and task become rows of every per-token weight (the scenario before the global token, the task last)
+    and the regular MDL computes the onboarded model's logits on rows in and out of the new scenario. With
+    global_input="mean_spec" the global token reads the mean of all ê_spec rows: the fold keeps the new row at the
+    base rows' mean and moves what it learnt into its first FFN bias, so the outputs match there too."""
+    from mdl_tf.config import with_scenario, with_task
+    from mdl_tf.data.transform import SCENARIO_MASK
+    from mdl_tf.models.onboarded import fold, stream_layers
+    from mdl_tf.training.onboarding import make_onboarded
+
+    tf.keras.utils.set_random_seed(0)
+    base = build_model("mdl", synth_cfg, synth_batch[1], global_input=global_input, **SMALL)
+    n_s, n_t = synth_cfg.num_scenarios, synth_cfg.num_tasks
+    cfg = with_task(with_scenario(synth_cfg, "live"), "fav", "click")
+    model = make_onboarded(cfg, base, [{"kind": "scenario", "name": "live", "init_from": "global"},
+                                       {"kind": "task", "name": "fav", "init_from": "click"}])
+    scenario, task = model.appended
+    for token in model.appended:  # as if trained: every slice away from the token it was copied from
+        for w in token.weights:
+            if not (token is scenario and w is scenario.spec.embeddings):
+                w.assign(w + tf.random.normal(w.shape, stddev=0.3))
+    feats = dict(synth_batch[2])
+    live = (np.arange(64) % 3 == 0).astype(np.float32)[:, None]  # a third of the rows are also in "live"
+    mask = feats[SCENARIO_MASK].numpy() * (1 - np.float32(np.arange(64) % 6 == 0))[:, None]  # some only in "live"
+    feats[SCENARIO_MASK] = tf.constant(np.concatenate([mask, live], axis=1))
+
+    folded = fold(model)
+    assert folded.cfg.scenario.values[-1] == "live" and folded.cfg.task_names[-1] == "fav"
+    query = stream_layers(folded, "scenario")[2].kernel.numpy()  # block 0's W_Q: [N_s + 1 new + global, d, d]
+    np.testing.assert_array_equal(query[:n_s], base.blocks[0].attn_s.query.kernel.numpy()[:n_s])
+    np.testing.assert_array_equal(query[n_s], scenario.queries[0].kernel.numpy()[0])
+    np.testing.assert_array_equal(query[n_s + 1], base.blocks[0].attn_s.query.kernel.numpy()[n_s])
+    head = folded.heads.proj.kernel.numpy()
+    np.testing.assert_array_equal(head[n_t], task.head.kernel.numpy()[0])
+    want = model.compute_logits(feats).numpy()
+    np.testing.assert_allclose(folded.compute_logits(feats).numpy(), want, atol=2e-5)
+    assert np.abs(want[:, :n_t] - base.compute_logits(synth_batch[2]).numpy()).max() > 1e-3  # "live" rows moved
+
+    spec = scenario.spec.embeddings
+    spec.assign(spec + tf.random.normal(spec.shape, stddev=0.5))  # the new ê_spec row trained away from its start
+    moved = model.compute_logits(feats).numpy()
+    assert np.abs(moved - want).max() > 1e-3
+    again = fold(model)
+    np.testing.assert_allclose(again.compute_logits(feats).numpy(), moved, atol=2e-5)
+    rows = again.scenario_tokenizer.spec_embedding.embeddings.numpy()
+    if global_input == "mean_spec":  # the row stays where the global token's mean needs it
+        np.testing.assert_allclose(rows[n_s], rows[:n_s].mean(axis=0), atol=1e-6)
+    else:
+        np.testing.assert_array_equal(rows[n_s], spec.numpy()[0])
+
+
 def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synth_cfg, synth_batch, tmp_path):
     """Exports record every hparam; a SavedModel whose metadata holds only the passed ones (exported before, when
     MDL's default was imp_tables="own") is rebuilt with its own ê_imp tables, weights equal; a current export is

@@ -348,6 +348,23 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
     before, after = serve_examples(versions[1], new_rows), serve_examples(versions3[2], new_rows)
     assert not np.allclose(before["click"], after["click"])
 
+    # Day 3 also left a warm-start state in which "live" is a regular scenario (the onboarded token folded in before
+    # the global token): a regular MDL over the day-3 config, warm-started from it, serves "live" rows as day 3's
+    # version does (to float rounding). A config that does not list "live" is refused in one line.
+    state3 = state_dir_of(str(Path(artifacts.artifacts(root, "Model")[-1]["uri"], "Format-Serving")))
+    folded = report["warm_start_state"]
+    assert folded["dir"] == state3 and 0 <= folded["max_abs_logit_change"] < 1e-3
+    assert ws.read_manifest(state3)["scenarios"] == ["home", "feed", "search", "live"]
+    regular, cfg_r, _, hp_r = build_from_transform(tft2, {**custom, "feature_config": meta3["feature_config"]})
+    regular.compile()
+    ws.warm_start(regular, state3, cfg_r, vocabularies_from(tft2, cfg_r), metadata={"model": "mdl", "hparams": hp_r})
+    feats = tf.saved_model.load(str(versions3[2])).signatures["transform_features"](examples=tf.constant(new_rows))
+    logits = regular.compute_logits(feats).numpy()[:, 0]
+    served = np.log(after["click"]) - np.log1p(-after["click"])
+    np.testing.assert_allclose(logits, served, atol=1e-3)
+    with pytest.raises(ws.WarmStartError, match="list the base model's scenarios in the same order"):
+        ws.warm_start(model, state3, cfg, vocabularies_from(tft2, cfg), metadata={"model": "mdl", "hparams": hparams})
+
 
 def test_add_scenario_errors(tmp_path, capsys):
     """--add-scenario requests that cannot run end in one line (exit 2) before any component runs, or in the

@@ -45,6 +45,24 @@ def copy_slice(source, target, index: int) -> None:
         w.assign(src[key][index:index + 1])
 
 
+def stream_layers(model, kind: str) -> list:
+    """The per-token layers of an MDLModel's scenario or task stream, in a fixed order; axis 0 of each of their weights
+    is the token (rows 0..N-1 the domains, then the global scenario token where the stream has one): the ê_spec table,
+    the tokenizer's FFN_k (Eq. 4/7), per block W_Q (and W_O) of its DAA (Eq. 11/13) and its PFFN when the block has
+    one (Eq. 12/15), and for tasks the heads (Eq. 16)."""
+    tok = model.scenario_tokenizer if kind == "scenario" else model.task_tokenizer
+    out = [tok.spec_embedding, tok.ffn]
+    for block in model.blocks:
+        attn = block.attn_s if kind == "scenario" else block.attn_t
+        out.append(attn.query)
+        if attn.output_projection:
+            out.append(attn.out)
+        ffn = block.ffn_s if kind == "scenario" else block.ffn_t
+        if ffn is not None:
+            out.append(ffn)
+    return out + ([model.heads.proj] if kind == "task" else [])
+
+
 class AppendedToken(tf.keras.layers.Layer):
     """One onboarded domain token: its own slice of every per-token weight of its stream (module docstring).
 
@@ -96,21 +114,21 @@ class AppendedToken(tf.keras.layers.Layer):
         self.spec(tf.range(1))
         self.spec.embeddings.assign(tf.reshape(tf.cast(spec_value, self.spec.embeddings.dtype), [1, -1]))
         self.init_ffn(tf.zeros([1, 1, d_in]))
-        copy_slice(tok.ffn, self.init_ffn, index)
-        for layer, block in enumerate(base.blocks):
-            attn = block.attn_s if self.kind == "scenario" else block.attn_t
-            self.queries[layer](token)
-            copy_slice(attn.query, self.queries[layer], index)
-            if attn.output_projection:
-                self.outputs[layer](token)
-                copy_slice(attn.out, self.outputs[layer], index)
-            pos = self.ffn_layers[layer]
+        for layer in self.token_layers()[2:]:  # W_Q, W_O, PFFN per block, then the head: all read a [1, 1, d] token
+            layer(token)
+        for source, target in zip(stream_layers(base, self.kind)[1:], self.token_layers()[1:]):
+            copy_slice(source, target, index)
+
+    def token_layers(self) -> list:
+        """This token's layers in `stream_layers` order: ê_spec row, FFN, per block W_Q, W_O, PFFN, the head."""
+        out = [self.spec, self.init_ffn]
+        for layer, pos in enumerate(self.ffn_layers):
+            out.append(self.queries[layer])
+            if self.outputs:
+                out.append(self.outputs[layer])
             if pos is not None:
-                self.ffns[pos](token)
-                copy_slice(block.ffn_s if self.kind == "scenario" else block.ffn_t, self.ffns[pos], index)
-        if self.head is not None:
-            self.head(token)
-            copy_slice(base.heads.proj, self.head, index)
+                out.append(self.ffns[pos])
+        return out + ([self.head] if self.head is not None else [])
 
     def initial(self, tokenizer, features, embedded=None):
         """t_{k'} = ReLU(FFN_{k'}(ê_imp ⊕ ê_spec^{k'})) (Eq. 4), through the base tokenizer's shared norm: [B, 1, d].
@@ -221,3 +239,61 @@ def check_onboardable(base) -> None:
     if getattr(base, "model_name", None) != "mdl" or wrong:
         raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts "
                          f"and fuse_state=pre_ffn can be onboarded; this one has {wrong or base.model_name}")
+
+
+def fold(model: OnboardedMDL, precision: str = "float32"):
+    """A regular MDLModel over `model.cfg` (the base's scenarios then the onboarded ones, likewise tasks) holding
+    `model`'s weights: each appended token becomes its domain's row of every per-token weight (`stream_layers`),
+    inserted after the base's domains and before the global scenario token; every other weight is the base's. This
+    is how a model onboarded in the pipeline is carried into the next warm-started run, whose feature config lists
+    the onboarded names last (`warm_start`). The folded model computes `model`'s outputs up to float rounding.
+
+    One re-parameterisation keeps that exact with global_input="mean_spec" (MDL's default), where the global token
+    reads the mean ê_spec of *all* scenario rows: an onboarded scenario's ê_spec row is set back to the base rows'
+    mean m (where it started, so the global token's input is unchanged) and what the row learnt moves into the bias
+    of its first FFN layer, which is where ê_spec enters (Eq. 4): b_k += W_spec,k (ê_spec^k - m), a constant per token.
+    Raises ValueError if a weight does not fit (a model that is not what `make_onboarded` builds)."""
+    from mdl_tf.models import build_model
+
+    base = model.base
+    folded = build_model("mdl", model.cfg, base.vocab_sizes, precision=precision, **base.hparams)
+    folded.build_with_dummy_batch()
+    done = set()
+    for kind in KINDS:
+        at = base.cfg.num_scenarios if kind == "scenario" else base.cfg.num_tasks
+        tokens = [t.token_layers() for t in model.appended if t.kind == kind]
+        for source, target, *appended in zip(stream_layers(base, kind), stream_layers(folded, kind), *tokens):
+            for i, w in enumerate(target.weights):
+                rows = [source.weights[i][:at], *(a.weights[i] for a in appended), source.weights[i][at:]]
+                value = tf.concat([tf.cast(r, w.dtype) for r in rows], axis=0)
+                if value.shape != w.shape:
+                    raise ValueError(f"fold: {w.name} has shape {w.shape}; the base's and appended rows give "
+                                     f"{value.shape}")
+                w.assign(value)
+                done.add(w.ref())
+    own, theirs = folded.model_weights(), base.model_weights()
+    if len(own) != len(theirs):
+        raise ValueError(f"fold: the folded model has {len(own)} weights, the base {len(theirs)}")
+    for w, b in zip(own, theirs):
+        if w.ref() in done:
+            continue
+        if w.shape != b.shape:
+            raise ValueError(f"fold: {w.name} has shape {w.shape} and the base's {b.name} {b.shape}")
+        w.assign(b)
+    tok = folded.scenario_tokenizer
+    new_rows = slice(base.cfg.num_scenarios, folded.cfg.num_scenarios)
+    if tok.global_token and tok.global_input == "mean_spec" and new_rows.stop > new_rows.start:
+        first = tok.ffn.inner if tok.ffn_layers == 2 else tok.ffn.outer
+        if first.bias is None:
+            raise ValueError("fold: the scenario tokenizer's first FFN layer has no bias to take the ê_spec rows")
+        spec = tok.spec_embedding.embeddings
+        mean = tf.reduce_mean(spec[:base.cfg.num_scenarios], axis=0)                   # [e]: the global's input
+        kernel = first.kernel[new_rows, -tok.spec_dim:, :]                            # [S', e, h]: W_spec
+        shift = tf.einsum("se,seh->sh", spec[new_rows] - mean, kernel)
+        first.bias.assign(tf.tensor_scatter_nd_add(first.bias, _rows(new_rows), shift))
+        spec.assign(tf.tensor_scatter_nd_update(spec, _rows(new_rows), tf.repeat(mean[None], shift.shape[0], 0)))
+    return folded
+
+
+def _rows(rows: slice):
+    return tf.range(rows.start, rows.stop)[:, None]

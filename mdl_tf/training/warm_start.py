@@ -4,7 +4,8 @@ by token value.
 Every trained model leaves a *warm-start state* next to its SavedModel (the Trainer writes
 `<model artifact>/warm_start/`; `save_state`):
 
-  manifest.json              written last (a state without it is incomplete): model name, hparams, the weights in
+  manifest.json              written last (a state without it is incomplete): model name, hparams, the scenario
+                             and task names in token order (checked against today's config), the weights in
                              `model.model_weights()` order (name, shape, the id feature whose table it is), which
                              optimizer slots were saved, and per vocabulary owner how its ids were indexed
                              (`{"vocabulary": size}` or `{"hash_buckets": N}`)
@@ -147,6 +148,7 @@ def save_state(directory, model, cfg: FeatureConfig, vocabularies: dict, metadat
             f.write(b"".join(_as_bytes(t) + b"\n" for t in tokens))
     tf.train.Checkpoint(**objects).write(join(directory, CHECKPOINT))
     manifest = {"format": FORMAT_VERSION, **with_all_hparams(model, metadata),
+                "scenarios": list(cfg.scenario.values), "tasks": list(cfg.task_names),
                 "indexing": _indexing(cfg, vocabularies),
                 "weights": entries, "iterations": iterations, "with_slots": bool(with_slots)}
     write_text(join(directory, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
@@ -232,6 +234,13 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
     manifest = read_manifest(state_dir)
     if manifest is None:
         raise WarmStartError(f"warm start: {state_dir} holds no complete warm-start state ({MANIFEST} missing)")
+    for key, now in (("scenarios", list(cfg.scenario.values)), ("tasks", list(cfg.task_names))):
+        then = manifest.get(key)  # states written before this was recorded have neither: the shape check catches it
+        if then is not None and then != now:
+            raise WarmStartError(
+                f"warm start: the base model's {key} are {then}, this run's feature config has {now}; tokens are "
+                f"carried by position: list the base model's {key} in the same order in features.yaml (a scenario "
+                f"or task onboarded with --add-scenario last), or train from scratch (drop --warm-start)")
     for key, value in with_all_hparams(model, metadata or {}).items():
         value, stored = json.loads(json.dumps(value)), manifest.get(key)  # compared as the manifest stores them
         if key == "hparams" and isinstance(stored, dict):

@@ -16,7 +16,9 @@ custom_config (see `tfx_pipeline.pipeline.configs.custom_config`):
 
 The export's metadata records the Transform graph it was trained on (`transform_graph`), which onboarding reuses.
 Every run also writes the warm-start state of the model it trained into `<model artifact>/warm_start/` (next to
-`Format-Serving/`, so the Pusher does not ship it), which a later warm-started run reads.
+`Format-Serving/`, so the Pusher does not ship it), which a later warm-started run reads; an onboarding run writes
+the onboarded model folded into a regular MDL (the new scenario a regular row, weights only), so a warm-started run
+whose features.yaml lists that scenario last continues from it.
 """
 from __future__ import annotations
 
@@ -149,9 +151,9 @@ def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainCo
         say("warm start: no blessed model yet; training from scratch")
         return {"base_model": None, "reason": "no blessed model yet"}
     state = state_dir_of(fn_args.base_model)
-    if _onboarded(fn_args.base_model):
-        say(f"warm start: the blessed model {fn_args.base_model} was onboarded (--add-scenario) and has no "
-            f"warm-start state; training from scratch")
+    if ws.read_manifest(state) is None and _onboarded(fn_args.base_model):
+        say(f"warm start: the blessed model {fn_args.base_model} was onboarded (--add-scenario) before onboarding "
+            f"wrote a warm-start state; training from scratch")
         return {"base_model": fn_args.base_model, "reason": "onboarded model"}
     if ws.read_manifest(state) is None:
         say(f"warm start: the blessed model {fn_args.base_model} has no warm-start state (trained before warm "

@@ -12,7 +12,9 @@ analyzer). The exported SavedModel carries that same Transform graph, so serving
 custom_config["onboard"]: {"scenario": NAME, **OnboardConfig fields} (epochs, batch_size, dense_lr, sparse_lr, seed;
 `tfx_pipeline.pipeline.configs.onboard_settings`).
 The token's training and the bit-identity check are `mdl_tf.training.onboarding`'s, shared with `mdl-tf scenario
-add`; a failed check raises and leaves no model to evaluate or push.
+add`; a failed check raises and leaves no model to evaluate or push. The run also writes a warm-start state in which
+NAME is a regular scenario row (`save_folded_state`), so the next day's `--warm-start` run continues from the
+onboarded model.
 """
 from __future__ import annotations
 
@@ -24,11 +26,14 @@ import tensorflow_transform as tft
 from mdl_tf import config as cfgmod
 from mdl_tf.data.transform import SCENARIO_MASK, dense_column, raw_dtypes, scenario_inputs
 from mdl_tf.errors import UserError
+from mdl_tf.models.onboarded import fold
 from mdl_tf.evaluation import task_metrics
 from mdl_tf.export import METADATA_FILE, export_saved_model, read_metadata
 from mdl_tf.training import onboarding as onb
+from mdl_tf.training import warm_start as ws
 from mdl_tf.utils import join, write_json
-from tfx_pipeline.models.model import TRAINER_METRICS, say, serving_raw_spec, warmup_examples
+from tfx_pipeline.models.model import (TRAINER_METRICS, say, serving_raw_spec, state_dir_of, vocabularies_from,
+                                       warmup_examples)
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, label_outputs
 from tfx_pipeline.pipeline.configs import WARMUP_REQUESTS
 
@@ -194,6 +199,8 @@ def run_onboarding(fn_args, custom: dict) -> dict:
             report["eval_rows"] = int(len(evaluation["examples"]))
             report["fallback"] = _metrics(*args, fn_args.base_model, base_cfg)
             report["onboarded"] = _metrics(*args, out, cfg)
+        report["warm_start_state"] = save_folded_state(model, cfg, tft_output, meta, out, evaluation["features"],
+                                                       precision)
     except BaseException:
         if tf.io.gfile.exists(out):  # a model that changed old outputs is never evaluated or pushed
             tf.io.gfile.rmtree(out)
@@ -206,6 +213,28 @@ def run_onboarding(fn_args, custom: dict) -> dict:
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     write_json(join(fn_args.model_run_dir, TRAINER_METRICS), {"model": "mdl", "onboarding": report})
     return report
+
+
+def save_folded_state(model, cfg: cfgmod.FeatureConfig, tft_output, meta: dict, serving_model_dir: str,
+                      features: dict, precision: str) -> dict:
+    """Write the warm-start state of the onboarded `model` next to its export (`state_dir_of`), for the next
+    warm-started run: the model folded into a regular MDLModel (`mdl_tf.models.onboarded.fold`) whose scenarios are
+    the base's then NAME, with the base Transform graph's vocabularies and the weights only (the onboarding trained
+    one token with its own optimizer, so there are no slots for the rest). The next run's features.yaml must list
+    NAME last (`warm_start` checks). Returns {"dir", "max_abs_logit_change"}: how far the folded model's logits are
+    from the onboarded model's on up to 512 of NAME's eval rows (not exactly 0 with global_input="mean_spec": the
+    global token then also reads NAME's ê_spec row, see `fold`)."""
+    folded = fold(model, precision)
+    state = state_dir_of(serving_model_dir)
+    ws.save_state(state, folded, cfg, vocabularies_from(tft_output, cfg),
+                  {"model": "mdl", "hparams": meta["hparams"]}, with_slots=False)
+    change = None
+    if features:
+        sample = {k: v[:512] for k, v in features.items()}
+        change = float(np.max(np.abs(folded.compute_logits(sample).numpy() - model.compute_logits(sample).numpy())))
+    say(f"warm-start state: {cfg.scenario.values[-1]!r} folded into a regular scenario row"
+        + (f" (largest logit change on its eval rows {change:.2g})" if change is not None else ""))
+    return {"dir": state, "max_abs_logit_change": change}
 
 
 def _aucs(metrics: dict) -> str:
