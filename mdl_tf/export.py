@@ -73,18 +73,20 @@ class ServingModule(tf.Module):
         return {f"{t}{OUTPUT_SUFFIX}": tf.cast(probs[t], tf.float32) for t in self._cfg.task_names}
 
     def signatures(self) -> dict:
+        # autograph=False: the model and transforms are plain TF (see mdl_tf.models.base._plain_python); skipping the
+        # source conversion makes every export faster to trace, with the same graph.
         examples = tf.TensorSpec([None], tf.string, name="examples")
         raw_specs = {k: tf.TensorSpec([None], v.dtype, name=k) for k, v in self._spec.items()}
 
-        @tf.function(input_signature=[examples])
+        @tf.function(input_signature=[examples], autograph=False)
         def serving_default(serialized):
             return self._outputs(self.transform(tf.io.parse_example(serialized, self._spec)))
 
-        @tf.function(input_signature=[raw_specs])
+        @tf.function(input_signature=[raw_specs], autograph=False)
         def serving_raw(raw):
             return self._outputs(self.transform({k: _as_parsed(v, self._spec[k]) for k, v in raw.items()}))
 
-        @tf.function(input_signature=[examples])
+        @tf.function(input_signature=[examples], autograph=False)
         def transform_features(serialized):
             return self.transform(tf.io.parse_example(serialized, self._spec))
 

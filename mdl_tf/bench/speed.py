@@ -181,14 +181,14 @@ def run_speed_bench(out_dir, batch_size: int = 2048, steps: int = 20, d_model: i
     peak = matmul_gflops()
 
     one = {k: v[:1] for k, v in feats.items()}
-    predict = tf.function(lambda f: model.compute_logits(f), jit_compile=jit_compile)
+    predict = tf.function(lambda f: model.compute_logits(f), jit_compile=jit_compile, autograph=False)
     predict(one)
     lat = []
     for _ in range(200):
         t0 = time.perf_counter()
         predict(one).numpy()
         lat.append((time.perf_counter() - t0) * 1e3)
-    big = tf.function(lambda f: model.compute_logits(f), jit_compile=jit_compile)
+    big = tf.function(lambda f: model.compute_logits(f), jit_compile=jit_compile, autograph=False)
     big(feats).numpy()
     t0 = time.perf_counter()
     for _ in range(5):

@@ -58,6 +58,14 @@ def dummy_features(cfg: FeatureConfig, batch: int = 2) -> dict:
     return out
 
 
+# Keras traces train/test/predict steps through AutoGraph, which re-parses the Python source of every layer's call
+# into a converted copy: a large share of the tracing time of a run, paid again for every model a process builds.
+# Our steps and layers never branch or loop in Python on tensor values (tf.cond, einsum and tf.where instead), so
+# they trace as plain Python: the same graph, without the conversion. A layer that needs AutoGraph fails loudly at
+# trace time ("using a tf.Tensor as a Python bool is not allowed").
+_plain_python = tf.autograph.experimental.do_not_convert
+
+
 class _DynamicLossScale(tf.Module):
     """Loss scaling for float16: x2 after `period` finite steps, /2 on a non-finite step (which is skipped)."""
 
@@ -243,6 +251,7 @@ class MultiDistributionModel(tf.keras.Model):
             out[f.name] = tf.where(drop & (ids >= FIRST_ID), tf.constant(OOV_ID, ids.dtype), ids)
         return out
 
+    @_plain_python
     def train_step(self, data):
         features, targets = data
         features = self._drop_ids(features)
@@ -281,12 +290,14 @@ class MultiDistributionModel(tf.keras.Model):
             self._loss_scale.update(finite)
         return self._update_metrics(loss, labels, logits, mask)
 
+    @_plain_python
     def test_step(self, data):
         features, targets = data
         labels, mask = targets["labels"], targets["label_mask"]
         logits = self.compute_logits(features, training=False)
         return self._update_metrics(self._loss(labels, logits, mask), labels, logits, mask)
 
+    @_plain_python
     def predict_step(self, data):
         features = data[0] if isinstance(data, tuple) else data
         return self(features, training=False)
