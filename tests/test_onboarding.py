@@ -118,6 +118,21 @@ def test_task_add_on_an_onboarded_model_keeps_every_old_output(onboarding_data, 
     assert fav_auc > 0.7 and fav_auc > report[1]["initial"]["fav"]["auc"] + 0.1, report[1]
 
 
+def test_an_onboarding_that_changes_an_old_output_fails_and_writes_nothing(onboarding_data, tmp_path, monkeypatch):
+    """The bit-identity check is live: an onboarded model whose logits move by 0.01% on every row (old scenarios
+    included) is refused with an output named, and neither the --out folder nor its staging folder is left."""
+    from mdl_tf.models.onboarded import OnboardedMDL
+
+    root, _, _ = onboarding_data
+    real = OnboardedMDL.compute_logits
+    monkeypatch.setattr(OnboardedMDL, "compute_logits",
+                        lambda self, features, training=False: real(self, features, training) * 1.0001)
+    with pytest.raises(RuntimeError, match="onboarding changed existing output '(click|purchase)'"):
+        main(["scenario", "add", "--model-dir", str(root / "m0"), "--name", "promo", "--data", str(root / "full"),
+              "--out", str(tmp_path / "m"), "--epochs", "1", "--batch-size", "256"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_new_scenario_token_starts_as_the_global_token(onboarding_data):
     """Initialised from the global token's slices, the new token reproduces the fallback on its own rows."""
     from mdl_tf.data.transform import FeatureTransform, raw_columns
