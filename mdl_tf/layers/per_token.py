@@ -84,6 +84,11 @@ class PerTokenFFN(tf.keras.layers.Layer):
         self.outer = PerTokenDense(out, kernel_init=self.outer_init, name="outer")
         super().build(input_shape)
 
+    @property
+    def first(self) -> PerTokenDense:
+        """The layer that reads the input (`inner`, or `outer` with one layer): kernel [N, d_in, h], bias [N, h]."""
+        return self.inner if self.num_layers == 2 else self.outer
+
     def call(self, x, training=None):
         if self.num_layers == 2:
             x = self.inner(x)

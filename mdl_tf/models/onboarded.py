@@ -109,7 +109,7 @@ class AppendedToken(tf.keras.layers.Layer):
 
     def _build_and_copy(self, base, index: int, spec_value) -> None:
         tok = base.scenario_tokenizer if self.kind == "scenario" else base.task_tokenizer
-        d_in = int((tok.ffn.inner if tok.ffn_layers == 2 else tok.ffn.outer).kernel.shape[1])
+        d_in = int(tok.ffn.first.kernel.shape[1])
         token = tf.zeros([1, 1, self.d_model])
         self.spec(tf.range(1))
         self.spec.embeddings.assign(tf.reshape(tf.cast(spec_value, self.spec.embeddings.dtype), [1, -1]))
@@ -283,7 +283,7 @@ def fold(model: OnboardedMDL, precision: str = "float32"):
     tok = folded.scenario_tokenizer
     new_rows = slice(base.cfg.num_scenarios, folded.cfg.num_scenarios)
     if tok.global_token and tok.global_input == "mean_spec" and new_rows.stop > new_rows.start:
-        first = tok.ffn.inner if tok.ffn_layers == 2 else tok.ffn.outer
+        first = tok.ffn.first
         if first.bias is None:
             raise ValueError("fold: the scenario tokenizer's first FFN layer has no bias to take the ê_spec rows")
         spec = tok.spec_embedding.embeddings

@@ -151,11 +151,12 @@ def apply_warm_start(fn_args, model, cfg: FeatureConfig, tft_output, tc: TrainCo
         say("warm start: no blessed model yet; training from scratch")
         return {"base_model": None, "reason": "no blessed model yet"}
     state = state_dir_of(fn_args.base_model)
-    if ws.read_manifest(state) is None and _onboarded(fn_args.base_model):
+    has_state = ws.read_manifest(state) is not None
+    if not has_state and _onboarded(fn_args.base_model):
         say(f"warm start: the blessed model {fn_args.base_model} was onboarded (--add-scenario) before onboarding "
             f"wrote a warm-start state; training from scratch")
         return {"base_model": fn_args.base_model, "reason": "onboarded model"}
-    if ws.read_manifest(state) is None:
+    if not has_state:
         say(f"warm start: the blessed model {fn_args.base_model} has no warm-start state (trained before warm "
             f"starts existed); training from scratch")
         return {"base_model": fn_args.base_model, "reason": "no warm-start state"}

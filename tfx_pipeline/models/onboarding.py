@@ -26,9 +26,9 @@ import tensorflow_transform as tft
 from mdl_tf import config as cfgmod
 from mdl_tf.data.transform import SCENARIO_MASK, dense_column, raw_dtypes, scenario_inputs
 from mdl_tf.errors import UserError
-from mdl_tf.models.onboarded import fold
 from mdl_tf.evaluation import task_metrics
 from mdl_tf.export import METADATA_FILE, export_saved_model, read_metadata
+from mdl_tf.models.onboarded import fold
 from mdl_tf.training import onboarding as onb
 from mdl_tf.training import warm_start as ws
 from mdl_tf.utils import join, write_json
@@ -222,8 +222,8 @@ def save_folded_state(model, cfg: cfgmod.FeatureConfig, tft_output, meta: dict, 
     the base's then NAME, with the base Transform graph's vocabularies and the weights only (the onboarding trained
     one token with its own optimizer, so there are no slots for the rest). The next run's features.yaml must list
     NAME last (`warm_start` checks). Returns {"dir", "max_abs_logit_change"}: how far the folded model's logits are
-    from the onboarded model's on up to 512 of NAME's eval rows (not exactly 0 with global_input="mean_spec": the
-    global token then also reads NAME's ê_spec row, see `fold`)."""
+    from the onboarded model's on up to 512 of NAME's eval rows (float rounding; `fold` keeps them equal, also with
+    global_input="mean_spec")."""
     folded = fold(model, precision)
     state = state_dir_of(serving_model_dir)
     ws.save_state(state, folded, cfg, vocabularies_from(tft_output, cfg),
