@@ -74,18 +74,24 @@ def test_saved_model_round_trip_gives_the_same_predictions(trained):
 
 
 def test_trainer_predictions_equal_the_exported_model(trained):
-    """Retrain-free check: the Keras model inside the SavedModel equals the trainer's predict path."""
+    """Retrain-free check: the model rebuilt from the SavedModel's weights (`rebuild_model`, what onboarding and the
+    attention maps use) through the trainer's predict path equals the served signature."""
+    from mdl_tf.data.transform import FeatureTransform, load_stats
+    from mdl_tf.export import read_metadata, rebuild_model
+    from mdl_tf.models import build_model
+
     data, out = trained
     cfg = synthetic.feature_config()
     rows = read_split(data, "eval", cfg).iloc[:40]
     loaded = tf.saved_model.load(str(out / "saved_model"))
-    from mdl_tf.data.transform import FeatureTransform, load_stats
-
+    meta = read_metadata(out / "saved_model")
+    model, _ = rebuild_model(out / "saved_model", meta,
+                             lambda hp: build_model(meta["model"], cfg, meta["vocab_sizes"], **hp))
     transform = FeatureTransform(cfg, load_stats(out))
 
     class _Wrapped:  # predict_frame expects a Keras-like .predict
         def predict(self, ds, verbose=0):
-            outs = [loaded.model(x, training=False) for x in ds]
+            outs = [model(x, training=False) for x in ds]
             return {t: np.concatenate([o[t].numpy() for o in outs]) for t in cfg.task_names}
 
     probs = predict_frame(_Wrapped(), rows, cfg, transform)
