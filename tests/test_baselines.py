@@ -88,6 +88,23 @@ def test_budget_matching_lands_within_5_percent(synth_cfg, name):
     assert model.param_counts()["dense"] == sized["dense_params"]
 
 
+def test_sizing_predicts_counts_only_where_they_are_exactly_quadratic():
+    """size_to_budget searches on a quadratic fitted to a few builds; a count with a rounded width in it (STAR's
+    aux tower is hidden // 2 wide) must be refused, so the search falls back to real builds and picks what it did."""
+    from mdl_tf.models.sizing import _quadratic
+
+    samples = [(8, 4), (20, 4), (36, 4), (8, 9), (8, 17), (20, 9)]
+    checks = [(56, 12), (36, 23)]  # widths the samples do not have, as size_to_budget's
+
+    def quadratic(d, h):
+        return 3 + 5 * d + 7 * h + 2 * d * d + d * h + 4 * h * h
+
+    poly = _quadratic(quadratic, samples, checks)
+    assert poly is not None and poly(1000, 377) == quadratic(1000, 377)
+    assert _quadratic(lambda d, h: quadratic(d, h) + h // 2, samples, checks) is None
+    assert _quadratic(lambda d: d ** 3, [(4,), (8,), (16,)], [(28,)]) is None
+
+
 def test_an_impossible_budget_names_the_closest_setting(synth_cfg):
     with pytest.raises(BudgetError, match="closest"):
         size_to_budget("mdl", synth_cfg, _sizes(synth_cfg), 500)

@@ -305,6 +305,12 @@ def test_movielens1m_fixed_width_probe_keeps_the_tuning_runs_width(tmp_path, mon
     b.append_run(tmp_path / "runs.jsonl", tuned)
     b.probe(tmp_path, tmp_path, "mdl", {"use_task_tokens": False}, keep_width=True)
     assert trained == [{**base, "d_model": 64, "ffn_multiplier": 4, "use_task_tokens": False}]
+    # probes.md: the copied width is shown as such; a probed width knob (sized to the budget) is the change.
+    b.probe(tmp_path, tmp_path, "mdl", {"ffn_multiplier": 2})
+    table = (tmp_path / "probes.md").read_text()
+    assert "| use_task_tokens=False (width d_model=64, ffn_multiplier=4) |" in table
+    assert "| ffn_multiplier=2 (sized to d_model=64) |" in table
+    trained.pop()
     # A trial that sets the width trains at it; any other is sized to the budget.
     tc, hparams = b.train_config("mdl", trained[0], 0, 900_000)
     assert tc.dense_params is None and hparams["d_model"] == 64 and "dense_lr" not in hparams

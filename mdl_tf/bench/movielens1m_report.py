@@ -281,7 +281,7 @@ def probes_markdown(probes: dict, runs: dict) -> str:
     """probes.md: every probe (probes.jsonl) beside the tuning run of its point and seed, on eval.
 
     A probe's point is its trial's tuning-grid keys; its change, the rest (a fixed-width probe's copied d and FFN
-    multiplier shown as "width"). The eval change is given only when the probe ran under today's model defaults (its
+    multiplier shown as "width"; a probed width knob is the change, with the d it was sized to). The eval change is given only when the probe ran under today's model defaults (its
     key recomputes to itself): a probe from before a default changed is listed without it."""
     from mdl_tf.bench.movielens1m import WIDTH_KEYS
 
@@ -294,9 +294,14 @@ def probes_markdown(probes: dict, runs: dict) -> str:
     for rec in sorted(probes.values(), key=lambda r: r.get("finished", "")):
         model, protocol, trial, seed = rec["model"], rec["protocol"], rec["trial"], rec["seed"]
         point = {k: v for k, v in trial.items() if k in _grid(model)}
-        change = {k: v for k, v in trial.items() if k not in point and k not in WIDTH_KEYS}
-        width = {k: v for k, v in trial.items() if k in WIDTH_KEYS}
-        label = _trial(change) + (f" (width {_trial(width)})" if width else "") or "(none)"
+        # A fixed-width probe copies d (and the FFN multiplier) from its tuning run; without d, a width knob in the
+        # trial is the change itself (e.g. ffn_multiplier=2, then sized to the budget: the d it got is shown).
+        copied = "d_model" in trial
+        change = {k: v for k, v in trial.items() if k not in point and not (copied and k in WIDTH_KEYS)}
+        width = {k: v for k, v in trial.items() if copied and k in WIDTH_KEYS}
+        sized = (f" (sized to d_model={rec.get('hparams', {}).get('d_model')})"
+                 if not copied and set(change) & set(WIDTH_KEYS) else "")
+        label = _trial(change) + (f" (width {_trial(width)})" if width else sized) or "(none)"
         current = run_key(model, protocol, trial, seed) == rec["key"]
         reference = runs.get(run_key(model, protocol, point, seed)) if current else None
         delta = (f"{rec['eval']['mean_auc'] - reference['eval']['mean_auc']:+.4f}" if reference else

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import tensorflow as tf
 
 TOLERANCE = 0.05
@@ -67,27 +68,30 @@ def _largest_d_below(count, target: int, step: int, min_d: int | None = None) ->
     return lo * step
 
 
-def size_to_budget(name: str, cfg, vocab_sizes: dict, target: int, tolerance: float = TOLERANCE,
-                   **hparams) -> dict:
-    """Hyperparameters (the given ones plus the sized knobs) whose dense count is within `tolerance` of `target`.
+def _quadratic(count, samples: list, checks: list):
+    """A dense count as an exact quadratic in the sized knobs, or None.
 
-    Returns {"hparams", "dense_params", "target", "relative_error"}; raises BudgetError naming the closest miss."""
-    if target <= 0:
-        raise BudgetError(f"--dense-params must be positive, got {target}")
-    fixed = {k: v for k, v in hparams.items() if k not in ("d_model", "hidden")}
-    cache = {}
+    Every weight of our models is a product of at most two widths (d x d, d x hidden, hidden x hidden, per-token
+    d x k*d with k fixed) plus terms linear in them, so the count is a polynomial of degree 2 in (d,) or (d, hidden).
+    It is fitted through `samples` (as many points as it has coefficients, 3 or 6 builds) and accepted only if it
+    also predicts every point of `checks` exactly; the caller still counts its answer exactly. A model that breaks
+    the assumption (a width rounded or clipped inside it) fails a check and is searched with real builds."""
+    def monomials(p):
+        return [1.0, *p, *(p[i] * p[j] for i in range(len(p)) for j in range(i, len(p)))]
 
-    def count(**knobs) -> int:
-        key = tuple(sorted(knobs.items()))
-        if key not in cache:
-            cache[key] = dense_params(name, cfg, vocab_sizes, **fixed, **knobs)
-        return cache[key]
+    coef = np.linalg.solve(np.array([monomials(p) for p in samples], dtype=np.float64),
+                           np.array([count(*p) for p in samples], dtype=np.float64))
 
-    step = _d_step(name, cfg, fixed)
-    min_d = _min_d(name, cfg, fixed, step)
+    def poly(*p) -> int:
+        return int(round(float(np.dot(coef, monomials(p)))))
+
+    return poly if all(poly(*p) == count(*p) for p in checks) else None
+
+
+def _search(name: str, count, step: int, min_d: int, target: int, tolerance: float, fixed_k) -> list:
+    """[(knobs, count)] the search tried, nearest the target last considered; `count(**knobs)` may be predicted."""
     tried = []
     if name == "mdl":
-        fixed_k = fixed.pop("ffn_multiplier", None)
         for k in ([fixed_k] if fixed_k else (4, 2, 3, 1, 6, 8)):
             d = _largest_d_below(lambda d: count(d_model=d, ffn_multiplier=k), target, step, min_d)
             for dd in (d, d + step):
@@ -111,7 +115,49 @@ def size_to_budget(name: str, cfg, vocab_sizes: dict, target: int, tolerance: fl
             best = min(tried, key=lambda t: abs(t[1] - target))
             if abs(best[1] - target) <= tolerance * target:
                 break
+    return tried
+
+
+def size_to_budget(name: str, cfg, vocab_sizes: dict, target: int, tolerance: float = TOLERANCE,
+                   **hparams) -> dict:
+    """Hyperparameters (the given ones plus the sized knobs) whose dense count is within `tolerance` of `target`.
+
+    The search reads counts from a quadratic fitted to a few built models (`_quadratic`: about 9 builds instead of
+    17-27), then builds the answer to count it exactly; if any prediction was wrong it searches again with builds.
+    Returns {"hparams", "dense_params", "target", "relative_error"}; raises BudgetError naming the closest miss."""
+    if target <= 0:
+        raise BudgetError(f"--dense-params must be positive, got {target}")
+    fixed = {k: v for k, v in hparams.items() if k not in ("d_model", "hidden")}
+    fixed_k = fixed.pop("ffn_multiplier", None) if name == "mdl" else None
+    step = _d_step(name, cfg, fixed)
+    min_d = _min_d(name, cfg, fixed, step)
+
+    def exact(**knobs) -> int:
+        return dense_params(name, cfg, vocab_sizes, **fixed, **knobs)
+
+    def predicted():
+        ds = [min_d + i * step for i in (0, 3, 7, 12)]
+        if name == "mdl":
+            polys = {}
+
+            def count(d_model, ffn_multiplier):
+                if ffn_multiplier not in polys:
+                    polys[ffn_multiplier] = _quadratic(lambda d: exact(d_model=d, ffn_multiplier=ffn_multiplier),
+                                                       [(d,) for d in ds[:3]], [(ds[3],)])
+                poly = polys[ffn_multiplier]
+                return poly(d_model) if poly else exact(d_model=d_model, ffn_multiplier=ffn_multiplier)
+            return count
+        hs = (4, 9, 17)  # the checks use other widths (12, 23) and d (ds[3]): a fit must predict, not recall
+        poly = _quadratic(lambda d, h: exact(d_model=d, hidden=h),
+                          [(ds[0], hs[0]), (ds[1], hs[0]), (ds[2], hs[0]), (ds[0], hs[1]), (ds[0], hs[2]),
+                           (ds[1], hs[1])], [(ds[3], 12), (ds[2], 23)])
+        return (lambda d_model, hidden: poly(d_model, hidden)) if poly else exact
+
+    tried = _search(name, predicted(), step, min_d, target, tolerance, fixed_k)
     knobs, got = min(tried, key=lambda t: abs(t[1] - target))
+    if exact(**knobs) != got:  # a prediction was wrong: search with real counts
+        tried = _search(name, exact, step, min_d, target, tolerance, fixed_k)
+        knobs, got = min(tried, key=lambda t: abs(t[1] - target))
     error = (got - target) / target
     if abs(error) > tolerance:
         raise BudgetError(f"{name}: no width lands within ±{tolerance:.0%} of {target:,} dense parameters; the "
