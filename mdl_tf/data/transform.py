@@ -247,6 +247,9 @@ class FeatureTransform(tf.Module):
             return tf.fill(tf.shape(strings), tf.constant(OOV_ID, tf.int64))
         return table.lookup(strings)
 
+    # Plain TF (no Python branch on a tensor value), so tf.data's map traces it without AutoGraph: converting the
+    # transform's source took ~4 s at its first map in a process (synthetic config, 24k rows: 7.3 s -> 3.3 s).
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, raw: dict) -> dict:
         """raw: {column: [B] dense tensor, or a [B, <=1] SparseTensor as tf.io.VarLenFeature parses (the exported
         signatures parse int ids so, which keeps a missing int id missing)} -> the transformed features."""
