@@ -281,8 +281,9 @@ def probes_markdown(probes: dict, runs: dict) -> str:
     """probes.md: every probe (probes.jsonl) beside the tuning run of its point and seed, on eval.
 
     A probe's point is its trial's tuning-grid keys; its change, the rest (a fixed-width probe's copied d and FFN
-    multiplier shown as "width"; a probed width knob is the change, with the d it was sized to). The eval change is given only when the probe ran under today's model defaults (its
-    key recomputes to itself): a probe from before a default changed is listed without it."""
+    multiplier shown as "width"; a probed width knob is the change, with the d it was sized to). The eval change is
+    given only when the probe ran under today's model defaults (its key recomputes to itself): a probe from before a
+    default changed is listed without it."""
     from mdl_tf.bench.movielens1m import WIDTH_KEYS
 
     lines = ["# MovieLens-1M probes (`mdl-tf bench movielens1m --probe NAME=VALUE`)", "",

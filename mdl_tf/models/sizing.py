@@ -89,7 +89,8 @@ def _quadratic(count, samples: list, checks: list):
 
 
 def _search(name: str, count, step: int, min_d: int, target: int, tolerance: float, fixed_k) -> list:
-    """[(knobs, count)] the search tried, nearest the target last considered; `count(**knobs)` may be predicted."""
+    """[(knobs, count)] every setting the search tried (the caller takes the one nearest the target); `count(**knobs)`
+    may be a prediction (`_quadratic`) or a real build (`dense_params`)."""
     tried = []
     if name == "mdl":
         for k in ([fixed_k] if fixed_k else (4, 2, 3, 1, 6, 8)):
