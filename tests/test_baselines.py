@@ -105,6 +105,26 @@ def test_sizing_predicts_counts_only_where_they_are_exactly_quadratic():
     assert _quadratic(lambda d: d ** 3, [(4,), (8,), (16,)], [(28,)]) is None
 
 
+def test_sliced_feature_tokens_set_n_f_and_the_sized_width_divides_by_it(synth_cfg, synth_batch):
+    """tokenizer="slice" with feature_tokens=N (RankMixer's T): T_f has N tokens, token j projects slice j of the
+    zero-padded concatenation of all embeddings, and the budget search only tries widths divisible by N."""
+    sizes = synth_batch[1]
+    sized = size_to_budget("mdl", synth_cfg, sizes, 150_000, tokenizer="slice", feature_tokens=8)
+    assert sized["hparams"]["d_model"] % 8 == 0
+    model = build_model("mdl", synth_cfg, sizes, d_model=16, tokenizer="slice", feature_tokens=8)
+    embedded = model.embedder(synth_batch[2])
+    tok = model.feature_tokenizer
+    assert tok.num_tokens == 8 and tok(embedded).shape == (64, 8, 16)
+    flat = tf.concat([embedded[n] for names in tok.groups for n in names], axis=-1).numpy()
+    w = tok.token_input_width
+    flat = np.pad(flat, [(0, 0), (0, 8 * w - flat.shape[1])])
+    kernel = tok.projection.kernel.numpy()  # [N_f, w, d]
+    expected = np.einsum("bnw,nwd->bnd", flat.reshape(64, 8, w), kernel) + tok.projection.bias.numpy()
+    np.testing.assert_allclose(tok(embedded).numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="feature_tokens=8 needs tokenizer='slice'"):
+        build_model("mdl", synth_cfg, sizes, d_model=16, feature_tokens=8)
+
+
 def test_an_impossible_budget_names_the_closest_setting(synth_cfg):
     with pytest.raises(BudgetError, match="closest"):
         size_to_budget("mdl", synth_cfg, _sizes(synth_cfg), 500)

@@ -84,20 +84,28 @@ class FeatureTokenizer(tf.keras.layers.Layer):
 
     mode="group" (default): the embeddings of each `token_group` are concatenated, zero-padded to the widest group and
     projected by that group's own Dense (one per-token einsum). mode="slice" (RankMixer): the concatenation of all
-    embeddings is cut into N_f equal slices, each projected by its own Dense.
+    embeddings (groups in schema order) is zero-padded and cut into N_f equal slices, each projected by its own Dense;
+    N_f is `num_tokens` (RankMixer's T), or the number of token groups when None.
+
+    Raises ValueError for an unknown mode, or `num_tokens` with mode="group" (there N_f is the schema's group count).
     """
 
-    def __init__(self, feature_config, d_model: int, feature_widths: dict, mode: str = "group", **kwargs):
+    def __init__(self, feature_config, d_model: int, feature_widths: dict, mode: str = "group",
+                 num_tokens: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if mode not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {mode!r}")
+        if num_tokens is not None and (mode != "slice" or int(num_tokens) < 1):
+            raise ValueError(f"feature_tokens={num_tokens!r} needs tokenizer='slice' and a count >= 1; with "
+                             f"tokenizer='group' the feature tokens are the schema's token_groups")
         self.feature_config = _config_dict(feature_config)
         self.cfg = _config(feature_config)
         self.d_model = int(d_model)
         self.feature_widths = {k: int(v) for k, v in feature_widths.items()}
         self.mode = mode
         self.groups = [[f.name for f in self.cfg.features if f.group == g] for g in self.cfg.token_groups]
-        self.num_tokens = len(self.groups)
+        self.requested_tokens = None if num_tokens is None else int(num_tokens)
+        self.num_tokens = self.requested_tokens or len(self.groups)
         group_widths = [sum(self.feature_widths[n] for n in names) for names in self.groups]
         total = sum(group_widths)
         if mode == "group":
@@ -126,7 +134,7 @@ class FeatureTokenizer(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "feature_config": self.feature_config, "d_model": self.d_model,
-                "feature_widths": self.feature_widths, "mode": self.mode}
+                "feature_widths": self.feature_widths, "mode": self.mode, "num_tokens": self.requested_tokens}
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")

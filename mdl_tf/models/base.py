@@ -149,16 +149,18 @@ class MultiDistributionModel(tf.keras.Model):
         self.task_bce = [tf.keras.metrics.Mean(name=f"bce_{t}") for t in self.task_names]
 
     def build_feature_tokens(self, d_model: int, embedding_dim=None, seq_encoder: str = "din",
-                             tokenizer: str = "group") -> int:
+                             tokenizer: str = "group", feature_tokens: int | None = None) -> int:
         """Create `self.embedder` and `self.feature_tokenizer` (T_f, MDL_SPEC §3.1), shared by MDL and every
-        baseline; returns N_f. d must be divisible by N_f (RankMixer's token mixing cuts tokens into N_f slices)."""
+        baseline; returns N_f (the token groups, or `feature_tokens` slices with tokenizer="slice"). d must be
+        divisible by N_f (RankMixer's token mixing cuts tokens into N_f slices)."""
         from mdl_tf.layers import FeatureEmbedder, FeatureTokenizer
 
         cfg = self.cfg
         self.embedder = FeatureEmbedder(cfg, self.vocab_sizes, embedding_dim or cfg.embedding_dim,
                                         seq_encoder=seq_encoder, name="embedder")
         widths = {f.name: self.embedder.feature_width(f.name) for f in cfg.features}
-        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, name="feature_tokenizer")
+        self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, num_tokens=feature_tokens,
+                                                  name="feature_tokenizer")
         n_f = self.feature_tokenizer.num_tokens
         if d_model % n_f:
             raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "

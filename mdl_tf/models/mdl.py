@@ -25,7 +25,7 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None, imp_tables="shared",
-                    domain_ffn_multiplier=None, dropout=0.0, important_features=None)
+                    domain_ffn_multiplier=None, dropout=0.0, important_features=None, feature_tokens=None)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -55,7 +55,8 @@ class MDLModel(MultiDistributionModel):
                  domain_token_norm=True, last_scenario_ffn=False,
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
-                 imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None, **kwargs):
+                 imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
+                 feature_tokens=None, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -70,7 +71,7 @@ class MDLModel(MultiDistributionModel):
                             embedding_dim=embedding_dim, imp_tables=imp_tables,
                             domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout,
                             # a copy: Keras' attribute tracking wraps the lists it holds in place
-                            important_features=copy.deepcopy(important_features))
+                            important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens)
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
@@ -80,7 +81,7 @@ class MDLModel(MultiDistributionModel):
         # Not in the paper, both off by default: the domain tokens' FFN width (tokenizers and blocks) as a multiple
         # of d, and dropout on their hidden units (MDL over-fits MovieLens-1M from epoch 5, FINDINGS).
         domain_mult = int(domain_ffn_multiplier or ffn_multiplier)
-        n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer)
+        n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer, feature_tokens)
 
         chosen = important_choice(cfg, important_features, imp_tables)
 

@@ -38,8 +38,7 @@ def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
 
 
 def _d_step(name: str, cfg, hparams: dict) -> int:
-    n_f = len(cfg.token_groups) if hparams.get("tokenizer", "group") == "group" else None
-    step = n_f or 1
+    step = hparams.get("feature_tokens") or len(cfg.token_groups)  # N_f, which must divide d in either tokenizer
     if name == "mdl":
         step = step * hparams.get("attn_heads", 4) // math.gcd(step, hparams.get("attn_heads", 4))
     return step
@@ -49,7 +48,7 @@ def _min_d(name: str, cfg, hparams: dict, step: int) -> int:
     """The smallest valid width: MDL's "mixer" ablations mix N_f + domain tokens, so d must be at least that many."""
     tokens = 1
     if name == "mdl" and "mixer" in (hparams.get("scenario_interaction"), hparams.get("task_interaction")):
-        tokens = len(cfg.token_groups) + cfg.num_scenarios + 1 + cfg.num_tasks
+        tokens = (hparams.get("feature_tokens") or len(cfg.token_groups)) + cfg.num_scenarios + 1 + cfg.num_tasks
     return step * max(1, -(-tokens // step))
 
 
