@@ -37,8 +37,13 @@ def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
     return _COUNTS[key]
 
 
+def _n_f(cfg, hparams: dict) -> int:
+    """N_f as FeatureTokenizer counts it: `feature_tokens` slices, else one token per schema group."""
+    return hparams.get("feature_tokens") or len(cfg.token_groups)
+
+
 def _d_step(name: str, cfg, hparams: dict) -> int:
-    step = hparams.get("feature_tokens") or len(cfg.token_groups)  # N_f, which must divide d in either tokenizer
+    step = _n_f(cfg, hparams)  # N_f must divide d in either tokenizer
     if name == "mdl":
         step = step * hparams.get("attn_heads", 4) // math.gcd(step, hparams.get("attn_heads", 4))
     return step
@@ -48,7 +53,7 @@ def _min_d(name: str, cfg, hparams: dict, step: int) -> int:
     """The smallest valid width: MDL's "mixer" ablations mix N_f + domain tokens, so d must be at least that many."""
     tokens = 1
     if name == "mdl" and "mixer" in (hparams.get("scenario_interaction"), hparams.get("task_interaction")):
-        tokens = (hparams.get("feature_tokens") or len(cfg.token_groups)) + cfg.num_scenarios + 1 + cfg.num_tasks
+        tokens = _n_f(cfg, hparams) + cfg.num_scenarios + 1 + cfg.num_tasks
     return step * max(1, -(-tokens // step))
 
 
