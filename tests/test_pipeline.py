@@ -269,7 +269,7 @@ def test_an_edited_schema_is_a_new_import_path(tmp_path):
 
 
 def test_beam_profiles(tmp_path):
-    assert beam_args(1) == ["--direct_running_mode=in_memory"]
+    assert beam_args(1) == []  # Beam's default in-memory DirectRunner: no flag, so TFX packages nothing for Beam
     assert beam_args(3)[1] == "--direct_num_workers=3"
     f = tmp_path / "flink.yaml"
     f.write_text("runner: FlinkRunner\nflink_master: localhost:8081\n")
@@ -280,6 +280,27 @@ def test_beam_profiles(tmp_path):
     f.write_text("- runner=oops\n")
     with pytest.raises(Exception, match="--flag=value"):
         beam_args(1, f)
+
+
+def test_beam_pickling_stops_resetting_every_logger(monkeypatch):
+    """Beam's pickler calls dill's `_trace(False)` after every pickle; unpatched that is a Logger.setLevel each time,
+    which clears every logger's cache (seconds per pipeline run). After quiet_dill_trace the level is set once."""
+    import logging
+
+    from apache_beam.internal import dill_pickler
+
+    from tfx_pipeline.local_runner import quiet_dill_trace
+
+    quiet_dill_trace()
+    quiet_dill_trace()  # idempotent
+    dill_pickler.loads(dill_pickler.dumps({"a": 1}))  # the level is WARN from here on
+    calls = []
+    set_level = logging.Logger.setLevel
+    monkeypatch.setattr(logging.Logger, "setLevel", lambda self, level: (calls.append(self.name),
+                                                                          set_level(self, level)))
+    for i in range(3):
+        assert dill_pickler.loads(dill_pickler.dumps({"a": i})) == {"a": i}
+    assert calls == [] and logging.getLogger("dill").level == logging.WARN
 
 
 @pytest.mark.parametrize("profile, runner, view", [
