@@ -168,7 +168,8 @@ def _train_config(args):
     from mdl_tf.training.trainer import TrainConfig
 
     lrs = {k: v for k, v in (("dense_lr", args.dense_lr), ("sparse_lr", args.sparse_lr),
-                             ("sparse_accumulator", args.sparse_accumulator), ("oov_rate", args.oov_rate))
+                             ("sparse_accumulator", args.sparse_accumulator), ("oov_rate", args.oov_rate),
+                             ("weight_decay", args.weight_decay))
            if v is not None}
     return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, **lrs, seed=args.seed,
                        precision=args.precision,
@@ -340,6 +341,8 @@ def _add_train_args(p) -> None:
                    help="Adagrad's initial accumulator (default 1e-6; the spec's 0.1 freezes tables at large batch)")
     p.add_argument("--oov-rate", type=float,
                    help="probability that a training row's categorical id is replaced by OOV (default 0: off)")
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay of the dense weight matrices: each "
+                   "step shrinks them by dense_lr x this (default 0: off; biases, norms and embeddings never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")

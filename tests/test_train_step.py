@@ -1,11 +1,14 @@
 """The shared training step: Adagrad's accumulator moves embedding rows at any batch size; OOV dropout trains the
 OOV row (MDL_MOVIELENS_REVIEW §3: with min_frequency 1 it never occurred in training)."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mdl_tf.data.transform import OOV_ID
 from mdl_tf.models import build_model
+from mdl_tf.models.base import NOT_DECAYED
 
 
 def _step(cfg, sizes, batch, **compile_kw):
@@ -40,3 +43,34 @@ def test_oov_rate_trains_the_oov_row(synth_cfg, synth_batch):
     assert np.abs(after[OOV_ID] - before[OOV_ID]).max() > 0.01
     with pytest.raises(ValueError, match=r"oov_rate must be in \[0, 1\)"):
         _step(synth_cfg, sizes, batch, oov_rate=1.0)
+
+
+def _path(variable) -> str:
+    return variable.name.split("/", 1)[1]  # without the model's own name (mdl_model, mdl_model_1, ...)
+
+
+def test_weight_decay_shrinks_dense_matrices_by_lr_times_decay_and_nothing_else(synth_cfg, synth_batch):
+    """Decoupled weight decay: from the same weights and batch, one step with decay differs from one without by
+    exactly -dense_lr * weight_decay * w on the dense weight matrices, and not at all on biases, normalisation
+    parameters and embedding tables."""
+    _, sizes, batch, _ = synth_batch
+    labels = tf.cast(tf.random.stateless_uniform([64, 2], (3, 4)) < 0.4, tf.float32)
+    after = {}
+    for decay in (0.0, 0.5):
+        tf.keras.utils.set_random_seed(0)
+        model = build_model("mdl", synth_cfg, sizes, d_model=16)
+        model.compile(dense_lr=1e-3, weight_decay=decay)
+        model(batch)
+        before = {_path(v): v.numpy().copy() for v in model.trainable_variables}
+        model.train_step((batch, {"labels": labels, "label_mask": tf.ones_like(labels)}))
+        after[decay] = {_path(v): v.numpy() for v in model.trainable_variables}
+    dense, sparse = model.variable_groups()
+    decayed = [_path(v) for v in dense if not any(re.search(p, v.name) for p in NOT_DECAYED)]
+    kept = [_path(v) for v in dense if _path(v) not in decayed] + [_path(v) for v in sparse]
+    assert len(decayed) > 10 and any("gamma" in n for n in kept) and any("bias" in n for n in kept)
+    for name in decayed:
+        np.testing.assert_allclose(after[0.5][name] - after[0.0][name], -1e-3 * 0.5 * before[name], atol=1e-7)
+    for name in kept:
+        np.testing.assert_array_equal(after[0.5][name], after[0.0][name])
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        model.compile(weight_decay=-1e-4)

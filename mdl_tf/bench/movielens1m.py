@@ -68,7 +68,7 @@ def tuning_grid(model: str) -> list:
 
 
 # What a trial or probe may set on the training side (TrainConfig); everything else goes to the model constructor.
-TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate")
+TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate", "weight_decay")
 
 
 def split_trial(trial: dict) -> tuple:

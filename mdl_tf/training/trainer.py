@@ -37,6 +37,7 @@ class TrainConfig:
     sparse_lr: float = DEFAULT_SPARSE_LR  # Adagrad
     sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR  # Adagrad's initial accumulator (the spec's: 0.1)
     oov_rate: float = 0.0           # training rows' categorical ids -> OOV with this probability (trains the OOV row)
+    weight_decay: float = 0.0       # decoupled weight decay of the dense weight matrices (see MultiDistributionModel)
     seed: int = 0
     precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
     jit_compile: bool = False
@@ -48,6 +49,11 @@ class TrainConfig:
     verbose: int = 1
     export: bool = True             # write OUT/saved_model (benchmarks that only need metrics skip it)
     save_test_predictions: bool = False  # write OUT/test_predictions.npz (probabilities [N, N_t], test-split order)
+
+    def compile_args(self) -> dict:
+        """The keyword arguments of MultiDistributionModel.compile this configuration sets (both trainers use it)."""
+        return dict(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr, sparse_accumulator=self.sparse_accumulator,
+                    oov_rate=self.oov_rate, weight_decay=self.weight_decay, jit_compile=self.jit_compile)
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
@@ -162,8 +168,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     hparams = sized_hparams(tc, cfg, sizes, hparams)
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model = build_model(tc.model, cfg, sizes, precision=tc.precision, **hparams)
-        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
-                      oov_rate=tc.oov_rate, jit_compile=tc.jit_compile)
+        model.compile(**tc.compile_args())
     fit_args = _fit_inputs(strategy, frames, cfg, transform, tc)
     best = BestEpoch(cfg.task_names, 0 if distribute.is_parameter_server(strategy) else tc.early_stopping_patience)
     started = time.time()

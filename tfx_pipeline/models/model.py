@@ -186,8 +186,7 @@ def run_fn(fn_args) -> None:
     tf.keras.utils.set_random_seed(tc.seed)
     with strategy.scope():  # model, both optimizers and the metrics live in the strategy
         model, cfg, tc, hparams = build_from_transform(tft_output, custom)
-        model.compile(dense_lr=tc.dense_lr, sparse_lr=tc.sparse_lr, sparse_accumulator=tc.sparse_accumulator,
-                      oov_rate=tc.oov_rate, jit_compile=tc.jit_compile)
+        model.compile(**tc.compile_args())
         warm = apply_warm_start(fn_args, model, cfg, tft_output, tc, hparams) if custom.get("warm_start") else None
 
     epochs = max(1, tc.epochs)
