@@ -189,7 +189,7 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
     dict(domain_prenorm=False), dict(domain_token_norm=False), dict(head_init="small"), dict(imp_tables="own"),
     dict(dropout=0.2), dict(domain_ffn_multiplier=1), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
-    dict(tokenizer="slice", feature_tokens=8),
+    dict(tokenizer="slice", feature_tokens=8), dict(domain_ffn_prenorm=True),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
 def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
     hp = {**SMALL, **flags}
@@ -201,6 +201,29 @@ def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
     labels = tf.cast(tf.random.uniform([64, 2]) > 0.5, tf.float32)
     logs = model.train_on_batch(feats, {"labels": labels, "label_mask": tf.ones_like(labels)}, return_dict=True)
     assert np.isfinite(logs["loss"])
+
+
+def test_domain_ffn_prenorm_feeds_each_domain_ffn_and_the_heads_a_normalised_stream(synth_cfg, synth_batch):
+    """domain_ffn_prenorm: PFFN_s and PFFN_t read LN(x), so what each adds to its residual stream is the same when
+    the stream is scaled by 10 (not so without the flag); the heads read the task stream through a LayerNorm; and
+    onboarding, whose appended tokens run their own FFNs without those norms, refuses such a model."""
+    from mdl_tf.models.onboarded import check_onboardable
+
+    feats = synth_batch[2]
+    for flag in (False, True):
+        model = build_model("mdl", synth_cfg, synth_batch[1], domain_ffn_prenorm=flag, **SMALL)
+        t_f, t_s, t_t = model.tokens(feats)
+        added = []
+        for scale in (1.0, 10.0):
+            state = {"t_f": t_f, "t_s": t_s, "s_hat": scale * t_s, "t_hat": scale * t_t}
+            _, new_s, new_t = model.blocks[0].update(state, None, s_bar=tf.zeros_like(t_t[:, 0]))
+            added.append(np.concatenate([(new_s - scale * t_s).numpy(), (new_t - scale * t_t).numpy()], axis=1))
+        assert np.allclose(added[0], added[1], atol=1e-4) == flag
+        assert (model.head_norm is not None) == flag
+    np.testing.assert_allclose(model.compute_logits(feats).numpy(), model.heads(model.head_norm(t_t)).numpy(),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="domain_ffn_prenorm"):
+        check_onboardable(model)
 
 
 def test_ablation_without_scenario_tokens_has_no_scenario_weights(synth_cfg, synth_batch):

@@ -41,7 +41,11 @@ class MDLBlock(tf.keras.layers.Layer):
 
     Regularisation and budget (not in the paper; defaults reproduce it): `domain_ffn_multiplier` sets PFFN_s and
     PFFN_t's hidden width to that multiple of d (default: `ffn_multiplier`, the feature block's); `dropout` drops
-    their hidden units in training (`call(..., training=True)`).
+    their hidden units in training (`call(..., training=True)`); `domain_ffn_prenorm` makes the FFN sublayers
+    pre-LN (T_s' = PFFN_s(LN(Ŝ)) + Ŝ, T_t' = PFFN_t(LN(T̃_t)) + T̃_t, one LayerNorm over d per stream), so with
+    `domain_prenorm` (the attention's queries and K/V) every sublayer of the domain streams reads a normalised input
+    while the residual streams themselves stay un-normalised (Xiong et al., "On Layer Normalization in the
+    Transformer Architecture", 2020).
     """
 
     def __init__(self, num_feature_tokens: int, d_model: int, ffn_multiplier: int = 4,
@@ -51,7 +55,7 @@ class MDLBlock(tf.keras.layers.Layer):
                  use_global_token: bool = True, scenario_path: bool = True, task_path: bool = True,
                  scenario_interaction: str = "attention", task_interaction: str = "attention",
                  num_scenario_tokens: int = 0, num_task_tokens: int = 0, domain_ffn_multiplier: int | None = None,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, domain_ffn_prenorm: bool = False, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("scenario_interaction", scenario_interaction), ("task_interaction", task_interaction)):
             if value not in INTERACTIONS:
@@ -96,6 +100,12 @@ class MDLBlock(tf.keras.layers.Layer):
         self.ffn_s = (PerTokenFFN(domain_hidden, dropout=dropout, name="scenario_ffn") if self.scenario_ffn
                       else None)
         self.ffn_t = PerTokenFFN(domain_hidden, dropout=dropout, name="task_ffn") if self.task_path else None
+        self.domain_ffn_prenorm = bool(domain_ffn_prenorm)
+        norm = dict(epsilon=1e-6)
+        self.ffn_norm_s = (tf.keras.layers.LayerNormalization(**norm, name="scenario_ffn_norm")
+                           if self.domain_ffn_prenorm and self.ffn_s is not None else None)
+        self.ffn_norm_t = (tf.keras.layers.LayerNormalization(**norm, name="task_ffn_norm")
+                           if self.domain_ffn_prenorm and self.ffn_t is not None else None)
 
     def build(self, input_shape):
         # Only the "mixer" ablations need build-time sizes: how many learnable padding tokens to append.
@@ -168,17 +178,21 @@ class MDLBlock(tf.keras.layers.Layer):
         T̃_t = T̂_t + s̄, T_s' = PFFN_s(Ŝ) + Ŝ, T_t' = PFFN_t(T̃_t) + T̃_t. Returns (T_f', T_s', T_t')."""
         t_f, s_hat, t_hat = state["t_f"], state["s_hat"], state["t_hat"]
         if not self.scenario_path:
-            t_t = self.ffn_t(t_hat, training=training) + t_hat
-            return t_f, state["t_s"], t_t
-        t_s = self.ffn_s(s_hat, training=training) + s_hat if self.ffn_s is not None else s_hat
+            return t_f, state["t_s"], self._ffn(self.ffn_t, self.ffn_norm_t, t_hat, training)
+        t_s = self._ffn(self.ffn_s, self.ffn_norm_s, s_hat, training) if self.ffn_s is not None else s_hat
         if s_bar is None:
             s_bar = self.fusion(s_hat if self.fuse_state == "pre_ffn" else t_s, membership)
         if not self.task_path:
             t_t = s_bar[:, None, :]  # "w/o task token": hand the fused scenario state to the model's towers
         else:
             t_tilde = t_hat + s_bar[:, None, :]
-            t_t = self.ffn_t(t_tilde, training=training) + t_tilde
+            t_t = self._ffn(self.ffn_t, self.ffn_norm_t, t_tilde, training)
         return t_f, t_s, t_t
+
+    @staticmethod
+    def _ffn(ffn, norm, x, training):
+        """The residual FFN sublayer of a domain stream: PFFN(x) + x, or PFFN(LN(x)) + x with `domain_ffn_prenorm`."""
+        return ffn(norm(x) if norm is not None else x, training=training) + x
 
     def get_config(self):
         return {**super().get_config(), "num_feature_tokens": self.num_feature_tokens, "d_model": self.d_model,
@@ -190,4 +204,4 @@ class MDLBlock(tf.keras.layers.Layer):
                 "task_path": self.task_path, "scenario_interaction": self.scenario_interaction,
                 "task_interaction": self.task_interaction, "num_scenario_tokens": self._num_scenario_tokens,
                 "num_task_tokens": self._num_task_tokens, "domain_ffn_multiplier": self.domain_ffn_multiplier,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "domain_ffn_prenorm": self.domain_ffn_prenorm}

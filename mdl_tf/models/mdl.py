@@ -25,7 +25,8 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     last_scenario_ffn=False, use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                     scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None, imp_tables="shared",
-                    domain_ffn_multiplier=None, dropout=0.0, important_features=None, feature_tokens=None)
+                    domain_ffn_multiplier=None, dropout=0.0, important_features=None, feature_tokens=None,
+                    domain_ffn_prenorm=False)
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -56,7 +57,7 @@ class MDLModel(MultiDistributionModel):
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
-                 feature_tokens=None, **kwargs):
+                 feature_tokens=None, domain_ffn_prenorm=False, **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -71,7 +72,8 @@ class MDLModel(MultiDistributionModel):
                             embedding_dim=embedding_dim, imp_tables=imp_tables,
                             domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout,
                             # a copy: Keras' attribute tracking wraps the lists it holds in place
-                            important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens)
+                            important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens,
+                            domain_ffn_prenorm=domain_ffn_prenorm)
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
@@ -109,9 +111,14 @@ class MDLModel(MultiDistributionModel):
                      scenario_path=use_scenario_tokens, task_path=use_task_tokens,
                      scenario_interaction=scenario_interaction, task_interaction=task_interaction,
                      num_scenario_tokens=cfg.num_scenarios + int(use_global_token), num_task_tokens=cfg.num_tasks,
-                     domain_ffn_multiplier=domain_mult, dropout=dropout, name=f"mdl_block_{layer}")
+                     domain_ffn_multiplier=domain_mult, dropout=dropout, domain_ffn_prenorm=domain_ffn_prenorm,
+                     name=f"mdl_block_{layer}")
             for layer in range(num_layers)]
         self.heads = TaskHeads(head, init=head_init, name="task_heads") if use_task_tokens else None
+        # Not in the paper (off by default): with pre-LN FFN sublayers the task stream is never normalised on its
+        # own, so the heads read it through a final LayerNorm, as a pre-LN transformer's output does.
+        self.head_norm = (tf.keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
+                          if domain_ffn_prenorm and use_task_tokens else None)
 
     def tokens(self, features, return_attention=False, return_states=False, training=False):
         """Run the backbone; returns the final (T_f, T_s, T_t), then, if asked, the per-layer attention weights and
@@ -142,7 +149,7 @@ class MDLModel(MultiDistributionModel):
             return tf.cast(self.task_towers(tf.tile(pooled[:, None], [1, self.cfg.num_tasks, 1]))[..., 0], tf.float32)
         if self.scenario_towers is not None:
             t_t = self.scenario_towers(t_t, tf.cast(features[SCENARIO_MASK], t_t.dtype))
-        return self.heads(t_t)
+        return self.heads(self.head_norm(t_t) if self.head_norm is not None else t_t)
 
     def attention_maps(self, features) -> list:
         """Per layer: {"scenario": [B, A, N_s+1, N_f], "task": [B, A, N_t, N_f]} attention weights."""

@@ -236,9 +236,12 @@ def check_onboardable(base) -> None:
     needed = {"use_scenario_tokens": True, "use_task_tokens": True, "use_global_token": True,
               "scenario_interaction": "attention", "task_interaction": "attention", "fuse_state": "pre_ffn"}
     wrong = {k: hp.get(k) for k, v in needed.items() if hp.get(k) != v}
+    if hp.get("domain_ffn_prenorm"):  # an appended token runs its own FFN sublayers, without the stream's norms
+        wrong["domain_ffn_prenorm"] = True
     if getattr(base, "model_name", None) != "mdl" or wrong:
-        raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts "
-                         f"and fuse_state=pre_ffn can be onboarded; this one has {wrong or base.model_name}")
+        raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts, "
+                         f"fuse_state=pre_ffn and no domain_ffn_prenorm can be onboarded; this one has "
+                         f"{wrong or base.model_name}")
 
 
 def fold(model: OnboardedMDL, precision: str = "float32"):
