@@ -341,8 +341,9 @@ def _add_train_args(p) -> None:
                    help="Adagrad's initial accumulator (default 1e-6; the spec's 0.1 freezes tables at large batch)")
     p.add_argument("--oov-rate", type=float,
                    help="probability that a training row's categorical id is replaced by OOV (default 0: off)")
-    p.add_argument("--weight-decay", type=float, help="decoupled weight decay of the dense weight matrices: each "
-                   "step shrinks them by dense_lr x this (default 0: off; biases, norms and embeddings never)")
+    p.add_argument("--weight-decay", type=non_negative_float, help="decoupled weight decay of the dense weight matrices: each "
+                   "step shrinks them by dense_lr x this, so with 1e-3 a value of 1-10 is felt within a few thousand steps "
+                   "(default 0: off; biases, norms, gates and embedding tables never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")

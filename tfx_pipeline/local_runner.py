@@ -71,9 +71,9 @@ def quiet_dill_trace() -> None:
         from dill import _dill
     except ImportError:  # a Beam without dill: nothing to do
         return
-    if getattr(_dill._trace, "quiet", False):
+    logger = getattr(_dill, "log", None)  # a dill that names it otherwise has another _trace: leave it alone
+    if logger is None or getattr(_dill._trace, "quiet", False):
         return
-    logger = _dill.log
 
     def _trace(boolean):
         level = logging.INFO if boolean else logging.WARN

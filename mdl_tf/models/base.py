@@ -27,9 +27,12 @@ DEFAULT_SPARSE_LR = 0.05  # Adagrad for embedding tables
 # batch 4096 and the tables barely trained (MovieLens-1M: eval click AUC 0.725 after two epochs). A small
 # accumulator makes Adagrad's first steps scale-free (≈ lr · sign(g)), whatever the batch size.
 DEFAULT_SPARSE_ACCUMULATOR = 1e-6
-# Dense weights that `weight_decay` leaves alone (regexes on variable names): biases (Keras' "bias", the per-token
-# FFNs' b1/b2, STAR's and PEPNet's *_bias) and normalisation parameters (gamma/beta, STAR's gamma_k/beta_k).
-NOT_DECAYED = ("bias", r"/b\d+:", "gamma", "beta")
+# Dense weights that `weight_decay` leaves alone, matched on the last component of the variable's name (anchored, so
+# a schema feature called "beta_..." does not exempt its kernels; "/part_N" is a parameter-server shard): biases
+# (Keras' "bias", the per-token FFNs' b1/b2, STAR's *_bias), normalisation parameters (gamma/beta, STAR's
+# gamma_k/beta_k), STAR's "specific" (a multiplicative gate: its neutral value is 1, not 0) and the baselines'
+# scenario_embedding (a lookup table kept among the dense weights).
+NOT_DECAYED = r"(^|/)(\w*bias|b\d+|gamma(_k)?|beta(_k)?|specific|scenario_embedding)(/part_\d+)?:\d+$"
 
 
 @contextlib.contextmanager
@@ -218,7 +221,8 @@ class MultiDistributionModel(tf.keras.Model):
         `weight_decay` (not in the spec; 0 = off): decoupled weight decay of the dense weight matrices (Loshchilov &
         Hutter, "Decoupled Weight Decay Regularization"): before each update every decayed weight w becomes
         w - dense_lr * weight_decay * w, so the per-step shrink is the product (1e-3 * 0.1 = 1e-4 of w). Biases and
-        normalisation scales/offsets are not decayed, nor are the embedding tables. Raises ValueError if negative.
+        normalisation scales/offsets, multiplicative gates and embedding tables are not (`NOT_DECAYED`). Raises
+        ValueError if negative, or if set together with `dense_optimizer`.
 
         `oov_rate` (training only): each categorical id of a training row is replaced by the OOV id with this
         probability, so the OOV row of every table learns what an unknown user or item looks like. Without it the
@@ -228,11 +232,14 @@ class MultiDistributionModel(tf.keras.Model):
             raise ValueError(f"oov_rate must be in [0, 1), got {oov_rate}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if weight_decay and dense_optimizer is not None:
+            raise ValueError("weight_decay configures the built-in RMSprop; with your own dense_optimizer set the "
+                             "decay on that optimizer instead")
         self.oov_rate = float(oov_rate)
         dense_opt = dense_optimizer or tf.keras.optimizers.RMSprop(dense_lr, rho=0.9, momentum=0.0, epsilon=1e-7,
                                                                    weight_decay=weight_decay or None)
-        if weight_decay and dense_optimizer is None:
-            dense_opt.exclude_from_weight_decay(var_names=list(NOT_DECAYED))
+        if weight_decay:
+            dense_opt.exclude_from_weight_decay(var_names=[NOT_DECAYED])
         self.sparse_optimizer = sparse_optimizer or tf.keras.optimizers.Adagrad(
             sparse_lr, initial_accumulator_value=sparse_accumulator)
         if self.compute_dtype == "float16" and self._loss_scale is None:

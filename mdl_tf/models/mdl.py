@@ -116,7 +116,8 @@ class MDLModel(MultiDistributionModel):
             for layer in range(num_layers)]
         self.heads = TaskHeads(head, init=head_init, name="task_heads") if use_task_tokens else None
         # Not in the paper (off by default): with pre-LN FFN sublayers the task stream is never normalised on its
-        # own, so the heads read it through a final LayerNorm, as a pre-LN transformer's output does.
+        # own, so what reads it (the heads, or the scenario towers of that ablation) reads it through a final
+        # LayerNorm, as a pre-LN transformer's output does.
         self.head_norm = (tf.keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")
                           if domain_ffn_prenorm and use_task_tokens else None)
 
@@ -147,9 +148,11 @@ class MDLModel(MultiDistributionModel):
         if not self.use_task_tokens:  # t_t is s̄ [B, 1, d] here
             pooled = tf.concat([tf.reduce_mean(t_f, axis=1), t_t[:, 0]], axis=-1)
             return tf.cast(self.task_towers(tf.tile(pooled[:, None], [1, self.cfg.num_tasks, 1]))[..., 0], tf.float32)
+        if self.head_norm is not None:
+            t_t = self.head_norm(t_t)
         if self.scenario_towers is not None:
             t_t = self.scenario_towers(t_t, tf.cast(features[SCENARIO_MASK], t_t.dtype))
-        return self.heads(self.head_norm(t_t) if self.head_norm is not None else t_t)
+        return self.heads(t_t)
 
     def attention_maps(self, features) -> list:
         """Per layer: {"scenario": [B, A, N_s+1, N_f], "task": [B, A, N_t, N_f]} attention weights."""
