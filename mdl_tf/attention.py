@@ -46,6 +46,8 @@ def feature_token_labels(model) -> list:
     tok = model.feature_tokenizer
     if tok.mode == "group":
         return list(model.cfg.token_groups)
+    if tok.mode == "feature":
+        return [names[0] for names in tok.groups]
     return [f"slice {i}" for i in range(tok.num_tokens)]
 
 

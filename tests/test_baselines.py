@@ -125,6 +125,32 @@ def test_sliced_feature_tokens_set_n_f_and_the_sized_width_divides_by_it(synth_c
         build_model("mdl", synth_cfg, sizes, d_model=16, feature_tokens=8)
 
 
+def test_per_feature_tokens_give_every_feature_its_own_token(synth_cfg, synth_batch):
+    """tokenizer="feature": N_f is the schema's feature count and token j projects feature j's embedding alone
+    (zero-padded to the widest feature), for MDL and the baselines alike; the budget search steps d by N_f."""
+    sizes, embedded_batch = synth_batch[1], synth_batch[2]
+    n = len(synth_cfg.features)
+    assert n != len(synth_cfg.token_groups)
+    from mdl_tf.models.sizing import dense_params
+
+    target = dense_params("rankmixer", synth_cfg, sizes, d_model=3 * n, tokenizer="feature")
+    sized = size_to_budget("rankmixer", synth_cfg, sizes, target, tokenizer="feature")
+    assert sized["hparams"]["d_model"] % n == 0 and abs(sized["dense_params"] - target) <= 0.05 * target
+    for name in ("mdl", "rankmixer"):
+        model = build_model(name, synth_cfg, sizes, d_model=2 * n, tokenizer="feature")
+        embedded = model.embedder(embedded_batch)
+        tok = model.feature_tokenizer
+        assert tok.num_tokens == n and tok.groups == [[f.name] for f in synth_cfg.features]
+        w = tok.token_input_width
+        flat = np.stack([np.pad(embedded[f.name].numpy(), [(0, 0), (0, w - embedded[f.name].shape[1])])
+                         for f in synth_cfg.features], axis=1)
+        expected = np.einsum("bnw,nwd->bnd", flat, tok.projection.kernel.numpy()) + tok.projection.bias.numpy()
+        np.testing.assert_allclose(tok(embedded).numpy(), expected, rtol=1e-5, atol=1e-5)
+        assert model(dummy_features(synth_cfg, 3))["click"].shape == (3,)
+    with pytest.raises(ValueError, match="needs tokenizer='slice'"):
+        build_model("mdl", synth_cfg, sizes, d_model=2 * n, tokenizer="feature", feature_tokens=4)
+
+
 def test_an_impossible_budget_names_the_closest_setting(synth_cfg):
     with pytest.raises(BudgetError, match="closest"):
         size_to_budget("mdl", synth_cfg, _sizes(synth_cfg), 500)

@@ -8,7 +8,7 @@ from mdl_tf.data.transform import PAD_ID
 from mdl_tf.layers.embedding import SparseEmbedding, TargetAttentionPooling, masked_mean
 from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
-TOKENIZERS = ("group", "slice")
+TOKENIZERS = ("group", "slice", "feature")
 GLOBAL_INPUTS = ("mean_spec", "id")
 IMP_TABLES = ("own", "shared", "shared_stop_gradient")
 
@@ -78,16 +78,29 @@ class FeatureEmbedder(tf.keras.layers.Layer):
                 "embedding_dim": self.embedding_dim, "seq_encoder": self.seq_encoder}
 
 
+def feature_token_groups(cfg: FeatureConfig, mode: str = "group") -> list:
+    """The feature names behind each feature token, in token order: one list per schema `token_group`, or with
+    mode="feature" one single-name list per feature (schema order). mode="slice" cuts the "group" order's
+    concatenation into slices (FeatureTokenizer)."""
+    if mode == "feature":
+        return [[f.name] for f in cfg.features]
+    return [[f.name for f in cfg.features if f.group == g] for g in cfg.token_groups]
+
+
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")
 class FeatureTokenizer(tf.keras.layers.Layer):
     """Feature embeddings {name: [B, w]} -> feature tokens T_f [B, N_f, d] (MDL_SPEC §3.1).
 
     mode="group" (default): the embeddings of each `token_group` are concatenated, zero-padded to the widest group and
-    projected by that group's own Dense (one per-token einsum). mode="slice" (RankMixer): the concatenation of all
-    embeddings (groups in schema order) is zero-padded and cut into N_f equal slices, each projected by its own Dense;
-    N_f is `num_tokens` (RankMixer's T), or the number of token groups when None.
+    projected by that group's own Dense (one per-token einsum). mode="feature": the same with every feature a group of
+    its own (N_f = the schema's feature count, in schema order; the semantic tokens at their finest, for schemas with
+    few groups, where the domain tokens' per-token weights would otherwise outweigh the feature backbone, MDL_SPEC §6;
+    not in the paper). mode="slice" (RankMixer): the concatenation of all embeddings (groups in schema order) is
+    zero-padded and cut into N_f equal slices, each projected by its own Dense; N_f is `num_tokens` (RankMixer's T),
+    or the number of token groups when None.
 
-    Raises ValueError for an unknown mode, or `num_tokens` with mode="group" (there N_f is the schema's group count).
+    Raises ValueError for an unknown mode, or `num_tokens` with a mode other than "slice" (there N_f is the schema's
+    group or feature count).
     """
 
     def __init__(self, feature_config, d_model: int, feature_widths: dict, mode: str = "group",
@@ -97,18 +110,18 @@ class FeatureTokenizer(tf.keras.layers.Layer):
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {mode!r}")
         if num_tokens is not None and (mode != "slice" or int(num_tokens) < 1):
             raise ValueError(f"feature_tokens={num_tokens!r} needs tokenizer='slice' and a count >= 1; with "
-                             f"tokenizer='group' the feature tokens are the schema's token_groups")
+                             f"tokenizer={mode!r} the feature tokens are the schema's token_groups (or features)")
         self.feature_config = _config_dict(feature_config)
         self.cfg = _config(feature_config)
         self.d_model = int(d_model)
         self.feature_widths = {k: int(v) for k, v in feature_widths.items()}
         self.mode = mode
-        self.groups = [[f.name for f in self.cfg.features if f.group == g] for g in self.cfg.token_groups]
+        self.groups = feature_token_groups(self.cfg, mode)
         self.requested_tokens = None if num_tokens is None else int(num_tokens)
         self.num_tokens = self.requested_tokens or len(self.groups)
         group_widths = [sum(self.feature_widths[n] for n in names) for names in self.groups]
         total = sum(group_widths)
-        if mode == "group":
+        if mode != "slice":
             self.token_input_width = max(group_widths)
             self._pads = [self.token_input_width - w for w in group_widths]
         else:
@@ -117,7 +130,7 @@ class FeatureTokenizer(tf.keras.layers.Layer):
         self.projection = PerTokenDense(self.d_model, name="group_projection")
 
     def call(self, embedded):
-        if self.mode == "group":
+        if self.mode != "slice":
             rows = []
             for names, pad in zip(self.groups, self._pads):
                 parts = [embedded[n] for n in names]

@@ -38,7 +38,10 @@ def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
 
 
 def _n_f(cfg, hparams: dict) -> int:
-    """N_f as FeatureTokenizer counts it: `feature_tokens` slices, else one token per schema group."""
+    """N_f as FeatureTokenizer counts it: `feature_tokens` slices, one token per feature with tokenizer="feature",
+    else one token per schema group."""
+    if hparams.get("tokenizer") == "feature":
+        return len(cfg.features)
     return hparams.get("feature_tokens") or len(cfg.token_groups)
 
 
