@@ -190,6 +190,8 @@ def test_bad_hyperparameters_are_named(synth_cfg, synth_batch):
     dict(dropout=0.2), dict(domain_ffn_multiplier=1), dict(share_kv=True), dict(init_ffn_layers=1), dict(global_input="id"),
     dict(fuse_state="post_ffn"), dict(head="mlp"), dict(last_scenario_ffn=True), dict(tokenizer="slice"),
     dict(tokenizer="slice", feature_tokens=8), dict(domain_ffn_prenorm=True),
+    dict(tokenizer="feature", d_model=24),  # N_f = the 12 synthetic features
+    dict(head_input="task_token_and_pool"), dict(head_input="task_token_and_pool", head="mlp"),
     dict(seq_encoder="mean"), dict(use_global_token=False), dict(use_scenario_tokens=False), dict(attn_heads=1)])
 def test_every_flag_builds_and_trains_a_step(synth_cfg, synth_batch, flags):
     hp = {**SMALL, **flags}
@@ -224,6 +226,30 @@ def test_domain_ffn_prenorm_feeds_each_domain_ffn_and_the_heads_a_normalised_str
                                atol=1e-6)
     with pytest.raises(ValueError, match="domain_ffn_prenorm"):
         check_onboardable(model)
+
+
+def test_head_input_with_pool_gives_every_head_the_mean_feature_token(synth_cfg, synth_batch):
+    """head_input="task_token_and_pool": head n reads [T_t[:, n] ⊕ mean_j T_f[:, j]] (2d wide), so a change of the
+    pooled feature tokens alone moves the logits through the head; the default reads the task token alone. Both
+    start at the bias (zero head). Onboarding, whose appended task heads read their token alone, refuses it."""
+    from mdl_tf.models.onboarded import check_onboardable
+
+    feats = synth_batch[2]
+    d = SMALL["d_model"]
+    for head_input, width in (("task_token", d), ("task_token_and_pool", 2 * d)):
+        model = build_model("mdl", synth_cfg, synth_batch[1], **{**SMALL, "head_init": "zeros"},
+                            head_input=head_input)
+        t_f, _, t_t = model.tokens(feats)
+        assert model.heads.proj.kernel.shape == (2, width, 1)
+        np.testing.assert_allclose(model.compute_logits(feats).numpy(), 0.0, atol=1e-6)  # zero head, zero bias
+        model.heads.proj.kernel.assign(tf.random.normal(model.heads.proj.kernel.shape))
+        pooled = tf.tile(tf.reduce_mean(t_f, axis=1, keepdims=True), [1, 2, 1])
+        head_in = t_t if head_input == "task_token" else tf.concat([t_t, pooled], axis=-1)
+        np.testing.assert_allclose(model.compute_logits(feats).numpy(), model.heads(head_in).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="head_input"):
+        check_onboardable(model)
+    with pytest.raises(ValueError, match="head_input must be one of"):
+        build_model("mdl", synth_cfg, synth_batch[1], head_input="pool", **SMALL)
 
 
 def test_ablation_without_scenario_tokens_has_no_scenario_weights(synth_cfg, synth_batch):

@@ -42,7 +42,7 @@ PROTOCOL_VERSION = 1
 # flag is at that default it stays out of the fingerprint (adding a flag does not throw away finished runs;
 # changing its default, or setting it in a trial, still does).
 NEUTRAL_DEFAULTS = {"imp_tables": "own", "domain_ffn_multiplier": None, "dropout": 0.0, "important_features": None,
-                    "feature_tokens": None, "domain_ffn_prenorm": False}
+                    "feature_tokens": None, "domain_ffn_prenorm": False, "head_input": "task_token"}
 
 # Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
 # overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).

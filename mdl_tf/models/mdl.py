@@ -26,7 +26,13 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None, imp_tables="shared",
                     domain_ffn_multiplier=None, dropout=0.0, important_features=None, feature_tokens=None,
-                    domain_ffn_prenorm=False)
+                    domain_ffn_prenorm=False, head_input="task_token")
+
+# What each task head reads (not in the paper; "task_token" is the paper's Eq. 16): "task_token_and_pool" appends
+# the mean of the final feature tokens (the baselines' h, MDL_SPEC §10) to every task token, [B, N_t, 2d]. On
+# MovieLens-1M the RankMixer baseline's mean-pool-and-tower readout on MDL's own d=64 backbone held out better than
+# MDL's task tokens (benchmarks/results/movielens1m/FINDINGS.md, thirteenth sitting).
+HEAD_INPUTS = ("task_token", "task_token_and_pool")
 
 # `mdl-tf train --model mdl --ablation NAME`: each removes exactly one component (MDL_SPEC §11).
 ABLATIONS = {
@@ -57,7 +63,7 @@ class MDLModel(MultiDistributionModel):
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
-                 feature_tokens=None, domain_ffn_prenorm=False, **kwargs):
+                 feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -73,7 +79,13 @@ class MDLModel(MultiDistributionModel):
                             domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout,
                             # a copy: Keras' attribute tracking wraps the lists it holds in place
                             important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens,
-                            domain_ffn_prenorm=domain_ffn_prenorm)
+                            domain_ffn_prenorm=domain_ffn_prenorm, head_input=head_input)
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+        if head_input != "task_token" and not use_task_tokens:
+            raise ValueError(f"head_input={head_input!r} widens the task heads' input; without task tokens "
+                             f"(use_task_tokens=False) the task towers already read the mean feature token")
+        self.head_input = head_input
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
@@ -152,6 +164,9 @@ class MDLModel(MultiDistributionModel):
             t_t = self.head_norm(t_t)
         if self.scenario_towers is not None:
             t_t = self.scenario_towers(t_t, tf.cast(features[SCENARIO_MASK], t_t.dtype))
+        if self.head_input == "task_token_and_pool":
+            pooled = tf.reduce_mean(t_f, axis=1, keepdims=True)  # [B, 1, d], the baselines' h
+            t_t = tf.concat([t_t, tf.tile(pooled, [1, tf.shape(t_t)[1], 1])], axis=-1)  # [B, N_t, 2d]
         return self.heads(t_t)
 
     def attention_maps(self, features) -> list:

@@ -238,9 +238,11 @@ def check_onboardable(base) -> None:
     wrong = {k: hp.get(k) for k, v in needed.items() if hp.get(k) != v}
     if hp.get("domain_ffn_prenorm"):  # an appended token runs its own FFN sublayers, without the stream's norms
         wrong["domain_ffn_prenorm"] = True
+    if hp.get("head_input", "task_token") != "task_token":  # an appended task's head reads its token alone
+        wrong["head_input"] = hp["head_input"]
     if getattr(base, "model_name", None) != "mdl" or wrong:
         raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts, "
-                         f"fuse_state=pre_ffn and no domain_ffn_prenorm can be onboarded; this one has "
+                         f"fuse_state=pre_ffn, no domain_ffn_prenorm and head_input=task_token can be onboarded; this one has "
                          f"{wrong or base.model_name}")
 
 
