@@ -51,6 +51,7 @@ class MDLModel(MultiDistributionModel):
         T_s = ScenarioTokenizer(ê_imp, ê_spec)   [B, N_s + 1, d]   (global token last)
         T_t = TaskTokenizer(ê_imp', ê_task)      [B, N_t, d]
         L x MDLBlock; logits = TaskHeads(T_t)    [B, N_t]
+        (head_input="task_token_and_pool": TaskHeads([T_t ⊕ mean_j T_f]), 2d wide)
     """
 
     model_name = "mdl"

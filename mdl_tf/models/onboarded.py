@@ -242,8 +242,8 @@ def check_onboardable(base) -> None:
         wrong["head_input"] = hp["head_input"]
     if getattr(base, "model_name", None) != "mdl" or wrong:
         raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts, "
-                         f"fuse_state=pre_ffn, no domain_ffn_prenorm and head_input=task_token can be onboarded; this one has "
-                         f"{wrong or base.model_name}")
+                         f"fuse_state=pre_ffn, no domain_ffn_prenorm and head_input=task_token can be onboarded; "
+                         f"this one has {wrong or base.model_name}")
 
 
 def fold(model: OnboardedMDL, precision: str = "float32"):
