@@ -12,7 +12,7 @@ from mdl_tf.layers.block import mixer_token_count
 from mdl_tf.models import REGISTRY, build_model
 from mdl_tf.models.base import dummy_features
 from mdl_tf.models.mdl import ABLATIONS
-from mdl_tf.models.sizing import BudgetError, size_to_budget
+from mdl_tf.models.sizing import BudgetError, dense_params, size_to_budget
 from mdl_tf.training.trainer import TrainConfig, train
 from tests.conftest import without_test_split
 
@@ -131,8 +131,6 @@ def test_per_feature_tokens_give_every_feature_its_own_token(synth_cfg, synth_ba
     sizes, embedded_batch = synth_batch[1], synth_batch[2]
     n = len(synth_cfg.features)
     assert n != len(synth_cfg.token_groups)
-    from mdl_tf.models.sizing import dense_params
-
     target = dense_params("rankmixer", synth_cfg, sizes, d_model=3 * n, tokenizer="feature")
     sized = size_to_budget("rankmixer", synth_cfg, sizes, target, tokenizer="feature")
     assert sized["hparams"]["d_model"] % n == 0 and abs(sized["dense_params"] - target) <= 0.05 * target

@@ -38,11 +38,11 @@ def dense_params(name: str, cfg, vocab_sizes: dict, **hparams) -> int:
 
 
 def _n_f(cfg, hparams: dict) -> int:
-    """N_f as FeatureTokenizer counts it: `feature_tokens` slices, one token per feature with tokenizer="feature",
-    else one token per schema group."""
-    if hparams.get("tokenizer") == "feature":
-        return len(cfg.features)
-    return hparams.get("feature_tokens") or len(cfg.token_groups)
+    """N_f as FeatureTokenizer counts it: `feature_tokens` slices, else one token per group of
+    `feature_token_groups` (schema groups, or single features with tokenizer="feature")."""
+    from mdl_tf.layers.tokenizers import feature_token_groups
+
+    return hparams.get("feature_tokens") or len(feature_token_groups(cfg, hparams.get("tokenizer", "group")))
 
 
 def _d_step(name: str, cfg, hparams: dict) -> int:
