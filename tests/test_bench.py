@@ -8,12 +8,12 @@ from mdl_tf.errors import UserError
 
 
 @pytest.mark.slow
-def test_bench_quality_smoke_writes_json_markdown_and_plot(tmp_path):
+def test_bench_quality_smoke_writes_json_markdown_and_plot_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "results"
-    assert main(["bench", "quality", "--dataset", "synthetic", "--rows", "3000", "--models", "mdl,mmoe",
-                 "--seeds", "2", "--epochs", "1", "--batch-size", "256", "--dense-params", "62000",
-                 "--ablations", "no_task_tokens,no_scenario_attention",
-                 "--out", str(out)]) == 0
+    argv = ["bench", "quality", "--dataset", "synthetic", "--rows", "3000", "--models", "mdl,mmoe",
+            "--seeds", "2", "--epochs", "1", "--batch-size", "256", "--dense-params", "62000",
+            "--ablations", "no_task_tokens,no_scenario_attention", "--out", str(out)]
+    assert main(argv) == 0
     result = json.loads((out / "synthetic" / "quality.json").read_text())
     assert result["split_reported"] == "test" and result["seeds"] == 2
     rows = result["rows"]
@@ -31,7 +31,31 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot(tmp_path):
                                                                      "relative_gain"}
     table = (out / "synthetic" / "quality.md").read_text()
     assert "MDL vs best baseline" in table and "GAUC click" in table and result["command"] in table
+    assert "partial" not in table and result["complete"] and result["runs_done"] == 8
     assert (out / "synthetic" / "quality.png").stat().st_size > 1000
+
+    # Resumable: a re-run trains only what runs.jsonl lacks. Drop one recorded run (as if the session had been
+    # killed before it finished) and the same command trains exactly that (row, seed) and nothing else.
+    import mdl_tf.bench.quality as quality
+
+    log = out / "synthetic" / "runs.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 8
+    dropped = json.loads(lines[3])
+    log.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    trained = []
+    real_train = quality.train
+    monkeypatch.setattr(quality, "train", lambda *a, **k: trained.append(a[3].model) or real_train(*a, **k))
+    assert main(argv) == 0
+    assert len(trained) == 1 and len(log.read_text().splitlines()) == 8
+    assert [json.loads(x)["key"] for x in log.read_text().splitlines()][-1] == dropped["key"]
+    again = json.loads((out / "synthetic" / "quality.json").read_text())
+    assert again["complete"] and set(again["rows"]) == set(rows)
+    assert "already in" in capsys.readouterr().out
+    # A changed setting is a different run: nothing recorded under the old settings is reused.
+    keys = {json.loads(x)["key"] for x in log.read_text().splitlines()}
+    assert quality.run_key("mmoe", "mmoe", {}, 0, {"epochs": 1}) != quality.run_key("mmoe", "mmoe", {}, 0, {"epochs": 2})
+    assert all(k.split("/")[0] in rows for k in keys)
 
 
 @pytest.mark.slow

@@ -3,9 +3,16 @@ budget, over several seeds. Early stopping reads the eval split; every reported 
 
 Writes `<out>/<dataset>/quality.json`, `quality.md` (per scenario x task AUC mean ± std, per-task GAUC, MDL's relative
 gain over the best baseline in every cell) and `quality.png`, with the machine and the exact command.
+
+Resumable: each finished (model, seed) appends one line to `<out>/<dataset>/runs.jsonl` under a key holding a
+fingerprint of everything that decides its result besides the seed (the model's defaults, the training defaults, the
+row's hyperparameters and the command's settings); a re-run skips every run already there and the tables are rewritten
+after every run (marked partial until the plan is complete), so the benchmark survives a killed session.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -13,12 +20,15 @@ import numpy as np
 from tqdm import tqdm
 
 from mdl_tf.bench.machine import machine_info
+from mdl_tf.bench.movielens1m import append_run, model_defaults, read_runs
 from mdl_tf.data import movielens, synthetic
 from mdl_tf.models.mdl import ABLATIONS
 from mdl_tf.training.trainer import TrainConfig, train
 from mdl_tf.utils import atomic_write_text, write_json
 
 DATASETS = ("synthetic", "movielens")
+# Bump when a change outside the models' and TrainConfig's defaults (the data, the transform, the loop) changes results.
+RUN_VERSION = 1
 
 
 def _prepare(dataset: str, work: Path, rows: int) -> Path:
@@ -107,6 +117,34 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def run_key(label: str, model: str, hparams: dict, seed: int, settings: dict) -> str:
+    """The runs.jsonl key of one (row, seed): `<label>/s<seed>/<fingerprint>`. The fingerprint hashes the model's
+    constructor defaults, TrainConfig's defaults that change a result, the row's hyperparameters and `settings`
+    (dataset, rows, budget, epochs, batch size, patience): a run recorded under other defaults is trained again."""
+    blob = json.dumps({"model": model, "hparams": hparams, "defaults": model_defaults(model),
+                       "training": TrainConfig(model=model).compile_args(), "settings": settings,
+                       "version": RUN_VERSION}, sort_keys=True, default=repr)
+    return f"{label}/s{seed}/{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def write_results(out: Path, runs: dict, planned: int, seeds: int, command: str, dataset: str,
+                  dense_params: int) -> dict:
+    """Write quality.{json,md,png} from `runs` ({row: [metrics of each finished seed]}); `planned` is the plan's run
+    count, and the tables say "partial" while fewer runs than that are in."""
+    done = sum(len(v) for v in runs.values())
+    summary = summarise({k: v for k, v in runs.items() if v})
+    result = {"machine": machine_info(), "command": command, "dataset": dataset, "seeds": seeds,
+              "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
+              "runs_done": done, "runs_planned": planned, "complete": done == planned, **summary}
+    status = "" if done == planned else f"; partial: {done} of {planned} runs, resumable"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "quality.json", result)
+    atomic_write_text(out / "quality.md", markdown(summary, f"`{command}` (test split; mean ± std over {seeds} "
+                                                             f"seed(s); {result['machine']['cpus']} CPUs{status})"))
+    plot(summary, out / "quality.png")
+    return result
+
+
 def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_params: int | None = None,
                       epochs: int = 10, batch_size: int = 512, patience: int = 2, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
@@ -136,24 +174,30 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
             width = {k: v for k, v in size_to_budget("mdl", cfg, sizes, dense_params)["hparams"].items()
                      if k in ("d_model", "ffn_multiplier")}
             plan += [(f"mdl:{a}", "mdl", {**width, **ABLATIONS[a]}, None) for a in ablations]
-        runs = {}
-        for label, model, hp, budget in tqdm(plan, desc=f"quality on {dataset}", unit="model"):
-            runs[label] = []
-            for seed in range(seeds):
-                tc = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, seed=seed, verbose=0,
-                                 early_stopping_patience=patience, dense_params=budget, export=False)
-                runs[label].append(train(data, data, work / f"{label}-{seed}", tc, dict(hp), frames=frames))
-    summary = summarise(runs)
-    command = (f"mdl-tf bench quality --dataset {dataset} --models {','.join(models)} --seeds {seeds} "
-               f"--dense-params {dense_params} --epochs {epochs} --batch-size {batch_size} --patience {patience}"
-               + f" --ablations {','.join(ablations) if ablations else 'none'}"
-               + (f" --rows {rows}" if dataset == "synthetic" else ""))
-    result = {"machine": machine_info(), "command": command, "dataset": dataset, "seeds": seeds,
-              "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
-              **summary}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "quality.json", result)
-    atomic_write_text(out / "quality.md", markdown(summary, f"`{command}` (test split; mean ± std over {seeds} "
-                                                             f"seed(s); {result['machine']['cpus']} CPUs)"))
-    plot(summary, out / "quality.png")
-    return result
+        settings = {"dataset": dataset, "rows": rows if dataset == "synthetic" else None,
+                    "dense_params": dense_params, "epochs": epochs, "batch_size": batch_size, "patience": patience}
+        command = (f"mdl-tf bench quality --dataset {dataset} --models {','.join(models)} --seeds {seeds} "
+                   f"--dense-params {dense_params} --epochs {epochs} --batch-size {batch_size} --patience {patience}"
+                   + f" --ablations {','.join(ablations) if ablations else 'none'}"
+                   + (f" --rows {rows}" if dataset == "synthetic" else ""))
+        runs_path = out / "runs.jsonl"
+        done = read_runs(runs_path)
+        keyed = [(label, model, hp, budget, seed, run_key(label, model, hp, seed, {**settings, "budget": budget}))
+                 for label, model, hp, budget in plan for seed in range(seeds)]
+        todo = [k for k in keyed if k[-1] not in done]
+        if len(todo) < len(keyed):
+            print(f"bench quality: {len(keyed) - len(todo)} of {len(keyed)} runs already in {runs_path}; "
+                  f"training the other {len(todo)}")
+
+        def collected() -> dict:
+            return {label: [done[k[-1]]["metrics"] for k in keyed if k[0] == label and k[-1] in done]
+                    for label, *_ in plan}
+
+        for label, model, hp, budget, seed, key in tqdm(todo, desc=f"quality on {dataset}", unit="run"):
+            tc = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, seed=seed, verbose=0,
+                             early_stopping_patience=patience, dense_params=budget, export=False)
+            metrics = train(data, data, work / f"{label}-{seed}", tc, dict(hp), frames=frames)
+            done[key] = {"key": key, "label": label, "seed": seed, "metrics": metrics, "machine": machine_info()}
+            append_run(runs_path, done[key])
+            write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params)
+    return write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params)
