@@ -185,8 +185,9 @@ def _fake_record(model, protocol, trial, seed, eval_auc, test_auc):
 
 
 def test_movielens1m_plan_resumes_and_moves_through_the_stages(tmp_path):
-    """The plan: every model's trials (seed 0), then the eval-chosen trial's other seeds; temporal once the random
-    table is complete. A recorded run is never planned again, a torn last line is ignored."""
+    """The plan: every model's trials (seed 0), then the eval-chosen trial's other seeds; on temporal a model's
+    seed 0 (MDL's 3 seeds) once its point is chosen, the two best baselines' other seeds once the random table is
+    complete. A recorded run is never planned again, a torn last line is ignored."""
     from mdl_tf.bench import movielens1m as b
     from mdl_tf.bench.movielens1m_report import markdown, summarise
 
@@ -203,7 +204,10 @@ def test_movielens1m_plan_resumes_and_moves_through_the_stages(tmp_path):
     assert len(runs) == 4 and b.chosen_trial(runs, "shared_bottom") == b.tuning_grid("shared_bottom")[2]
     todo = b.plan(runs, ("random",))
     assert todo[:2] == [("random", "shared_bottom", b.tuning_grid("shared_bottom")[2], s) for s in (1, 2)]
-    assert not any(t[0] == "temporal" for t in b.plan(runs))  # the random table is not complete yet
+    # Its point is chosen, so its temporal seed 0 can run; no other model has a point yet.
+    assert [t for t in b.plan(runs) if t[0] == "temporal"] == [
+        ("temporal", "shared_bottom", b.tuning_grid("shared_bottom")[2], 0)]
+    assert b.best_baselines(runs, 2) is None  # the random table is not complete yet
     # Every model done on random: temporal gets 3 seeds for MDL and the two best baselines, 1 for the rest.
     log.write_text("")
     for m in b.MODELS:

@@ -6,7 +6,8 @@ Protocol (issue 15):
    6 scenario x task cells is chosen. Nothing is chosen on test.
 2. `final` (random protocol): the chosen point of every model with seeds 0, 1, 2 (seed 0 is the tuning run).
 3. `temporal`: the chosen points again on the temporal protocol; 3 seeds for MDL and the two best baselines of
-   the random protocol's test table, 1 seed for the others.
+   the random protocol's test table, 1 seed for the others. A model's temporal runs can start as soon as its
+   trials have chosen its point; the best baselines' seeds 1 and 2 once every baseline's random seeds are in.
 
 Every model is sized to the same dense-parameter budget (MDL's count at d=64 on that protocol's config, ±5%),
 trains at batch 4096 (as published) with early stopping on the eval split (patience 2, cap 8 epochs).
@@ -275,10 +276,12 @@ def plan(runs: dict, protocols=("random", "temporal"), models=MODELS) -> list:
             if trial is not None:
                 todo += [("random", m, trial, s) for s in SEEDS[1:]]
     if "temporal" in protocols:
-        best = best_baselines(runs, 2)
+        # A model's chosen point is fixed once its trials ran, so its temporal seed 0 (and MDL's 3 seeds) can run
+        # then; the 2 best baselines' other seeds wait until the random table names them.
+        best = best_baselines(runs, 2) or []
         for m in models:
             trial = chosen_trial(runs, m)
-            if trial is not None and best is not None:
+            if trial is not None:
                 todo += [("temporal", m, trial, s) for s in (SEEDS if m == "mdl" or m in best else SEEDS[:1])]
     return [t for t in todo if run_key(t[1], t[0], t[2], t[3]) not in runs]
 
