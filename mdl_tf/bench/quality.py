@@ -4,7 +4,7 @@ budget, over several seeds. Early stopping reads the eval split; every reported 
 Writes `<out>/<dataset>/quality.json`, `quality.md` (per scenario x task AUC mean ± std, per-task GAUC, MDL's relative
 gain over the best baseline in every cell) and `quality.png`, with the machine and the exact command.
 
-Resumable: each finished (model, seed) appends one line to `<out>/<dataset>/runs.jsonl` under a key holding a
+Resumable: each finished (row, seed) appends (a row is a model or one of MDL's ablations) one line to `<out>/<dataset>/runs.jsonl` under a key holding a
 fingerprint of everything that decides its result besides the seed (the model's defaults, the training defaults, the
 row's hyperparameters and the command's settings); a re-run skips every run already there and the tables are rewritten
 after every run (marked partial until the plan is complete), so the benchmark survives a killed session.
@@ -128,12 +128,14 @@ def run_key(label: str, model: str, hparams: dict, seed: int, settings: dict) ->
 
 
 def write_results(out: Path, runs: dict, planned: int, seeds: int, command: str, dataset: str,
-                  dense_params: int) -> dict:
+                  dense_params: int, machines: list) -> dict:
     """Write quality.{json,md,png} from `runs` ({row: [metrics of each finished seed]}); `planned` is the plan's run
-    count, and the tables say "partial" while fewer runs than that are in."""
+    count, and the tables say "partial" while fewer runs than that are in. `machines`: the distinct machines the
+    runs were recorded on (a resumed benchmark may span several)."""
     done = sum(len(v) for v in runs.values())
     summary = summarise({k: v for k, v in runs.items() if v})
-    result = {"machine": machine_info(), "command": command, "dataset": dataset, "seeds": seeds,
+    result = {"machine": machine_info(), "machines_of_runs": machines, "command": command, "dataset": dataset,
+              "seeds": seeds,
               "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
               "runs_done": done, "runs_planned": planned, "complete": done == planned, **summary}
     status = "" if done == planned else f"; partial: {done} of {planned} runs, resumable"
@@ -193,11 +195,15 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
             return {label: [done[k[-1]]["metrics"] for k in keyed if k[0] == label and k[-1] in done]
                     for label, *_ in plan}
 
+        def machines() -> list:
+            found = [done[k[-1]].get("machine") for k in keyed if k[-1] in done]
+            return [json.loads(m) for m in sorted({json.dumps(m, sort_keys=True) for m in found if m})]
+
         for label, model, hp, budget, seed, key in tqdm(todo, desc=f"quality on {dataset}", unit="run"):
             tc = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, seed=seed, verbose=0,
                              early_stopping_patience=patience, dense_params=budget, export=False)
             metrics = train(data, data, work / f"{label}-{seed}", tc, dict(hp), frames=frames)
             done[key] = {"key": key, "label": label, "seed": seed, "metrics": metrics, "machine": machine_info()}
             append_run(runs_path, done[key])
-            write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params)
-    return write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params)
+            write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params, machines())
+    return write_results(out, collected(), len(keyed), seeds, command, dataset, dense_params, machines())
