@@ -198,14 +198,24 @@ def ml_data(tmp_path_factory):
     return out
 
 
-def _train_and_check(data, out, name, epochs, batch_size, tasks, scenarios):
+def _serving_outputs(saved_model_dir, load: bool) -> set:
+    """The serving signature's output names: from a real `tf.saved_model.load` (`load`), or read from
+    saved_model.pb's signature_def without restoring the graph (the same names, a fraction of the time)."""
+    if load:
+        return set(tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"].structured_outputs)
+    from tensorflow.python.saved_model import loader_impl
+
+    meta = loader_impl.parse_saved_model(str(saved_model_dir)).meta_graphs[0]
+    return set(meta.signature_def["serving_default"].outputs)
+
+
+def _train_and_check(data, out, name, epochs, batch_size, tasks, scenarios, load: bool = True):
     metrics = train(data, data, out, TrainConfig(model=name, epochs=epochs, batch_size=batch_size, verbose=0),
                     {"d_model": 16} if name == "mdl" else {"d_model": 16, "hidden": 32})
     for scope in [metrics["overall"], *[metrics["per_scenario"][s] for s in scenarios]]:
         for task in tasks:
             assert scope[task]["auc"] > 0.5, (name, scope, task)
-    loaded = tf.saved_model.load(str(out / "saved_model"))
-    assert set(loaded.signatures["serving_default"].structured_outputs) == {f"{t}_probability" for t in tasks}
+    assert _serving_outputs(out / "saved_model", load) == {f"{t}_probability" for t in tasks}
     assert json.loads((out / "metrics.json").read_text())["params"]["dense"] > 0
 
 
@@ -218,4 +228,6 @@ def test_every_model_learns_every_cell_on_synthetic_data(synth_30k, tmp_path, na
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_model_learns_every_cell_on_movielens(ml_data, tmp_path, name):
-    _train_and_check(ml_data, tmp_path / name, name, 1, 256, ["click", "like"], movielens.AGE_GROUPS)
+    # Every model's SavedModel is restored for real in the synthetic test above; here its signature is read from
+    # saved_model.pb (the output names are what differ between the datasets).
+    _train_and_check(ml_data, tmp_path / name, name, 1, 256, ["click", "like"], movielens.AGE_GROUPS, load=False)
