@@ -89,12 +89,17 @@ def dist_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single_process_auc(dist_data, tmp_path_factory):
-    """The reference: the same `mdl-tf train` command line without a strategy, run in this process (one TensorFlow
-    start-up fewer; the cluster runs below are the real processes)."""
-    from mdl_tf.cli import main
+    """The reference: the same `mdl-tf train` command line without a strategy, parsed by the CLI's own parser and
+    trained in this process (one TensorFlow start-up fewer; the cluster runs below are the real processes). Only its
+    metrics are compared, so it skips the SavedModel export (this fixture runs in the serial part of `make test`)."""
+    import dataclasses
+
+    from mdl_tf.cli import _hparams, _train_config, build_parser
+    from mdl_tf.training.trainer import train
 
     out = tmp_path_factory.mktemp("single")
-    assert main(["train", "--data", str(dist_data), "--out", str(out / "model"), *TRAIN]) == 0
+    args = build_parser().parse_args(["train", "--data", str(dist_data), "--out", str(out / "model"), *TRAIN])
+    train(args.data, args.data, args.out, dataclasses.replace(_train_config(args), export=False), _hparams(args))
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["train_steps"] == STEPS
     return metrics["mean_scenario_task_auc"]
