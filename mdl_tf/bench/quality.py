@@ -4,10 +4,11 @@ budget, over several seeds. Early stopping reads the eval split; every reported 
 Writes `<out>/<dataset>/quality.json`, `quality.md` (per scenario x task AUC mean ± std, per-task GAUC, MDL's relative
 gain over the best baseline in every cell) and `quality.png`, with the machine and the exact command.
 
-Resumable: each finished (row, seed) appends (a row is a model or one of MDL's ablations) one line to `<out>/<dataset>/runs.jsonl` under a key holding a
-fingerprint of everything that decides its result besides the seed (the model's defaults, the training defaults, the
-row's hyperparameters and the command's settings); a re-run skips every run already there and the tables are rewritten
-after every run (marked partial until the plan is complete), so the benchmark survives a killed session.
+Resumable: each finished (row, seed) (a row is a model or one of MDL's ablations) appends one line to
+`<out>/<dataset>/runs.jsonl` under a key holding a fingerprint of everything that decides its result besides the seed
+(the model's defaults, the training defaults, the row's hyperparameters and the command's settings); a re-run skips
+every run already there and the tables are rewritten after every run (marked partial until the plan is complete), so
+the benchmark survives a killed session.
 """
 from __future__ import annotations
 
@@ -135,8 +136,7 @@ def write_results(out: Path, runs: dict, planned: int, seeds: int, command: str,
     done = sum(len(v) for v in runs.values())
     summary = summarise({k: v for k, v in runs.items() if v})
     result = {"machine": machine_info(), "machines_of_runs": machines, "command": command, "dataset": dataset,
-              "seeds": seeds,
-              "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
+              "seeds": seeds, "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
               "runs_done": done, "runs_planned": planned, "complete": done == planned, **summary}
     status = "" if done == planned else f"; partial: {done} of {planned} runs, resumable"
     out.mkdir(parents=True, exist_ok=True)
