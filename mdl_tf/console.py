@@ -41,6 +41,9 @@ NOISE = tuple(re.compile(p) for p in (
     r"non-serializable objects\. Please implement a `get_config",  # tf.keras on subclassed models (we save weights)
     r"SavedModel saved prior to TF 2\.5 detected",            # TFMA loading the serving SavedModel
     r"tensorflow_model_analysis/.*RuntimeWarning: (invalid value|divide by zero)",  # TFMA: empty calibration bins
+    # TFX's Pusher when it has no model_blessing input; ours runs only inside Cond(blessed == 1), after the Evaluator
+    # (tfx_pipeline/pipeline/pipeline.py), so the push *is* validated and the advice is wrong for it.
+    r"Pusher is going to push the model without validation",
 ))
 OWN_LOGGERS = ("mdl_tf", "tfx_pipeline")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -17,7 +17,7 @@ NOISE_ON_TERMINAL = [re.compile(p) for p in (
     r"Unable to register cu(FFT|DNN|BLAS) factory", r"^E\d{4} ", r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [EWI] ",
     r"FutureWarning", r"Tables initialized inside a tf\.function", r"property_predicate is not supported",
     r"does not have payload_format", r"could not transform", r"^(I|W)\d{4} ", r"^INFO", r"^WARNING",
-    r"^Traceback",
+    r"^Traceback", r"push the model without validation",
 )]
 # Every stdout line of `mdl-tf run` is one of these, or part of the JSON result that ends the output.
 OWN_STDOUT = [re.compile(p) for p in (
@@ -62,6 +62,8 @@ def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_li
         logging.getLogger("tfx.orchestration").warning("ArtifactQuery.property_predicate is not supported.")
         logging.getLogger("tensorflow").warning("Tables initialized inside a tf.function  will be re-initialized")
         logging.getLogger("absl").info("Component Trainer is running.")
+        logging.getLogger("absl").warning("Pusher is going to push the model without validation. Consider using "
+                                          "Evaluator or InfraValidator in your pipeline.")
         logging.getLogger("tfx.components").warning("Split 'eval' has\nno examples")
         warnings.warn("an old thing", FutureWarning)
         warnings.warn_explicit("support ends", FutureWarning, "/x/google/api_core/_python_version_support.py", 246)
@@ -72,7 +74,7 @@ def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_li
     assert len(err) == 3, err
     text = log.read_text()
     for needle in ("==== mdl-tf test", "property_predicate", "Tables initialized", "Component Trainer is running",
-                   "support ends", "an old thing"):
+                   "support ends", "an old thing", "without validation"):
         assert needle in text, needle
     assert logging.getLogger().handlers == before  # the set-up is restored
 
@@ -81,6 +83,8 @@ def test_verbose_shows_everything_live(tmp_path, capsys):
     with console.session(tmp_path / "v.log", verbose=True):
         logging.getLogger("tfx.orchestration").warning("ArtifactQuery.property_predicate is not supported.")
         logging.getLogger("absl").info("Component Trainer is running.")
+        logging.getLogger("absl").warning("Pusher is going to push the model without validation. Consider using "
+                                          "Evaluator or InfraValidator in your pipeline.")
     err = capsys.readouterr().err
     assert "property_predicate" in err and "Component Trainer is running" in err and "-v shows" not in err
 
