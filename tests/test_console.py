@@ -87,6 +87,7 @@ def test_verbose_shows_everything_live(tmp_path, capsys):
                                           "Evaluator or InfraValidator in your pipeline.")
     err = capsys.readouterr().err
     assert "property_predicate" in err and "Component Trainer is running" in err and "-v shows" not in err
+    assert "without validation" in err  # known noise too: verbose hides nothing
 
 
 def test_each_command_logs_under_its_output_folder(tmp_path):

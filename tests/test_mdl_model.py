@@ -230,7 +230,8 @@ def test_domain_ffn_prenorm_feeds_each_domain_ffn_and_the_heads_a_normalised_str
 
 def test_head_input_with_pool_gives_every_head_the_mean_feature_token(synth_cfg, synth_batch):
     """head_input="task_token_and_pool": head n reads exactly [T_t[:, n] ⊕ mean_j T_f[:, j]] (2d wide); the default
-    reads the task token alone (d wide). Both start at the bias (zero head). Onboarding, whose appended task heads read their token alone, refuses it."""
+    reads the task token alone (d wide). Both start at the bias (zero head). Onboarding, whose appended task heads
+    read their token alone, refuses it."""
     from mdl_tf.models.onboarded import check_onboardable
 
     feats = synth_batch[2]

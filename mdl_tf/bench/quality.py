@@ -136,7 +136,8 @@ def write_results(out: Path, runs: dict, planned: int, seeds: int, command: str,
     done = sum(len(v) for v in runs.values())
     summary = summarise({k: v for k, v in runs.items() if v})
     result = {"machine": machine_info(), "machines_of_runs": machines, "command": command, "dataset": dataset,
-              "seeds": seeds, "dense_params_budget": dense_params, "split_reported": "test", "model_selection_split": "eval",
+              "seeds": seeds, "dense_params_budget": dense_params, "split_reported": "test",
+              "model_selection_split": "eval",
               "runs_done": done, "runs_planned": planned, "complete": done == planned, **summary}
     status = "" if done == planned else f"; partial: {done} of {planned} runs, resumable"
     out.mkdir(parents=True, exist_ok=True)
