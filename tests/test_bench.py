@@ -292,8 +292,8 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
         return _fake_record(model, data.protocol, trial, seed, 0.81, 0.80)
 
     class FakeData:
-        def __init__(self, protocol, cache):
-            self.protocol = protocol
+        def __init__(self, protocol, cache, priors=False):
+            self.protocol, self.priors = protocol, priors
 
     monkeypatch.setattr(b, "train_one", fake_train_one)
     monkeypatch.setattr(b, "Data", FakeData)
@@ -314,8 +314,19 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     assert "--probe imp_table: not a flag of mdl" in err and "imp_tables" in err
     # Learning rates and the OOV id rate are training settings; the rest goes to the model's constructor.
     assert {"dense_lr", "sparse_lr", "oov_rate"} <= b.trial_keys("shared_bottom")
-    assert b.split_trial({"dense_lr": 1e-3, "oov_rate": 0.1, "num_layers": 2}) == (
+    assert b.split_trial({"dense_lr": 1e-3, "oov_rate": 0.1, "num_layers": 2, "priors": True}) == (
         {"dense_lr": 1e-3, "oov_rate": 0.1}, {"num_layers": 2})
+    # A data probe: priors=true trains on the dataset variant with the item priors (neither a model nor a training
+    # setting), and a run on the wrong variant is refused before it trains.
+    seen = []
+    monkeypatch.setattr(b, "Data", lambda protocol, cache, priors=False: seen.append(priors) or FakeData(protocol,
+                                                                                                          cache, priors))
+    b.probe(tmp_path, tmp_path, "rankmixer", {"priors": True})
+    assert seen == [True] and trained[-1] == ("rankmixer", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="needs the dataset with priors"):
+        b.train_one(type("D", (), {"priors": False, "dir": tmp_path / "movielens1m"})(), "mdl", {"priors": True}, 0,
+                    tmp_path)
 
 
 def test_movielens1m_fixed_width_probe_keeps_the_tuning_runs_width(tmp_path, monkeypatch, capsys):
@@ -327,7 +338,7 @@ def test_movielens1m_fixed_width_probe_keeps_the_tuning_runs_width(tmp_path, mon
     trained = []
     monkeypatch.setattr(b, "train_one", lambda data, model, trial, seed, work: trained.append(trial) or
                         _fake_record(model, "random", trial, seed, 0.81, 0.80))
-    monkeypatch.setattr(b, "Data", lambda protocol, cache: type("D", (), {"protocol": protocol})())
+    monkeypatch.setattr(b, "Data", lambda protocol, cache, priors=False: type("D", (), {"protocol": protocol})())
     base = b.tuning_grid("mdl")[0]
     assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "use_task_tokens=false",
                  "--probe-fixed-width"]) == 2
@@ -408,8 +419,8 @@ def test_movielens1m_adopts_a_probe_only_when_a_rerun_reproduced_it(tmp_path, mo
         return _fake_record(model, data.protocol, trial, seed, 0.82 if trial == base else 0.70, 0.7)
 
     class FakeData:
-        def __init__(self, protocol, cache):
-            self.protocol = protocol
+        def __init__(self, protocol, cache, priors=False):
+            self.protocol, self.priors = protocol, priors
 
     monkeypatch.setattr(b, "train_one", fake_train_one)
     monkeypatch.setattr(b, "Data", FakeData)
