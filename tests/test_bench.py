@@ -319,8 +319,11 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     # A data probe: priors=true trains on the dataset variant with the item priors (neither a model nor a training
     # setting), and a run on the wrong variant is refused before it trains.
     seen = []
-    monkeypatch.setattr(b, "Data", lambda protocol, cache, priors=False: seen.append(priors) or FakeData(protocol,
-                                                                                                          cache, priors))
+    def data(protocol, cache, priors=False):
+        seen.append(priors)
+        return FakeData(protocol, cache, priors)
+
+    monkeypatch.setattr(b, "Data", data)
     b.probe(tmp_path, tmp_path, "rankmixer", {"priors": True})
     assert seen == [True] and trained[-1] == ("rankmixer", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0)
     monkeypatch.undo()

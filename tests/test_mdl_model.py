@@ -571,8 +571,9 @@ def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synt
 
 
 def test_priors_feed_only_their_own_domain_token_and_the_global_one(synth_batch):
-    """ê_spec^k ⊕ priors_k (MDL_SPEC §3.2): scenario k's token changes with its own priors (and the global token, whose
-    spec input is their mean), no other scenario token does; use_priors=False leaves every domain token alone."""
+    """ê_spec^k ⊕ priors_k (MDL_SPEC §3.2): scenario k's token changes with its own priors (and the global token,
+    whose spec input is their mean), no other scenario token does; use_priors=False leaves every domain token
+    alone."""
     from tests.test_config import _with_priors
 
     cfg = cfgmod.from_dict(_with_priors(copy.deepcopy(synthetic.FEATURES_YAML), per_scenario=2), "priors.yaml")

@@ -113,7 +113,8 @@ def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
         for _, row in split.sample(40, random_state=1).iterrows():
             earlier = train[(train.item_id == row.item_id) & (train.ts < row.ts)]
             assert row.item_log_count == pytest.approx(np.log1p(len(earlier)))
-            assert row.item_like_rate == pytest.approx((earlier.like.sum() + 20 * train.like.mean()) / (len(earlier) + 20))
+            like = (earlier.like.sum() + 20 * train.like.mean()) / (len(earlier) + 20)
+            assert row.item_like_rate == pytest.approx(like)
             group = earlier[earlier.age_group == "35plus"]
             mean = train[train.age_group == "35plus"].click.mean()
             assert row.item_click_rate_35plus == pytest.approx((group.click.sum() + 20 * mean) / (len(group) + 20))
@@ -126,6 +127,7 @@ def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
     again = movielens1m.add_priors(raw)["train"]
     same_item = train.item_id == train.item_id[r]
     at_or_before = same_item & (train.ts <= train.ts[r])
-    assert np.allclose(again.loc[at_or_before, "item_click_rate"], train.loc[at_or_before, "item_click_rate"], atol=1e-5)
+    assert np.allclose(again.loc[at_or_before, "item_click_rate"], train.loc[at_or_before, "item_click_rate"],
+                       atol=1e-5)
     later = train[same_item & (train.ts > train.ts[r])].index[0]
     assert abs(again.item_click_rate[later] - train.item_click_rate[later]) > 1e-3

@@ -100,8 +100,9 @@ class MDLModel(MultiDistributionModel):
         n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer, feature_tokens)
 
         chosen = important_choice(cfg, important_features, imp_tables)
-        # ê_spec^k / ê_task^n (MDL_SPEC §3.2-3.3): the id row of the token, and the numeric priors the config declares
-        # for it (`prior_for`, e.g. the item's earlier click rate in scenario k); use_priors=False keeps the id row only.
+        # ê_spec^k / ê_task^n (MDL_SPEC §3.2-3.3): the id row of the token, and the numeric priors the config
+        # declares for it (`prior_for`, e.g. the item's earlier click rate in scenario k); use_priors=False keeps the
+        # id row only.
         self.priors = {d: cfg.domain_priors(d) if use_priors else [] for d in ("scenario", "task")}
 
         def important(domain):
