@@ -404,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
     p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
-    p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_priors", "movielens1m_temporal",
-                                              "movielens1m_temporal_priors", "synthetic"),
+    p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_priors",
+                                         "movielens1m_temporal", "movielens1m_temporal_priors", "synthetic"),
                    help="one dataset (default: all)")
     p.add_argument("--out", default=str(REPO_SCHEMAS))
     p.set_defaults(func=cmd_schema_export)
@@ -571,6 +571,9 @@ def cmd_bench_movielens1m(args) -> None:
                        "NAME=VALUE (without --probe the command runs the benchmark's plan)")
     if args.probe:
         overrides = _key_values(args.probe, "--probe", "imp_tables=own")
+        for key in set(overrides) & set(bench.DATA_KEYS):
+            if not isinstance(overrides[key], bool):
+                raise CLIError(f"--probe {key}={overrides[key]}: expected true or false")
         for model in models:
             unknown = sorted(set(overrides) - bench.trial_keys(model))
             if unknown:

@@ -382,9 +382,18 @@ def validate(cfg: FeatureConfig, source: str = "<config>") -> None:
                               f"sample-dependent, so mark at least one categorical feature (e.g. user_id)")
 
 
+def _refuse_priors(cfg: FeatureConfig, what: str) -> None:
+    declared = [f.name for f in cfg.features if f.prior_for]
+    if declared:
+        raise ConfigError(f"cannot onboard {what}: this config declares priors of the domain tokens (prior_for: "
+                          f"{', '.join(declared)}), which an onboarded token would not have; retrain on a config "
+                          f"that declares the new token's priors too")
+
+
 def with_scenario(cfg: FeatureConfig, name: str) -> FeatureConfig:
     """`cfg` with scenario `name` appended after the existing ones (onboarding a scenario; indices of the existing
     scenarios unchanged)."""
+    _refuse_priors(cfg, f"scenario '{name}'")
     raw = cfg.to_dict()
     raw["scenario"] = {**raw["scenario"], "values": [*raw["scenario"]["values"], name]}
     return from_dict(raw, "onboarded feature config")
@@ -392,6 +401,7 @@ def with_scenario(cfg: FeatureConfig, name: str) -> FeatureConfig:
 
 def with_task(cfg: FeatureConfig, name: str, label: str) -> FeatureConfig:
     """`cfg` with task `name` (0/1 label column `label`) appended after the existing ones (onboarding a task)."""
+    _refuse_priors(cfg, f"task '{name}'")
     raw = cfg.to_dict()
     raw["tasks"] = [*raw["tasks"], {"name": name, "label": label}]
     return from_dict(raw, "onboarded feature config")

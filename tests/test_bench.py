@@ -326,6 +326,8 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     monkeypatch.setattr(b, "Data", data)
     b.probe(tmp_path, tmp_path, "rankmixer", {"priors": True})
     assert seen == [True] and trained[-1] == ("rankmixer", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0)
+    assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "priors=False"]) == 2
+    assert "--probe priors=False: expected true or false" in capsys.readouterr().err
     monkeypatch.undo()
     with pytest.raises(ValueError, match="needs the dataset with priors"):
         b.train_one(type("D", (), {"priors": False, "dir": tmp_path / "movielens1m"})(), "mdl", {"priors": True}, 0,

@@ -594,3 +594,12 @@ def test_priors_feed_only_their_own_domain_token_and_the_global_one(synth_batch)
             assert not changed.any() and not changed_tasks.any()
         # Every model reads the priors as ordinary numeric features of their token group.
         assert np.abs(after["feature"].numpy() - before["feature"].numpy()).max() > 0
+    # An onboarded token would have no priors: onboarding refuses the model and the config, naming why.
+    from mdl_tf.models.onboarded import check_onboardable
+
+    with pytest.raises(ValueError, match="no priors can be onboarded.*'priors': 'declared"):
+        check_onboardable(build_model("mdl", cfg, synth_batch[1], **SMALL))
+    with pytest.raises(cfgmod.ConfigError, match=r"cannot onboard scenario 'live'.*prior_for: prior_home_0, "):
+        cfgmod.with_scenario(cfg, "live")
+    with pytest.raises(cfgmod.ConfigError, match=r"cannot onboard task 'share'"):
+        cfgmod.with_task(cfg, "share", "share")

@@ -92,13 +92,29 @@ def test_earlier_counts_and_sums_see_only_strictly_earlier_training_events():
     tk, tt = rng.integers(0, 5, 400), rng.integers(0, 30, 400)  # many ties in time
     tl = rng.integers(0, 2, (400, 2)).astype(float)
     qk, qt = rng.integers(0, 6, 300), rng.integers(-2, 33, 300)  # key 5 has no training event
-    counts, sums = earlier_counts_and_sums(tk, tt, tl, qk, qt)
+    events, labelled, sums = earlier_counts_and_sums(tk, tt, tl, qk, qt)
     for i in range(300):
         mine = (tk == qk[i]) & (tt < qt[i])
-        assert counts[i] == mine.sum() and sums[i].tolist() == tl[mine].sum(0).tolist()
-    rates = smoothed_rates(counts, sums, [0.5, 0.2], smoothing=20)
-    assert np.allclose(rates[counts == 0], [0.5, 0.2])
+        assert events[i] == mine.sum() and labelled[i].tolist() == [mine.sum()] * 2
+        assert sums[i].tolist() == tl[mine].sum(0).tolist()
+    rates = smoothed_rates(labelled, sums, [0.5, 0.2], smoothing=20)
+    assert np.allclose(rates[events == 0], [0.5, 0.2])
     assert ((rates >= 0) & (rates <= 1)).all()
+    # Unknown labels (NaN) count as events but neither as labelled nor in the sums, and stay within their key; the
+    # timestamp unit does not matter (nanoseconds since 1970 order the same as the raw integers).
+    nan = tl.copy()
+    nan[::7, 0] = np.nan
+    epoch_ns = 1_700_000_000 * 10**9
+    events_n, labelled_n, sums_n = earlier_counts_and_sums(tk, tt.astype(np.int64) * 10**9 + epoch_ns, nan, qk,
+                                                           qt.astype(np.int64) * 10**9 + epoch_ns)
+    assert (events_n == events).all() and (labelled_n[:, 1] == labelled[:, 1]).all()
+    for i in range(300):
+        mine = (tk == qk[i]) & (tt < qt[i]) & np.isfinite(nan[:, 0])
+        assert labelled_n[i, 0] == mine.sum() and sums_n[i, 0] == nan[mine, 0].sum()
+    # No training events at all: every count is 0, every rate the mean.
+    empty = earlier_counts_and_sums([], [], np.zeros((0, 2)), qk, qt)
+    assert not empty[0].any() and not empty[1].any() and not empty[2].any()
+    assert np.allclose(smoothed_rates(empty[1], empty[2], [0.5, 0.2]), [0.5, 0.2])
 
 
 def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
@@ -124,10 +140,18 @@ def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
     r = train[(train.item_log_count > 1) & (train.item_log_count < 3)].index[0]  # an item's few-th event
     raw["train"] = raw["train"].copy()
     raw["train"].loc[r, ["click", "like"]] = 1 - raw["train"].loc[r, ["click", "like"]]
-    again = movielens1m.add_priors(raw)["train"]
+    again = movielens1m.add_priors(raw)
     same_item = train.item_id == train.item_id[r]
     at_or_before = same_item & (train.ts <= train.ts[r])
-    assert np.allclose(again.loc[at_or_before, "item_click_rate"], train.loc[at_or_before, "item_click_rate"],
-                       atol=1e-5)
-    later = train[same_item & (train.ts > train.ts[r])].index[0]
-    assert abs(again.item_click_rate[later] - train.item_click_rate[later]) > 1e-3
+    group = f"item_click_rate_{train.age_group[r]}"
+    for col in ("item_click_rate", "item_like_rate", group):
+        assert np.allclose(again["train"].loc[at_or_before, col], train.loc[at_or_before, col], atol=1e-5)
+    later = train[same_item & (train.ts > train.ts[r]) & (train.age_group == train.age_group[r])].index[0]
+    for col in ("item_click_rate", group):
+        assert abs(again["train"][col][later] - train[col][later]) > 1e-3
+    # Eval and test labels never reach any prior: flipping all of them changes nothing.
+    raw = {k: (v.assign(click=1 - v.click, like=1 - v.like) if k != "train" else v) for k, v in raw.items()}
+    flipped = movielens1m.add_priors(raw)
+    for name in ("eval", "test"):
+        cols = [c for c in splits[name] if c.startswith("item_") and c != "item_id"]
+        assert np.allclose(flipped[name][cols].to_numpy(), again[name][cols].to_numpy())

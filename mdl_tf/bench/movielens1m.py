@@ -109,8 +109,11 @@ def model_defaults(model: str) -> dict:
 def fingerprint(model: str, protocol: str, trial: dict) -> str:
     """Hash of what decides a run's result besides the seed: model defaults, trial, settings, protocol version."""
     defaults = model_defaults(model)
-    blob = json.dumps({"model": model, "protocol": protocol, "trial": trial, "defaults": defaults,
-                       "settings": SETTINGS, "version": PROTOCOL_VERSION}, sort_keys=True)
+    body = {"model": model, "protocol": protocol, "trial": trial, "defaults": defaults, "settings": SETTINGS,
+            "version": PROTOCOL_VERSION}
+    if trial.get("priors") and movielens1m.PRIORS_VERSION > 1:  # the priors' definition is part of the data
+        body["priors_version"] = movielens1m.PRIORS_VERSION  # (from version 2: version 1's records predate it)
+    blob = json.dumps(body, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
@@ -153,7 +156,9 @@ class Data:
 
         self.protocol, self.priors = protocol, bool(priors)
         self.dir = Path(cache) / movielens1m.dataset_name(protocol, self.priors)
-        if not (self.dir / "dataset.json").exists():
+        info = self.dir / "dataset.json"
+        if not info.exists() or (self.priors and json.loads(info.read_text()).get("priors_version")
+                                 != movielens1m.PRIORS_VERSION):
             movielens1m.write(self.dir, protocol=protocol, priors=self.priors)
         self.cfg = cfgmod.load(self.dir)
         self.frames = {s: read_split(self.dir, s, self.cfg) for s in ("train", "eval", "test")}

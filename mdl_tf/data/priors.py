@@ -15,30 +15,42 @@ SMOOTHING = 20
 
 
 def earlier_counts_and_sums(train_keys, train_ts, train_labels, keys, ts):
-    """For each query (key, ts): the number of training events with the same key and a strictly smaller timestamp,
-    and the sum of their labels.
+    """For each query (key, ts): over the training events with the same key and a strictly smaller timestamp, how
+    many there are, how many of them have each label known, and the sum of the known labels.
 
-    train_keys, train_ts [M] int64 (keys >= 0), train_labels [M, L] float; keys, ts [N] int64.
-    Returns (counts [N] int64, sums [N, L] float64). O((M + N) log M): one sort, two binary searches per query."""
-    train_keys, train_ts = np.asarray(train_keys, np.int64), np.asarray(train_ts, np.int64)
-    keys, ts = np.asarray(keys, np.int64), np.asarray(ts, np.int64)
-    labels = np.asarray(train_labels, np.float64).reshape(len(train_keys), -1)
-    if len(train_keys) and (train_keys.min() < 0 or keys.min(initial=0) < 0):
+    train_keys, train_ts [M] int (keys >= 0; any timestamp unit), train_labels [M] or [M, L] float (NaN = unknown);
+    keys, ts [N]. Returns (events [N] int64, labelled [N, L] int64, sums [N, L] float64). One sort and two binary
+    searches per query: O((M + N) log(M + N)). Raises ValueError for negative keys."""
+    train_keys, keys = np.asarray(train_keys, np.int64), np.asarray(keys, np.int64)
+    labels = np.asarray(train_labels, np.float64)
+    labels = labels[:, None] if labels.ndim == 1 else labels
+    if (len(train_keys) and train_keys.min() < 0) or (len(keys) and keys.min() < 0):
         raise ValueError("keys must be non-negative integers")
-    lo = min(train_ts.min(initial=0), ts.min(initial=0))
-    span = int(max(train_ts.max(initial=0), ts.max(initial=0)) - lo) + 1
-    # One sortable int64 per (key, ts): every key's events are contiguous and ordered by time.
-    composite = train_keys * span + (train_ts - lo)
+    # Timestamps as dense ranks over both sets: the order is all that matters, and it keeps key * span + rank far
+    # from int64 overflow whatever the unit (seconds, nanoseconds).
+    stamps, rank = np.unique(np.concatenate([np.asarray(train_ts), np.asarray(ts)]), return_inverse=True)
+    span = len(stamps) + 1
+    top = max(train_keys.max(initial=0), keys.max(initial=0))
+    if (top + 1) * span >= 2 ** 62:
+        raise ValueError(f"{span - 1} distinct timestamps x keys up to {top} do not fit one int64 sort key; compute "
+                         f"the priors in chunks of keys")
+    composite = train_keys * span + rank[: len(train_keys)]  # every key's events contiguous, ordered by time
     order = np.argsort(composite, kind="stable")
-    composite = composite[order]
-    cumulative = np.vstack([np.zeros((1, labels.shape[1])), np.cumsum(labels[order], axis=0)])
-    query = keys * span + (ts - lo)
-    end = np.searchsorted(composite, query, side="left")      # first event of this key at ts or later
-    start = np.searchsorted(composite, keys * span, side="left")  # first event of this key
-    return end - start, cumulative[end] - cumulative[start]
+    composite, labels = composite[order], labels[order]
+    known = np.isfinite(labels)
+
+    def prefix(x):  # [M + 1, L]: sums of the first i sorted events
+        return np.vstack([np.zeros((1, x.shape[1]), x.dtype), np.cumsum(x, axis=0)])
+
+    labelled, sums = prefix(known.astype(np.int64)), prefix(np.where(known, labels, 0.0))
+    end = np.searchsorted(composite, keys * span + rank[len(train_keys):], side="left")  # first at ts or later
+    start = np.searchsorted(composite, keys * span, side="left")                        # first of this key
+    return end - start, labelled[end] - labelled[start], sums[end] - sums[start]
 
 
-def smoothed_rates(counts, sums, means, smoothing: float = SMOOTHING):
-    """(sums + smoothing * mean) / (counts + smoothing), per label: [N, L] rates in [0, 1]."""
-    counts = np.asarray(counts, np.float64)[:, None]
-    return (np.asarray(sums, np.float64) + smoothing * np.asarray(means, np.float64)) / (counts + smoothing)
+def smoothed_rates(labelled, sums, means, smoothing: float = SMOOTHING):
+    """(sums + smoothing * mean) / (labelled + smoothing), per label: [N, L] rates in [0, 1] (the mean where no
+    earlier event has a known label)."""
+    labelled = np.asarray(labelled, np.float64)
+    labelled = labelled[:, None] if labelled.ndim == 1 else labelled
+    return (np.asarray(sums, np.float64) + smoothing * np.asarray(means, np.float64)) / (labelled + smoothing)

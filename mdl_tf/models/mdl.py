@@ -162,8 +162,8 @@ class MDLModel(MultiDistributionModel):
         return (t_f, t_s, t_t, *extra)
 
     def domain_priors(self, features, domain: str):
-        """The numeric priors of `domain`'s tokens [B, N, P] (transformed: z-scored, clipped), or None if the config
-        declares none (or use_priors=False)."""
+        """The numeric priors of `domain`'s tokens [B, N, P], as the transform gives them (z-scored and clipped like
+        every numeric feature), or None if the config declares none (or use_priors=False)."""
         per = self.priors[domain]
         if not per:
             return None

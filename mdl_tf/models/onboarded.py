@@ -240,10 +240,12 @@ def check_onboardable(base) -> None:
         wrong["domain_ffn_prenorm"] = True
     if hp.get("head_input", "task_token") != "task_token":  # an appended task's head reads its token alone
         wrong["head_input"] = hp["head_input"]
+    if any(getattr(base, "priors", {}).values()):  # an appended token would have no priors to read
+        wrong["priors"] = "declared (prior_for in features.yaml)"
     if getattr(base, "model_name", None) != "mdl" or wrong:
         raise ValueError(f"only an MDL model with scenario tokens, task tokens, the global token, attention prompts, "
-                         f"fuse_state=pre_ffn, no domain_ffn_prenorm and head_input=task_token can be onboarded; "
-                         f"this one has {wrong or base.model_name}")
+                         f"fuse_state=pre_ffn, no domain_ffn_prenorm, head_input=task_token and no priors can be "
+                         f"onboarded; this one has {wrong or base.model_name}")
 
 
 def fold(model: OnboardedMDL, precision: str = "float32"):
