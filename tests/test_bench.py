@@ -235,6 +235,38 @@ def test_movielens1m_plan_resumes_and_moves_through_the_stages(tmp_path):
     assert "Published anchors" in md and "MDL vs best baseline" in md and "(< 50: noisy)" not in md
 
 
+def test_movielens1m_priors_variant_gets_its_own_table_from_the_probes_at_the_chosen_points(tmp_path):
+    """Probes with priors=true at each model's chosen point form the temporal+priors table (MDL against the best
+    baseline of that table, paired over seeds); a probe at another point, or without priors, stays out of it, and
+    the tuned temporal table never reads probes."""
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.bench.movielens1m_report import markdown, summarise
+
+    runs, probes = {}, {}
+    for m in ("mdl", "rankmixer"):
+        for i, trial in enumerate(b.tuning_grid(m)):
+            rec = _fake_record(m, "random", trial, 0, 0.80 + (0.01 if i == 1 else 0), 0.80)
+            runs[rec["key"]] = rec
+    for m, test in (("mdl", 0.78), ("rankmixer", 0.77)):
+        chosen = b.tuning_grid(m)[1]
+        for s in (0, 1, 2):
+            rec = _fake_record(m, "temporal", {**chosen, "priors": True}, s, 0.75, test + 0.001 * s)
+            probes[rec["key"]] = rec
+    other = _fake_record("rankmixer", "temporal", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0, 0.9, 0.9)
+    probes[other["key"]] = other  # not the chosen point: ignored
+    summary = summarise(runs, probes)
+    assert summary["temporal"]["rows"] == {}  # probes never enter the tuned tables
+    (variant,) = summary["variants"]
+    assert variant["variant"] == {"priors": True} and set(variant["table"]["rows"]) == {"mdl", "rankmixer"}
+    row = variant["table"]["rows"]["rankmixer"]
+    assert row["seeds"] == [0, 1, 2] and abs(row["mean_auc"]["mean"] - 0.771) < 1e-9
+    gain = variant["table"]["mdl_vs_best_baseline"]["under25/click"]
+    assert gain["best_baseline"] == "rankmixer" and abs(gain["relative_gain"] - 0.01 / 0.771) < 1e-9
+    assert gain["significant"] is True  # the same +0.01 on every seed
+    assert "every model with the item priors" in markdown(summary)
+    assert summarise(runs)["variants"] == []
+
+
 def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch):
     from mdl_tf.bench import movielens1m as b
     from mdl_tf.models.mdl import MDLModel

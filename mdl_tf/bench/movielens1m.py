@@ -31,7 +31,6 @@ import numpy as np
 from mdl_tf.bench.machine import machine_info
 from mdl_tf.data import movielens1m
 from mdl_tf.errors import UserError
-from mdl_tf.utils import atomic_write_text
 
 BASELINES = ("shared_bottom", "mmoe", "ple", "star", "pepnet", "dffm", "hmoe", "rankmixer")
 MODELS = BASELINES + ("mdl",)  # MDL runs last: its defaults are what the next issue changes
@@ -468,17 +467,16 @@ def probe(out_dir, cache_dir, model: str, overrides: dict, protocol: str = "rand
             print(f"bench movielens1m probe: {model} {overrides} s{seed}: eval {record['eval']['mean_auc']:.4f}"
                   f"{versus}", flush=True)
             records.append(record)
-    from mdl_tf.bench.movielens1m_report import probes_markdown
-
-    atomic_write_text(out / "probes.md", probes_markdown(read_runs(log), runs))
+    write_summary(out, runs)  # probes.md, and quality.md's data-variant tables read probes
     return records
 
 
 def write_summary(out: Path, runs: dict) -> dict:
     from mdl_tf.bench.movielens1m_report import summarise, write_reports
 
-    summary = summarise(runs)
-    write_reports(out, summary, read_runs(Path(out) / "probes.jsonl"), runs)
+    probes = read_runs(Path(out) / "probes.jsonl")
+    summary = summarise(runs, probes)
+    write_reports(out, summary, probes, runs)
     return summary
 
 

@@ -1,7 +1,8 @@
 """Tables of `mdl-tf bench movielens1m` from its runs.jsonl: tuning, test per scenario x task, anchors, significance.
 
-`summarise(runs)` -> a JSON-able dict; `write_reports(out, summary, probes, runs)` writes quality.json, quality.md,
-quality.png and, when there are probes, probes.md.
+`summarise(runs, probes)` -> a JSON-able dict; `write_reports(out, summary, probes, runs)` writes quality.json,
+quality.md, quality.png and, when there are probes, probes.md. Data variants (`--probe priors=true`) get their own
+test tables from the probes at the chosen points (VARIANT_TABLES), never mixed into the tuned ones.
 Every number comes from a finished run line; a table holds only the models whose runs are done so far.
 """
 from __future__ import annotations
@@ -44,11 +45,16 @@ def _grid(model: str) -> dict:
     return REGISTRY[model].TUNING_GRID
 
 
-def _table(runs: dict, protocol: str) -> dict:
+def _table(runs: dict, protocol: str, variant: dict | None = None, records: dict | None = None) -> dict:
+    """Test table of each model's chosen point on `protocol` over its seeds. With `variant` (e.g. {"priors": True},
+    a data key of `--probe`) the rows are the chosen points with `variant` added, looked up in `records` (the
+    probes), so every model in it read the same data variant."""
     rows = {}
+    records = runs if records is None else records
     for m in MODELS:
         trial = chosen_trial(runs, m)
-        recs = [runs.get(run_key(m, protocol, trial, s)) for s in SEEDS] if trial else []
+        trial = {**trial, **(variant or {})} if trial else None
+        recs = [records.get(run_key(m, protocol, trial, s)) for s in SEEDS] if trial else []
         recs = [r for r in recs if r is not None]
         if not recs:
             continue
@@ -133,14 +139,23 @@ def _anchors(table: dict) -> dict:
     return out
 
 
-def summarise(runs: dict) -> dict:
+# Data variants read through probes at every probed model's chosen point: (protocol, variant, title).
+VARIANT_TABLES = [("temporal", {"priors": True},
+                   "Temporal protocol, every model with the item priors (`--probe priors=true` at the chosen points; "
+                   "probes, so only the models probed so far)")]
+
+
+def summarise(runs: dict, probes: dict | None = None) -> dict:
     any_run = next(iter(runs.values()), None)
     random, temporal = _table(runs, "random"), _table(runs, "temporal")
+    variants = [{"protocol": p, "variant": v, "title": t, "table": _table(runs, p, v, probes or {})}
+                for p, v, t in VARIANT_TABLES]
     return {"machine": any_run["machine"] if any_run else None, "settings": SETTINGS,
             "dense_budget": {p: next((r["dense_budget"] for r in runs.values() if r["protocol"] == p), None)
                              for p in ("random", "temporal")},
             "runs_done": len(runs), "model_selection_split": "eval", "split_reported": "test",
             "tuning": _tuning(runs), "random": random, "temporal": temporal, "anchors": _anchors(random),
+            "variants": [v for v in variants if v["table"]["rows"]],
             "best_published": BEST_PUBLISHED,
             "runs": [{k: r[k] for k in ("key", "protocol", "model", "trial", "seed", "wall_seconds", "best_epoch",
                                         "epochs_run")} | {"eval_mean_auc": r["eval"]["mean_auc"],
@@ -246,6 +261,8 @@ def markdown(summary: dict) -> str:
     lines += [""]
     lines += _table_md(s["random"], "Random protocol (seeded 80/10/10; 3 seeds)")
     lines += _table_md(s["temporal"], "Temporal protocol (80/10/10 by time, with history; chosen points of random)")
+    for v in s.get("variants", []):
+        lines += _table_md(v["table"], v["title"])
     return "\n".join(lines) + "\n"
 
 
