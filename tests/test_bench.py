@@ -254,8 +254,11 @@ def test_movielens1m_priors_variant_gets_its_own_table_from_the_probes_at_the_ch
             probes[rec["key"]] = rec
     other = _fake_record("rankmixer", "temporal", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0, 0.9, 0.9)
     probes[other["key"]] = other  # not the chosen point: ignored
+    plain = _fake_record("mdl", "temporal", b.tuning_grid("mdl")[1], 0, 0.9, 0.9)
+    probes[plain["key"]] = plain  # the chosen point without priors, as a probe: in neither table
     summary = summarise(runs, probes)
     assert summary["temporal"]["rows"] == {}  # probes never enter the tuned tables
+    assert summary["variants"][0]["table"]["rows"]["mdl"]["seeds"] == [0, 1, 2]
     (variant,) = summary["variants"]
     assert variant["variant"] == {"priors": True} and set(variant["table"]["rows"]) == {"mdl", "rankmixer"}
     row = variant["table"]["rows"]["rankmixer"]
