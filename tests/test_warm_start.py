@@ -242,7 +242,7 @@ def _rename_scenario(data_dir, old: str, new: str) -> None:
 
 
 @pytest.mark.slow
-def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp_path, capsys):
+def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(pipeline_day1, tmp_path, capsys):
     import tensorflow_transform as tft
 
     from tests.conftest import run_pipeline
@@ -250,13 +250,12 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
     from mdl_tf.training.onboarding import with_scenario
     from tfx_pipeline.models.model import build_from_transform, state_dir_of, vocabularies_from
 
-    root = tmp_path / "root"
-    for day in (1, 2):
-        synthetic.write(tmp_path / f"day{day}", rows=3000, seed=5, start_day=day)
-    # Day 1 with --warm-start too: there is no blessed model yet, so it trains from scratch and says so.
-    assert run_pipeline(tmp_path / "day1", root, "--train-steps", "60", "--warm-start") == 0
-    out1 = capsys.readouterr().out
+    # Day 1 (the shared run, continued here in its copy) ran with --warm-start too: there is no blessed model yet,
+    # so it trained from scratch and said so.
+    _, _, root, out1 = pipeline_day1
+    synthetic.write(tmp_path / "day2", rows=3000, seed=5, start_day=2)
     assert "warm start: no blessed model yet; training from scratch" in out1
+    capsys.readouterr()
     v1 = artifacts.pushed_versions(root / "serving", "mdl")
     assert len(v1) == 1
     assert run_pipeline(tmp_path / "day2", root, "--train-steps", "60", "--warm-start") == 0
