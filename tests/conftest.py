@@ -23,7 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # pipeline run or a trained model is never built twice. Tests marked `serial` (real multi-process clusters, whose
 # async results move with CPU contention) run after, alone; the Makefile collects only SERIAL_MODULE for that part (so
 # it does not import every module just to deselect it), and collection fails if a test elsewhere is marked serial.
-EXPENSIVE_SESSION_FIXTURES = ("pipeline_runs", "synth_model")
+# {fixture: its group}: `pipeline_day1` is the first run of `pipeline_runs`, so both are one group.
+EXPENSIVE_SESSION_FIXTURES = {"pipeline_runs": "pipeline_runs", "pipeline_day1": "pipeline_runs",
+                              "synth_model": "synth_model"}
 SERIAL_MODULE = "test_distributed"
 
 
@@ -39,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
                                 f"would never run it; put it there or update SERIAL_MODULE and the Makefile")
     group = {}
     for item in items:
-        used = [f for f in EXPENSIVE_SESSION_FIXTURES if f in getattr(item, "fixturenames", ())]
+        used = [g for f, g in EXPENSIVE_SESSION_FIXTURES.items() if f in getattr(item, "fixturenames", ())]
         module = module_of(item)
         if used and module not in group:
             group[module] = used[0]
@@ -197,17 +199,38 @@ def run_pipeline(data, root, *extra):
 
 
 @pytest.fixture(scope="session")
-def pipeline_runs(tmp_path_factory):
-    """Two pipeline runs on the same 3,000 synthetic rows: MDL, then the MMoE baseline trained under MirroredStrategy,
-    so the Trainer re-runs (and exports from a strategy) and the Evaluator compares MMoE with the blessed MDL model.
-    Returns (data dir, pipeline root, first pushed versions)."""
+def pipeline_day1(tmp_path_factory):
+    """Day 1 of the warm-start world (3,000 synthetic rows) through `pipeline run --warm-start`: no blessed model yet,
+    so MDL trains from scratch and is pushed. It is both the first run of `pipeline_runs` and the first day of
+    test_warm_start's three-day pipeline, which continues in a copy of the root as it stood after this run (`day1`);
+    the copy's ML Metadata still points at the day-1 artifacts in `root`, which later runs there never modify.
+    Returns (data dir, pipeline root, copy of the root after day 1, what the run printed)."""
+    import contextlib
+    import io
+    import shutil
+
     from mdl_tf.data import synthetic
-    from tfx_pipeline import artifacts
 
     base = tmp_path_factory.mktemp("pipeline")
     data, root = base / "data", base / "root"
-    synthetic.write(data, rows=3000, seed=4)
-    assert run_pipeline(data, root, "--train-steps", "60") == 0
+    synthetic.write(data, rows=3000, seed=5, start_day=1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run_pipeline(data, root, "--train-steps", "60", "--warm-start")
+    print(printed.getvalue(), end="")
+    assert code == 0
+    shutil.copytree(root, base / "day1")
+    return data, root, base / "day1", printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(pipeline_day1):
+    """Two pipeline runs on the same 3,000 synthetic rows: MDL (`pipeline_day1`), then the MMoE baseline trained under
+    MirroredStrategy, so the Trainer re-runs (and exports from a strategy) and the Evaluator compares MMoE with the
+    blessed MDL model. Returns (data dir, pipeline root, first pushed versions)."""
+    from tfx_pipeline import artifacts
+
+    data, root, _, _ = pipeline_day1
     first = [p.name for p in artifacts.pushed_versions(root / "serving", "mdl")]
     assert run_pipeline(data, root, "--train-steps", "90", "--model", "mmoe", "--strategy", "mirrored") == 0
     return data, root, first

@@ -279,7 +279,8 @@ def test_mixed_precision_and_xla_agree_with_fp32(synth_cfg, synth_batch):
 
 @pytest.mark.parametrize("precision,jit", [("mixed_float16", False), ("float32", True), ("mixed_float16", True)])
 def test_training_step_runs_under_mixed_precision_and_xla(synth_cfg, synth_batch, precision, jit):
-    model = build_model("mdl", synth_cfg, synth_batch[1], precision=precision, **SMALL)
+    # One MDL layer: XLA compiles the whole train step, and a second identical layer only adds compile time.
+    model = build_model("mdl", synth_cfg, synth_batch[1], precision=precision, **{**SMALL, "num_layers": 1})
     model.compile(jit_compile=jit)
     feats = synth_batch[2]
     labels = tf.cast(tf.random.uniform([64, 2], seed=1) > 0.5, tf.float32)

