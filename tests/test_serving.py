@@ -147,18 +147,25 @@ def test_corrupt_and_half_written_versions_are_never_loaded(model_base, caplog):
 
 @pytest.mark.slow
 def test_load_with_a_version_pushed_midway_has_zero_errors(server, model_base, rows, synth_cfg):
-    """4,000 batch-1 requests at concurrency 16 (about half a minute here); version 7 lands 3 s in, while they run,
-    and takes over without a failure (on a busy machine version 1 answered 1,059 of them, version 7 the other 2,941:
-    the swap lands well inside the load)."""
+    """4,000 batch-1 requests at concurrency 16 (about half a minute here); version 7 is pushed once 500 of them are
+    answered, so it lands inside the load on a fast machine as on a slow one (the manager polls every 0.2 s), and
+    takes over without a failure."""
     target, manager = server
     serialized = rows_to_examples(rows, synth_cfg)
     result = {}
+    answered, started = [0], threading.Event()
+
+    def progress(n):
+        answered[0] += n  # run_load calls this under its own lock
+        if answered[0] >= 500:
+            started.set()
+
     # A generous deadline: on a busy 2-core machine the swap's model load competes with 16 client threads, and
     # this test is about the swap dropping nothing, not about latency (that is `mdl-tf bench serving`).
     load = threading.Thread(target=lambda: result.update(run_load(target, MODEL, serialized, 4000, 16,
-                                                                   timeout=60.0)))
+                                                                   timeout=60.0, progress=progress)))
     load.start()
-    time.sleep(3)
+    assert started.wait(timeout=300), "the load never reached 500 answered requests"
     staging = model_base / ".incoming-7"  # a push lands whole: written aside, renamed into place
     shutil.copytree(model_base / "1", staging)
     staging.rename(model_base / "7")
