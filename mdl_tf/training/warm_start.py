@@ -95,12 +95,6 @@ def _optimizers(model) -> list:
     return [o for o in (getattr(model, "optimizer", None), getattr(model, "sparse_optimizer", None)) if o is not None]
 
 
-def build_optimizers(model) -> None:
-    """Create both optimizers' slots now, so they can be assigned before the first step
-    (`MultiDistributionModel.build_optimizers`)."""
-    model.build_optimizers()
-
-
 def _indexing(cfg: FeatureConfig, vocabularies: dict) -> dict:
     out = {}
     for f in cfg.features:
@@ -252,7 +246,7 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
                 f"(drop --warm-start)")
     if not model.built:
         model.build_with_dummy_batch()
-    build_optimizers(model)
+    model.build_optimizers()  # slots exist before they are assigned below
     weights = model.model_weights()
     saved = manifest["weights"]
     if len(weights) != len(saved):
