@@ -294,6 +294,12 @@ def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch
     monkeypatch.undo()
     monkeypatch.setitem(b.NEUTRAL_DEFAULTS, "imp_tables", "shared")
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    # A model's `revision` counts from 2 (revision 1's keys are the ones recorded before revisions existed).
+    monkeypatch.undo()
+    assert MDLModel.revision == 1 and "revision" not in b.model_defaults("mdl")
+    monkeypatch.setattr(MDLModel, "revision", 2)
+    assert b.fingerprint("mdl", "random", trial) != before["mdl"]
+    assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]
 
 
 def test_user_bootstrap_interval_contains_the_estimate():

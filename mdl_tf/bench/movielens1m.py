@@ -99,10 +99,16 @@ def trial_keys(model: str) -> set:
 
 
 def model_defaults(model: str) -> dict:
-    """{"Class.flag": repr(default)} of `model`'s constructor flags, less those at their NEUTRAL_DEFAULTS value."""
-    return {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
-            if p.default is not inspect.Parameter.empty
-            and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
+    """{"Class.flag": repr(default)} of `model`'s constructor flags, less those at their NEUTRAL_DEFAULTS value, and
+    {"revision": n} once the model class's `revision` is above 1 (so the keys of unrevised models stay as they were)."""
+    from mdl_tf.models import REGISTRY
+
+    out = {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
+           if p.default is not inspect.Parameter.empty
+           and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
+    if REGISTRY[model].revision > 1:
+        out["revision"] = REGISTRY[model].revision
+    return out
 
 
 def fingerprint(model: str, protocol: str, trial: dict) -> str:

@@ -2,7 +2,8 @@
 
     T_f = FeatureTokenizer(FeatureEmbedder(x))     [B, N_f, d]
     T_f = RankMixerBlock^L(T_f);  h = mean_n T_f   [B, d]
-    e_scn = M-weighted mean of scenario embeddings [B, d_s]  (zeros for an unseen scenario)
+    e_scn = M-weighted mean of scenario embeddings [B, d_s]  (zeros for an unseen scenario; None for heads that
+                                                     do not read it, `uses_scenario_vector = False`)
 
 Subclasses add their multi-scenario / multi-task parts in `head_logits(h, e_scn, features, training)`.
 """
@@ -23,6 +24,8 @@ class BackboneModel(MultiDistributionModel):
     """Base class of the baselines. `hidden` is the width of towers and experts (the budget knob besides d)."""
 
     model_name = "backbone"
+    # False for heads that never read e_scn: the model then has no scenario embedding (no weight without gradient).
+    uses_scenario_vector = True
 
     def __init__(self, feature_config, vocab_sizes, d_model=64, num_layers=2, ffn_multiplier=4, hidden=64,
                  tokenizer="group", seq_encoder="din", scenario_dim=16, embedding_dim=None, **kwargs):
@@ -35,8 +38,9 @@ class BackboneModel(MultiDistributionModel):
         self.d_model, self.hidden = int(d_model), int(hidden)
         self.build_feature_tokens(d_model, embedding_dim, seq_encoder, tokenizer)
         self.blocks = [RankMixerBlock(ffn_multiplier, name=f"rankmixer_{i}") for i in range(num_layers)]
-        self.scenario_embedding = self.add_weight(
-            "scenario_embedding", shape=(cfg.num_scenarios, scenario_dim), initializer="glorot_uniform")
+        self.scenario_embedding = (self.add_weight("scenario_embedding", shape=(cfg.num_scenarios, scenario_dim),
+                                                   initializer="glorot_uniform")
+                                   if self.uses_scenario_vector else None)
         self.build_heads(**self.hparams)
 
     # -- for subclasses --------------------------------------------------------------------------------------------
@@ -76,5 +80,6 @@ class BackboneModel(MultiDistributionModel):
 
     def compute_logits(self, features, training=False):
         h = tf.reduce_mean(self.feature_tokens(features), axis=1)
-        logits = self.head_logits(h, self.scenario_vector(features), features, training=training)
+        e_scn = self.scenario_vector(features) if self.uses_scenario_vector else None
+        logits = self.head_logits(h, e_scn, features, training=training)
         return tf.cast(logits, tf.float32)

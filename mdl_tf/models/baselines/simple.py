@@ -14,6 +14,7 @@ class RankMixerModel(BackboneModel):
     it among the features)."""
 
     model_name = "rankmixer"
+    uses_scenario_vector = False
 
     def build_heads(self, **_):
         self.towers = self.task_towers()
@@ -27,6 +28,7 @@ class SharedBottomModel(BackboneModel):
     then one MLP tower per task."""
 
     model_name = "shared_bottom"
+    uses_scenario_vector = False  # its scenario parts are the per-scenario layers, chosen by the mask
 
     def build_heads(self, **_):
         k, d = self.cfg.num_scenarios, self.d_model
