@@ -297,6 +297,7 @@ def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch
     # A model's `revision` counts from 2 (revision 1's keys are the ones recorded before revisions existed).
     monkeypatch.undo()
     assert MDLModel.revision == 1 and "revision" not in b.model_defaults("mdl")
+    assert b.model_defaults("dffm")["revision"] == 2  # DFFM's dynamic weights made to learn (a93c0c0)
     monkeypatch.setattr(MDLModel, "revision", 2)
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
     assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]

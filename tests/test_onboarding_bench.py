@@ -47,6 +47,14 @@ def test_bench_onboarding_rejects_a_bad_rows_list(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_bench_onboarding_rejects_a_baseline_without_scenario_weights(tmp_path, capsys):
+    # RankMixer has no scenario-indexed weight: route (d) would grow and train nothing.
+    assert main(["bench", "onboarding", "--baseline", "rankmixer", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--baseline rankmixer" in err[0] and "star" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_grow_scenarios_copies_old_rows_and_adds_their_mean():
     import tensorflow as tf
 

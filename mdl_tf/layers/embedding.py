@@ -48,9 +48,7 @@ class TargetAttentionPooling(tf.keras.layers.Layer):
     def build(self, input_shape):
         if self.mode == "din":
             self.hidden = tf.keras.layers.Dense(self.hidden_units, activation="relu", name="att_hidden")
-            # No bias: the softmax over a row's items ignores a constant added to every score, so a bias would never
-            # get a gradient.
-            self.score = tf.keras.layers.Dense(1, use_bias=False, name="att_score")
+            self.score = tf.keras.layers.Dense(1, name="att_score")
         super().build(input_shape)
 
     def call(self, sequence, mask, target):

@@ -3,7 +3,7 @@
 The scenario vector generates (1) low-rank weights that transform every feature token before the RankMixer
 interaction, T_f ← T_f + (T_f U(e_scn)) V(e_scn) with U [N_f, d, r], V [N_f, r, d] per row, and (2) a shift of the
 behaviour-sequence attention query (the target item's embedding), so the DIN pooling attends per scenario (built
-only when the schema has a sequence feature).
+only when the schema has a sequence feature pooled by DIN).
 
 U's generator starts random and V's at zero, so T_f starts unchanged and both learn (LoRA's initialisation). Starting
 both at zero would freeze them for good: each factor's gradient is proportional to the other, so both stay zero.
@@ -29,8 +29,9 @@ class DFFMModel(BackboneModel):
         self.u_generator = tf.keras.layers.Dense(n_f * d * self.rank, name="dynamic_weight_u")
         self.v_generator = tf.keras.layers.Dense(n_f * d * self.rank, kernel_initializer="zeros",
                                                  name="dynamic_weight_v")  # T_f starts unchanged
+        # Only where a DIN pooling reads the query: without a sequence feature, or with seq_encoder="mean", nothing would.
         self.query_shift = (tf.keras.layers.Dense(self.embedder.embedding_dim, name="sequence_query_shift")
-                            if self.cfg.features_of_kind("sequence") else None)
+                            if self.cfg.features_of_kind("sequence") and self.embedder.seq_encoder == "din" else None)
         self.towers = self.task_towers()
 
     def embed(self, features):

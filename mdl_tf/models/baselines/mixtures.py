@@ -13,14 +13,11 @@ class CGCLayer(tf.keras.layers.Layer):
     """One PLE extraction level: N_t task streams and one shared stream [B, N_t + 1, d_in] -> [B, N_t + 1, H].
 
     Task n mixes its own E_t experts and the E_s shared ones (gate on its stream ⊕ e_scn); the shared stream mixes
-    all experts (gate on the shared stream ⊕ e_scn) and feeds the next level. The last level (`shared_output=False`)
-    has no shared gate and returns the task streams only, [B, N_t, H]: nothing would read its shared stream."""
+    all experts (gate on the shared stream ⊕ e_scn) and feeds the next level."""
 
-    def __init__(self, num_tasks: int, task_experts: int, shared_experts: int, units: int,
-                 shared_output: bool = True, **kwargs):
+    def __init__(self, num_tasks: int, task_experts: int, shared_experts: int, units: int, **kwargs):
         super().__init__(**kwargs)
         self.num_tasks, self.task_experts, self.shared_experts, self.units = num_tasks, task_experts, shared_experts, units
-        self.shared_output = bool(shared_output)
 
     def build(self, input_shape):
         n, e_t = self.num_tasks, self.task_experts
@@ -28,8 +25,7 @@ class CGCLayer(tf.keras.layers.Layer):
         self.task_expert_layer = PerTokenDense(self.units, activation="relu", name="task_experts")
         self.shared_expert_layer = Experts(self.shared_experts, self.units, name="shared_experts")
         self.task_gate = PerTokenDense(e_t + self.shared_experts, name="task_gates")
-        if self.shared_output:
-            self.shared_gate = Gates(1, n * e_t + self.shared_experts, name="shared_gate")
+        self.shared_gate = Gates(1, n * e_t + self.shared_experts, name="shared_gate")
         super().build(input_shape)
 
     def call(self, streams, e_scn):
@@ -41,8 +37,6 @@ class CGCLayer(tf.keras.layers.Layer):
         gate_t = tf.nn.softmax(self.task_gate(tf.concat([streams[:, :n], ctx], -1)), -1)   # [B, N_t, E_t+E_s]
         own = tf.concat([task_out, tf.tile(shared_out[:, None], [1, n, 1, 1])], axis=2)    # [B, N_t, E_t+E_s, H]
         tasks = tf.einsum("bne,bneh->bnh", gate_t, own)
-        if not self.shared_output:
-            return tasks
         all_experts = tf.concat([tf.reshape(task_out, [-1, n * e_t, self.units]), shared_out], axis=1)
         gate_s = self.shared_gate(tf.concat([streams[:, n], e_scn], -1))              # [B, 1, all]
         shared = tf.einsum("bge,beh->bgh", gate_s, all_experts)
@@ -59,15 +53,15 @@ class PLEModel(BackboneModel):
         return {"task_experts": 2, "shared_experts": 2, "levels": 2}
 
     def build_heads(self, task_experts=2, shared_experts=2, levels=2, **_):
-        self.cgc = [CGCLayer(self.cfg.num_tasks, task_experts, shared_experts, self.hidden,
-                             shared_output=i < levels - 1, name=f"cgc_{i}") for i in range(levels)]
+        self.cgc = [CGCLayer(self.cfg.num_tasks, task_experts, shared_experts, self.hidden, name=f"cgc_{i}")
+                    for i in range(levels)]
         self.towers = self.task_towers()
 
     def head_logits(self, h, e_scn, features, training=False):
         streams = tf.tile(h[:, None, :], [1, self.cfg.num_tasks + 1, 1])
         for layer in self.cgc:
             streams = layer(streams, e_scn)
-        return self.towers(streams)[..., 0]  # the last level returns the N_t task streams only
+        return self.towers(streams[:, :self.cfg.num_tasks])[..., 0]
 
 
 class HMoEModel(BackboneModel):

@@ -15,6 +15,7 @@ class RankMixerModel(BackboneModel):
 
     model_name = "rankmixer"
     uses_scenario_vector = False
+    has_scenario_weights = False
 
     def build_heads(self, **_):
         self.towers = self.task_towers()
