@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from mdl_tf import layers as L
+from mdl_tf.models.baselines.mixtures import CGCLayer
 
 
 def _x(*shape, seed=0):
@@ -104,7 +105,8 @@ def test_domain_tokenizer_is_sample_dependent_with_global_token_last():
     L.DomainAwareAttention(8, 5, num_heads=2, prenorm=True), L.DomainFusion(False), L.TaskHeads("mlp"),
     L.ScenarioTowers(3, 8), L.TargetAttentionPooling("mean"),
     L.MDLBlock(4, 8, 2, attn_heads=2, share_kv=True, kv_source="previous", fuse_state="post_ffn"),
-    L.DomainTokenizer(2, {"u": 5}, 8, 4, global_token=True, global_input="id")])
+    L.DomainTokenizer(2, {"u": 5}, 8, 4, global_token=True, global_input="id"),
+    CGCLayer(2, task_experts=2, shared_experts=3, units=8)])
 def test_layers_serialize(layer):
     clone = layer.__class__.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

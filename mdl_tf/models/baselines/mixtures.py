@@ -42,6 +42,10 @@ class CGCLayer(tf.keras.layers.Layer):
         shared = tf.einsum("bge,beh->bgh", gate_s, all_experts)
         return tf.concat([tasks, shared], axis=1)
 
+    def get_config(self):
+        return {**super().get_config(), "num_tasks": self.num_tasks, "task_experts": self.task_experts,
+                "shared_experts": self.shared_experts, "units": self.units}
+
 
 class PLEModel(BackboneModel):
     """Progressive layered extraction: `levels` CGC layers (task-specific + shared experts), then task towers."""
