@@ -10,7 +10,7 @@ from mdl_tf.data import synthetic
 from mdl_tf.data.io import read_split
 from mdl_tf.data.transform import raw_columns
 from mdl_tf.serving.examples import rows_to_examples
-from mdl_tf.training.trainer import predict_frame
+from mdl_tf.training.trainer import TrainConfig, predict_frame, train
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,18 @@ def test_metrics_json_has_the_documented_shape(trained):
     assert m["diagnostics"]["gradient_norms"]["task_heads"] > 0  # trained: gradient reaches past the zero head
     assert m["diagnostics"]["gradient_norms"]["embedder"] > 0
     assert [n["layer"] for n in m["diagnostics"]["token_norms"]] == [0, 1, 2]
+
+
+def test_training_warns_when_no_gradient_reaches_a_component(synth_dir, tmp_path, monkeypatch, caplog):
+    from mdl_tf.training import diagnostics
+
+    real = diagnostics.gradient_norms
+    monkeypatch.setattr(diagnostics, "gradient_norms", lambda *a: {**real(*a), "task_heads": 0.0})
+    train(synth_dir, synth_dir, tmp_path / "m", TrainConfig(epochs=1, batch_size=256, max_steps_per_epoch=2,
+                                                          verbose=0, export=False), {"d_model": 16})
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and r.name == "mdl_tf.training.trainer"]
+    assert len(warnings) == 1 and "no gradient reaches task_heads" in warnings[0], warnings
 
 
 def test_mdl_beats_chance_on_every_scenario_task_cell(trained):

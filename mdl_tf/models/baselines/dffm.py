@@ -29,7 +29,7 @@ class DFFMModel(BackboneModel):
         self.u_generator = tf.keras.layers.Dense(n_f * d * self.rank, name="dynamic_weight_u")
         self.v_generator = tf.keras.layers.Dense(n_f * d * self.rank, kernel_initializer="zeros",
                                                  name="dynamic_weight_v")  # T_f starts unchanged
-        # Only where a DIN pooling reads the query: without a sequence feature, or with seq_encoder="mean", nothing would.
+        # Only where a DIN pooling reads the query (no sequence feature, or seq_encoder="mean": nothing would).
         self.query_shift = (tf.keras.layers.Dense(self.embedder.embedding_dim, name="sequence_query_shift")
                             if self.cfg.features_of_kind("sequence") and self.embedder.seq_encoder == "din" else None)
         self.towers = self.task_towers()
