@@ -171,7 +171,7 @@ def _train_config(args):
 
     lrs = {k: v for k, v in (("dense_lr", args.dense_lr), ("sparse_lr", args.sparse_lr),
                              ("sparse_accumulator", args.sparse_accumulator), ("oov_rate", args.oov_rate),
-                             ("weight_decay", args.weight_decay))
+                             ("weight_decay", args.weight_decay), ("warmup_steps", args.warmup_steps))
            if v is not None}
     return TrainConfig(model=args.model, batch_size=args.batch_size, epochs=args.epochs, **lrs, seed=args.seed,
                        precision=args.precision,
@@ -346,6 +346,8 @@ def _add_train_args(p) -> None:
     p.add_argument("--weight-decay", type=non_negative_float, help="decoupled weight decay of the dense weight matrices: each "
                    "step shrinks them by dense_lr x this, so with 1e-3 a value of 1-10 is felt within a few thousand steps "
                    "(default 0: off; biases, norms, gates and embedding tables never)")
+    p.add_argument("--warmup-steps", type=non_negative_int, help="linear warm-up of the dense learning rate over this many "
+                   "steps, from dense_lr / steps to dense_lr (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="float32", choices=PRECISIONS)
     p.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")

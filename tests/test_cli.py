@@ -28,3 +28,16 @@ def test_unknown_hparam_syntax_is_an_error(capsys):
 def test_parser_knows_the_data_commands():
     args = build_parser().parse_args(["data", "synth", "--out", "o", "--rows", "2000"])
     assert args.rows == 2000 and args.dataset == "synth"
+
+
+def test_train_flags_reach_the_train_config():
+    from mdl_tf.cli import _train_config
+
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--dense-lr", "0.002",
+                                      "--weight-decay", "0.5", "--warmup-steps", "200"])
+    tc = _train_config(args)
+    assert (tc.dense_lr, tc.weight_decay, tc.warmup_steps) == (0.002, 0.5, 200)
+    assert tc.compile_args()["warmup_steps"] == 200
+    # Off by default, and then absent from compile_args (the benchmarks' run keys hash them).
+    plain = _train_config(build_parser().parse_args(["train", "--data", "d", "--out", "o"]))
+    assert plain.warmup_steps == 0 and "warmup_steps" not in plain.compile_args()

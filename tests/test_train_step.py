@@ -57,6 +57,35 @@ def _exempt_from_decay(path: str) -> bool:
             or last in {"gamma", "beta", "gamma_k", "beta_k", "specific", "scenario_embedding"})
 
 
+def test_warmup_scales_the_first_dense_step_and_reaches_dense_lr(synth_cfg, synth_batch):
+    """warmup_steps=4: the first step moves every dense weight by exactly a quarter of the un-warmed step (RMSprop's
+    first step is linear in the learning rate) and the embedding tables as without it; from step 4 the rate is
+    dense_lr, and it never decays."""
+    _, sizes, batch, _ = synth_batch
+    labels = tf.cast(tf.random.stateless_uniform([64, 2], (3, 4)) < 0.4, tf.float32)
+    moved = {}
+    for warmup in (0, 4):
+        tf.keras.utils.set_random_seed(0)
+        model = build_model("mdl", synth_cfg, sizes, d_model=16)
+        model.compile(dense_lr=1e-3, warmup_steps=warmup)
+        model(batch)
+        before = {_path(v): v.numpy().copy() for v in model.trainable_variables}
+        model.train_step((batch, {"labels": labels, "label_mask": tf.ones_like(labels)}))
+        moved[warmup] = {_path(v): v.numpy() - before[_path(v)] for v in model.trainable_variables}
+    dense, sparse = model.variable_groups()
+    for v in dense:
+        np.testing.assert_allclose(moved[4][_path(v)], moved[0][_path(v)] / 4, atol=1e-9, err_msg=_path(v))
+    assert any(np.abs(moved[0][_path(v)]).max() > 1e-5 for v in dense)
+    for v in sparse:
+        np.testing.assert_allclose(moved[4][_path(v)], moved[0][_path(v)], atol=1e-9, err_msg=_path(v))
+    schedule = model.optimizer._learning_rate
+    assert [round(float(schedule(step)), 9) for step in (0, 2, 4, 10_000)] == [2.5e-4, 6.25e-4, 1e-3, 1e-3]
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        model.compile(warmup_steps=-1)
+    with pytest.raises(ValueError, match="learning-rate schedule"):
+        model.compile(warmup_steps=10, dense_optimizer=tf.keras.optimizers.SGD())
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_weight_decay_shrinks_dense_matrices_by_lr_times_decay_and_nothing_else(synth_cfg, synth_batch, name):
     """Decoupled weight decay: from the same weights and batch, one step with decay differs from one without by

@@ -69,7 +69,7 @@ def tuning_grid(model: str) -> list:
 
 
 # What a trial or probe may set on the training side (TrainConfig); everything else goes to the model constructor.
-TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate", "weight_decay")
+TRAIN_KEYS = ("dense_lr", "sparse_lr", "oov_rate", "weight_decay", "warmup_steps")
 # What a probe may set on the data side: `priors=true` trains on the protocol's dataset with the item priors
 # (`mdl-tf data movielens --size 1m --priors`), same split and rows.
 DATA_KEYS = ("priors",)

@@ -217,7 +217,7 @@ class MultiDistributionModel(tf.keras.Model):
     def compile(self, dense_lr: float = DEFAULT_DENSE_LR, sparse_lr: float = DEFAULT_SPARSE_LR,
                 dense_optimizer=None, sparse_optimizer=None,
                 sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR, oov_rate: float = 0.0,
-                weight_decay: float = 0.0, **kwargs):
+                weight_decay: float = 0.0, warmup_steps: int = 0, **kwargs):
         """RMSprop(dense_lr) for dense weights, Adagrad(sparse_lr, initial accumulator `sparse_accumulator`) for the
         embedding tables (MDL_SPEC §5.2; pass sparse_accumulator=0.1 for the spec's starting value).
 
@@ -226,6 +226,10 @@ class MultiDistributionModel(tf.keras.Model):
         w - dense_lr * weight_decay * w, so the per-step shrink is the product (1e-3 * 0.1 = 1e-4 of w). Biases and
         normalisation scales/offsets, multiplicative gates and embedding tables are not (`NOT_DECAYED`). Raises
         ValueError if negative, or if set together with `dense_optimizer`.
+
+        `warmup_steps` (not in the spec; 0 = off): the dense learning rate rises linearly from dense_lr / warmup_steps
+        at the first step to dense_lr at step `warmup_steps`, then stays there (Keras' CosineDecay with alpha=1, so
+        no decay). Raises ValueError if negative, or if set together with `dense_optimizer`.
 
         `oov_rate` (training only): each categorical id of a training row is replaced by the OOV id with this
         probability, so the OOV row of every table learns what an unknown user or item looks like. Without it the
@@ -238,8 +242,17 @@ class MultiDistributionModel(tf.keras.Model):
         if weight_decay and dense_optimizer is not None:
             raise ValueError("weight_decay configures the built-in RMSprop; with your own dense_optimizer set the "
                              "decay on that optimizer instead")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if warmup_steps and dense_optimizer is not None:
+            raise ValueError("warmup_steps configures the built-in RMSprop; with your own dense_optimizer give it a "
+                             "learning-rate schedule instead")
         self.oov_rate = float(oov_rate)
-        dense_opt = dense_optimizer or tf.keras.optimizers.RMSprop(dense_lr, rho=0.9, momentum=0.0, epsilon=1e-7,
+        lr = dense_lr
+        if warmup_steps:
+            lr = tf.keras.optimizers.schedules.CosineDecay(dense_lr / warmup_steps, decay_steps=1, alpha=1.0,
+                                                           warmup_target=dense_lr, warmup_steps=int(warmup_steps))
+        dense_opt = dense_optimizer or tf.keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.0, epsilon=1e-7,
                                                                    weight_decay=weight_decay or None)
         if weight_decay:
             dense_opt.exclude_from_weight_decay(var_names=[NOT_DECAYED])

@@ -38,6 +38,7 @@ class TrainConfig:
     sparse_accumulator: float = DEFAULT_SPARSE_ACCUMULATOR  # Adagrad's initial accumulator (the spec's: 0.1)
     oov_rate: float = 0.0           # training rows' categorical ids -> OOV with this probability (trains the OOV row)
     weight_decay: float = 0.0       # decoupled weight decay of the dense weight matrices (see MultiDistributionModel)
+    warmup_steps: int = 0           # linear warm-up of the dense learning rate over this many steps; 0 = off
     seed: int = 0
     precision: str = "float32"      # or mixed_float16 / mixed_bfloat16
     jit_compile: bool = False
@@ -52,8 +53,11 @@ class TrainConfig:
 
     def compile_args(self) -> dict:
         """The keyword arguments of MultiDistributionModel.compile this configuration sets (both trainers use it)."""
-        return dict(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr, sparse_accumulator=self.sparse_accumulator,
+        args = dict(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr, sparse_accumulator=self.sparse_accumulator,
                     oov_rate=self.oov_rate, weight_decay=self.weight_decay, jit_compile=self.jit_compile)
+        if self.warmup_steps:  # only when on: benchmark run keys hash these arguments and stay as they were
+            args["warmup_steps"] = self.warmup_steps
+        return args
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
