@@ -57,21 +57,28 @@ def _exempt_from_decay(path: str) -> bool:
             or last in {"gamma", "beta", "gamma_k", "beta_k", "specific", "scenario_embedding"})
 
 
+def _one_step(synth_cfg, synth_batch, name, **compile_args):
+    """(model, {path: weight before}, {path: weight after}) of one train step at dense lr 1e-3 from the seed-0
+    initialisation, on the shared synthetic batch and fixed labels."""
+    _, sizes, batch, _ = synth_batch
+    labels = tf.cast(tf.random.stateless_uniform([64, 2], (3, 4)) < 0.4, tf.float32)
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(name, synth_cfg, sizes, d_model=16, **({} if name == "mdl" else {"hidden": 16}))
+    model.compile(dense_lr=1e-3, **compile_args)
+    model(batch)
+    before = {_path(v): v.numpy().copy() for v in model.trainable_variables}
+    model.train_step((batch, {"labels": labels, "label_mask": tf.ones_like(labels)}))
+    return model, before, {_path(v): v.numpy() for v in model.trainable_variables}
+
+
 def test_warmup_scales_the_first_dense_step_and_reaches_dense_lr(synth_cfg, synth_batch):
     """warmup_steps=4: the first step moves every dense weight by exactly a quarter of the un-warmed step (RMSprop's
     first step is linear in the learning rate) and the embedding tables as without it; from step 4 the rate is
     dense_lr, and it never decays."""
-    _, sizes, batch, _ = synth_batch
-    labels = tf.cast(tf.random.stateless_uniform([64, 2], (3, 4)) < 0.4, tf.float32)
     moved = {}
     for warmup in (0, 4):
-        tf.keras.utils.set_random_seed(0)
-        model = build_model("mdl", synth_cfg, sizes, d_model=16)
-        model.compile(dense_lr=1e-3, warmup_steps=warmup)
-        model(batch)
-        before = {_path(v): v.numpy().copy() for v in model.trainable_variables}
-        model.train_step((batch, {"labels": labels, "label_mask": tf.ones_like(labels)}))
-        moved[warmup] = {_path(v): v.numpy() - before[_path(v)] for v in model.trainable_variables}
+        model, before, after = _one_step(synth_cfg, synth_batch, "mdl", warmup_steps=warmup)
+        moved[warmup] = {path: after[path] - before[path] for path in before}
     dense, sparse = model.variable_groups()
     for v in dense:
         np.testing.assert_allclose(moved[4][_path(v)], moved[0][_path(v)] / 4, atol=1e-9, err_msg=_path(v))
@@ -91,17 +98,9 @@ def test_weight_decay_shrinks_dense_matrices_by_lr_times_decay_and_nothing_else(
     """Decoupled weight decay: from the same weights and batch, one step with decay differs from one without by
     exactly -dense_lr * weight_decay * w on the dense weight matrices, and not at all on biases, normalisation
     parameters, gates and embedding tables."""
-    _, sizes, batch, _ = synth_batch
-    labels = tf.cast(tf.random.stateless_uniform([64, 2], (3, 4)) < 0.4, tf.float32)
     after = {}
     for decay in (0.0, 0.5):
-        tf.keras.utils.set_random_seed(0)
-        model = build_model(name, synth_cfg, sizes, d_model=16, **({} if name == "mdl" else {"hidden": 16}))
-        model.compile(dense_lr=1e-3, weight_decay=decay)
-        model(batch)
-        before = {_path(v): v.numpy().copy() for v in model.trainable_variables}
-        model.train_step((batch, {"labels": labels, "label_mask": tf.ones_like(labels)}))
-        after[decay] = {_path(v): v.numpy() for v in model.trainable_variables}
+        model, before, after[decay] = _one_step(synth_cfg, synth_batch, name, weight_decay=decay)
     dense, sparse = model.variable_groups()
     decayed = [_path(v) for v in dense if not _exempt_from_decay(_path(v))]
     kept = [_path(v) for v in dense if _exempt_from_decay(_path(v))] + [_path(v) for v in sparse]
