@@ -17,10 +17,11 @@ random order, so the 1k rows are inside the 5k rows) onboard it by four routes:
 (d) baseline  the baseline's own route: the baseline rebuilt with one more scenario, every weight copied from the
               trained baseline, each scenario-indexed weight (leading axis = number of scenarios: STAR's
               per-scenario star weights W_k / b_k, partitioned-norm gamma_k / beta_k and moving statistics, and the
-              scenario embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none) grows one row initialised to the
-              mean of the old rows, and only that new row trains on the N new rows. Sub-layers without a
-              scenario-indexed weight are frozen (not trainable); in the layers that have one, every other value
-              (shared W, b, gamma, beta and the old scenarios' rows) is put back after each step
+              scenario embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none and
+              is refused) grows one row initialised to the mean of the old rows, and only that new row trains on the
+              N new rows. Sub-layers without a scenario-indexed weight are frozen (not trainable); in the layers
+              that have one, every other value (shared W, b, gamma, beta and the old scenarios' rows) is put back
+              after each step
               (`RestoreFrozen`), which with RMSprop/Adagrad (element-wise updates, no momentum) is exactly a zero
               update on them. The baseline is sized to the base MDL's dense-parameter count.
 
