@@ -21,9 +21,8 @@ random order, so the 1k rows are inside the 5k rows) onboard it by four routes:
               is refused) grows one row initialised to the mean of the old rows, and only that new row trains on the
               N new rows. Sub-layers without a scenario-indexed weight are frozen (not trainable); in the layers
               that have one, every other value (shared W, b, gamma, beta and the old scenarios' rows) is put back
-              after each step
-              (`RestoreFrozen`), which with RMSprop/Adagrad (element-wise updates, no momentum) is exactly a zero
-              update on them. The baseline is sized to the base MDL's dense-parameter count.
+              after each step (`RestoreFrozen`), which with RMSprop/Adagrad (element-wise updates, no momentum) is
+              exactly a zero update on them. The baseline is sized to the base MDL's dense-parameter count.
 
 Reported per run: AUC (and log loss) per task on the held-out scenario's eval rows; AUC per task on the old
 scenarios' eval rows and its change against the method's base model (the base MDL for a-c, the base baseline for d;
