@@ -43,7 +43,8 @@ PROTOCOL_VERSION = 1
 # changing its default, or setting it in a trial, still does).
 NEUTRAL_DEFAULTS = {"imp_tables": "own", "domain_ffn_multiplier": None, "dropout": 0.0, "important_features": None,
                     "feature_tokens": None, "domain_ffn_prenorm": False, "head_input": "task_token",
-                    "use_priors": True}  # use_priors: the recorded datasets declare no priors, so True changes nothing
+                    "use_priors": True,  # use_priors: the recorded datasets declare no priors, so True changes nothing
+                    "warmup_steps": 0}   # a training flag (TrainConfig): `bench quality` keys hash those
 
 # Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
 # overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).

@@ -53,11 +53,9 @@ class TrainConfig:
 
     def compile_args(self) -> dict:
         """The keyword arguments of MultiDistributionModel.compile this configuration sets (both trainers use it)."""
-        args = dict(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr, sparse_accumulator=self.sparse_accumulator,
-                    oov_rate=self.oov_rate, weight_decay=self.weight_decay, jit_compile=self.jit_compile)
-        if self.warmup_steps:  # only when on: benchmark run keys hash these arguments and stay as they were
-            args["warmup_steps"] = self.warmup_steps
-        return args
+        return dict(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr, sparse_accumulator=self.sparse_accumulator,
+                    oov_rate=self.oov_rate, weight_decay=self.weight_decay, warmup_steps=self.warmup_steps,
+                    jit_compile=self.jit_compile)
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
