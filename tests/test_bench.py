@@ -1,5 +1,6 @@
 """Smoke runs of the benchmark commands: output files and their schema (never timings)."""
 import json
+import os
 
 import pytest
 
@@ -301,6 +302,55 @@ def test_fingerprint_changes_with_model_defaults_only_for_that_model(monkeypatch
     monkeypatch.setattr(MDLModel, "revision", 2)
     assert b.fingerprint("mdl", "random", trial) != before["mdl"]
     assert b.fingerprint("mmoe", "random", trial) == before["mmoe"]
+
+
+def test_quality_run_key_leaves_out_training_flags_at_their_neutral_default(monkeypatch):
+    """`bench quality` keys hash TrainConfig's compile arguments less those at their NEUTRAL_DEFAULTS value, so a
+    training flag added after runs were recorded (warmup_steps) keeps every recorded key; counting it, or moving
+    its default, changes the key."""
+    import dataclasses
+
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.bench import quality
+    from mdl_tf.training.trainer import TrainConfig
+
+    def key():
+        return quality.run_key("mmoe", "mmoe", {}, 0, {"epochs": 1})
+
+    before = key()
+    monkeypatch.delitem(b.NEUTRAL_DEFAULTS, "warmup_steps")
+    assert key() != before
+    monkeypatch.undo()
+    assert key() == before
+    monkeypatch.setattr(quality, "TrainConfig", lambda **kw: dataclasses.replace(TrainConfig(**kw), warmup_steps=100))
+    assert key() != before
+
+
+def test_recorded_movielens100k_keys_match_todays_code():
+    """The committed MovieLens-100K table (benchmarks/results/movielens) is today's: re-deriving the key of every
+    model's runs from the recorded command gives keys runs.jsonl holds, so `bench quality` with that command trains
+    nothing again. A change to a model's defaults or to a result-changing training default fails here: re-run
+    the table (`mdl-tf bench quality --dataset movielens ...`, the command in quality.json) in the same change."""
+    import re
+    import shlex
+
+    from mdl_tf.bench import quality
+    from tests.conftest import REPO
+
+    results = os.path.join(REPO, "benchmarks", "results", "movielens")
+    with open(os.path.join(results, "quality.json")) as f:
+        argv = shlex.split(json.load(f)["command"])
+    arg = {argv[i][2:]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    with open(os.path.join(results, "runs.jsonl")) as f:
+        recorded = {json.loads(line)["key"] for line in f if line.strip()}
+    budget = int(arg["dense-params"])
+    settings = {"dataset": "movielens", "rows": None, "dense_params": budget, "epochs": int(arg["epochs"]),
+                "batch_size": int(arg["batch-size"]), "patience": int(arg["patience"]), "budget": budget}
+    models = arg["models"].split(",")
+    assert len(models) == 9
+    keys = {quality.run_key(m, m, {}, seed, settings) for m in models for seed in range(int(arg["seeds"]))}
+    assert keys <= recorded, sorted(keys - recorded)
+    assert all(re.fullmatch(r"[a-z_]+/s[012]/[0-9a-f]{10}", k) for k in keys)
 
 
 def test_user_bootstrap_interval_contains_the_estimate():

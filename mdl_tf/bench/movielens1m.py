@@ -38,13 +38,24 @@ SEEDS = (0, 1, 2)
 SETTINGS = {"batch_size": 4096, "epochs": 8, "patience": 2, "reference_d_model": 64}
 # Bump when a change outside the models' own defaults (the training step, the transform, the data) changes results.
 PROTOCOL_VERSION = 1
-# Flags added to a model after runs were recorded, with the default that reproduces those runs exactly: while a
-# flag is at that default it stays out of the fingerprint (adding a flag does not throw away finished runs;
-# changing its default, or setting it in a trial, still does).
+# Flags added after runs were recorded, with the default that reproduces those runs exactly: while a flag is at that
+# default it stays out of the run keys (adding a flag does not throw away finished runs; changing its default, or
+# setting it in a trial, still does). Model constructor flags (this benchmark's and `bench quality`'s keys):
 NEUTRAL_DEFAULTS = {"imp_tables": "own", "domain_ffn_multiplier": None, "dropout": 0.0, "important_features": None,
                     "feature_tokens": None, "domain_ffn_prenorm": False, "head_input": "task_token",
                     "use_priors": True,  # use_priors: the recorded datasets declare no priors, so True changes nothing
-                    "warmup_steps": 0}   # a training flag (TrainConfig): `bench quality` keys hash those
+                    # Training flags (TrainConfig.compile_args): only `bench quality`'s keys hash those.
+                    "warmup_steps": 0}
+
+
+def is_neutral(flag: str, value) -> bool:
+    """True if `flag` is at its NEUTRAL_DEFAULTS value, so a run key leaves it out."""
+    return flag in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[flag]
+
+
+def drop_neutral(args: dict) -> dict:
+    """`args` ({flag: value}) less the flags at their NEUTRAL_DEFAULTS value: what a run key may hash."""
+    return {k: v for k, v in args.items() if not is_neutral(k, v)}
 
 # Scenario-Wise-Rec (KDD'24 draft, tables 4 and 7): MovieLens-1M, random 80/10/10 split, click task only, test AUC
 # overall and per domain (d0 = ages 1/18 = under25, d1 = 25 = 25to34, d2 = 35+ = 35plus).
@@ -105,8 +116,7 @@ def model_defaults(model: str) -> dict:
     from mdl_tf.models import REGISTRY
 
     out = {f"{owner}.{p.name}": repr(p.default) for owner, p in _init_params(model)
-           if p.default is not inspect.Parameter.empty
-           and not (p.name in NEUTRAL_DEFAULTS and p.default == NEUTRAL_DEFAULTS[p.name])}
+           if p.default is not inspect.Parameter.empty and not is_neutral(p.name, p.default)}
     if REGISTRY[model].revision > 1:
         out["revision"] = REGISTRY[model].revision
     return out

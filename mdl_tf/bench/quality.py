@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mdl_tf.bench.machine import machine_info
-from mdl_tf.bench.movielens1m import NEUTRAL_DEFAULTS, append_run, model_defaults, read_runs
+from mdl_tf.bench.movielens1m import append_run, drop_neutral, model_defaults, read_runs
 from mdl_tf.data import movielens, synthetic
 from mdl_tf.models.mdl import ABLATIONS
 from mdl_tf.training.trainer import TrainConfig, train
@@ -123,8 +123,7 @@ def run_key(label: str, model: str, hparams: dict, seed: int, settings: dict) ->
     constructor defaults, TrainConfig's defaults that change a result, the row's hyperparameters and `settings`
     (dataset, rows, budget, epochs, batch size, patience): a run recorded under other defaults is trained again."""
     blob = json.dumps({"model": model, "hparams": hparams, "defaults": model_defaults(model),
-                       "training": {k: v for k, v in TrainConfig(model=model).compile_args().items()
-                                    if not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])},
+                       "training": drop_neutral(TrainConfig(model=model).compile_args()),
                        "settings": settings,
                        "version": RUN_VERSION}, sort_keys=True, default=repr)
     return f"{label}/s{seed}/{hashlib.sha1(blob.encode()).hexdigest()[:10]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -229,7 +230,11 @@ class MultiDistributionModel(tf.keras.Model):
 
         `warmup_steps` (not in the spec; 0 = off): the dense learning rate rises linearly from dense_lr / warmup_steps
         at the first step to dense_lr at step `warmup_steps`, then stays there (Keras' CosineDecay with alpha=1, so
-        no decay). Raises ValueError if negative, or if set together with `dense_optimizer`.
+        no decay). The schedule reads the optimizer's step counter. A warm start restores that counter when the base
+        model trained under the default or mirrored strategy (its warm-start state holds the optimizers), so a model
+        warm-started past `warmup_steps` trains at dense_lr from its first step; a base trained under the
+        multi-worker or parameter-server strategy saves weights only, so the warm-up runs again. Raises ValueError if
+        not a whole number, if negative, or if set together with `dense_optimizer`.
 
         `oov_rate` (training only): each categorical id of a training row is replaced by the OOV id with this
         probability, so the OOV row of every table learns what an unknown user or item looks like. Without it the
@@ -242,6 +247,8 @@ class MultiDistributionModel(tf.keras.Model):
         if weight_decay and dense_optimizer is not None:
             raise ValueError("weight_decay configures the built-in RMSprop; with your own dense_optimizer set the "
                              "decay on that optimizer instead")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral):
+            raise ValueError(f"warmup_steps must be a whole number of steps, got {warmup_steps!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if warmup_steps and dense_optimizer is not None:
