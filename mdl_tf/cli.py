@@ -547,10 +547,10 @@ def cmd_bench_onboarding(args) -> None:
                        f"{', '.join(m for m in available_models() if m != 'mdl')}")
     from mdl_tf.models import REGISTRY
 
-    if not REGISTRY[args.baseline].has_scenario_weights:
-        raise CLIError(f"--baseline {args.baseline}: it has no scenario-indexed weight (the scenario is only an input "
-                       f"feature), so route (d) would grow and train nothing; choose a baseline with scenario weights, "
-                       f"e.g. star or pepnet")
+    refusal = REGISTRY[args.baseline].route_d_refusal
+    if refusal:
+        growable = [m for m in available_models() if m != "mdl" and not REGISTRY[m].route_d_refusal]
+        raise CLIError(f"--baseline {args.baseline}: {refusal}; choose one of {', '.join(growable)}")
     if args.replay < 0:
         raise CLIError(f"--replay {args.replay}: must be >= 0 (old-scenario rows per new row in full fine-tuning)")
     s = bench.Settings(dataset=args.dataset, synthetic_rows=args.synthetic_rows, base_rows=args.base_rows,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mdl_tf.cli import main
+from mdl_tf.models import REGISTRY
 
 
 @pytest.mark.slow
@@ -55,6 +56,23 @@ def test_bench_onboarding_rejects_a_baseline_without_scenario_weights(tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("name", sorted(set(REGISTRY) - {"mdl"}))
+def test_route_d_refuses_exactly_the_baselines_it_cannot_grow(synth_cfg, synth_batch, name):
+    """A baseline's `route_d_refusal` (what `bench onboarding --baseline` checks) is None exactly when grow_scenarios
+    can grow it: built with one more scenario, it has a weight whose scenario axis grew, and no other shape moved."""
+    from mdl_tf.bench.onboarding import grow_scenarios
+    from mdl_tf.config import with_scenario
+    from mdl_tf.models import build_model
+
+    old = build_model(name, synth_cfg, synth_batch[1], d_model=16).build_with_dummy_batch()
+    new = build_model(name, with_scenario(synth_cfg, "new_tab"), synth_batch[1], d_model=16).build_with_dummy_batch()
+    try:
+        grown = grow_scenarios(old, new, synth_cfg.num_scenarios)
+    except ValueError:
+        grown = []
+    assert bool(grown) == (REGISTRY[name].route_d_refusal is None), REGISTRY[name].route_d_refusal
+
+
 def test_grow_scenarios_copies_old_rows_and_adds_their_mean():
     import tensorflow as tf
 
@@ -68,14 +86,19 @@ def test_grow_scenarios_copies_old_rows_and_adds_their_mean():
         def model_weights(self):
             return self.vars
 
-    old, new = Holder((2, 3), (4,)), Holder((3, 3), (4,))
+    old, new = Holder((2, 3), (4,), (5, 2, 3)), Holder((3, 3), (4,), (5, 3, 3))
     grown = grow_scenarios(old, new, 2)
-    assert grown == [new.vars[0]]
+    assert [(v.ref(), axis) for v, axis in grown] == [(new.vars[0].ref(), 0), (new.vars[2].ref(), 1)]
     np.testing.assert_array_equal(new.vars[0].numpy()[:2], old.vars[0].numpy())
     np.testing.assert_allclose(new.vars[0].numpy()[2], old.vars[0].numpy().mean(axis=0))
     np.testing.assert_array_equal(new.vars[1].numpy(), old.vars[1].numpy())
+    # Scenario-indexed along the second axis (HMoE's gate kernel [d, k, experts]).
+    np.testing.assert_array_equal(new.vars[2].numpy()[:, :2], old.vars[2].numpy())
+    np.testing.assert_allclose(new.vars[2].numpy()[:, 2], old.vars[2].numpy().mean(axis=1), rtol=1e-6)
     with pytest.raises(ValueError):
         grow_scenarios(Holder((2, 3)), Holder((2, 4)), 2)
+    with pytest.raises(ValueError):  # two axes changed: not one scenario more
+        grow_scenarios(Holder((2, 2)), Holder((3, 3)), 2)
 
 
 def test_a_changed_model_default_retrains_the_cached_bases(monkeypatch):

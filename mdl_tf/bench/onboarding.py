@@ -17,9 +17,9 @@ random order, so the 1k rows are inside the 5k rows) onboard it by four routes:
 (d) baseline  the baseline's own route: the baseline rebuilt with one more scenario, every weight copied from the
               trained baseline, each scenario-indexed weight (leading axis = number of scenarios: STAR's
               per-scenario star weights W_k / b_k, partitioned-norm gamma_k / beta_k and moving statistics, and the
-              scenario embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none and
-              is refused) grows one row initialised to the mean of the old rows, and only that new row trains on the
-              N new rows. Sub-layers without a scenario-indexed weight are frozen (not trainable); in the layers
+              scenario embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none, and
+              HMoE's towers are indexed by scenario × task: both are refused, `route_d_refusal`) grows one slice
+              initialised to the mean of the old ones, and only that new slice trains on the N new rows. Sub-layers without a scenario-indexed weight are frozen (not trainable); in the layers
               that have one, every other value (shared W, b, gamma, beta and the old scenarios' rows) is put back
               after each step (`RestoreFrozen`), which with RMSprop/Adagrad (element-wise updates, no momentum) is
               exactly a zero update on them. The baseline is sized to the base MDL's dense-parameter count.
@@ -257,9 +257,11 @@ def run_mdl(method: str, s: Settings, split: Split, base_dir, rows: int) -> dict
 
 
 def grow_scenarios(old, new, k: int) -> list:
-    """Copy every weight of `old` (built with k scenarios) into `new` (the same model with k + 1). A weight whose
-    leading axis is k in `old` and k + 1 in `new` is scenario-indexed: rows :k copied, row k = the mean of the old
-    rows. Returns those weights (of `new`). Raises ValueError on any other shape difference."""
+    """Copy every weight of `old` (built with k scenarios) into `new` (the same model with k + 1). A weight that
+    differs in one axis only, k in `old` and k + 1 in `new`, is scenario-indexed along that axis (the leading one for
+    STAR's and PEPNet's per-scenario weights, the second for HMoE's gate kernel [d, k, experts]): the k old slices are
+    copied and slice k is their mean. Returns [(weight of `new`, its scenario axis)]. Raises ValueError on any other
+    shape difference."""
     a, b = old.model_weights(), new.model_weights()
     if len(a) != len(b):
         raise ValueError(f"the grown model has {len(b)} weights, the trained one {len(a)}")
@@ -267,34 +269,43 @@ def grow_scenarios(old, new, k: int) -> list:
     for va, vb in zip(a, b):
         if va.shape == vb.shape:
             vb.assign(va)
-        elif va.shape[0] == k and vb.shape[0] == k + 1 and va.shape[1:] == vb.shape[1:]:
-            x = va.numpy()
-            vb.assign(np.concatenate([x, x.mean(axis=0, keepdims=True)], axis=0).astype(x.dtype))
-            grown.append(vb)
-        else:
+            continue
+        differ = [i for i, (m, n) in enumerate(zip(va.shape, vb.shape)) if m != n]
+        if len(va.shape) != len(vb.shape) or len(differ) != 1 or (va.shape[differ[0]], vb.shape[differ[0]]) != (k, k + 1):
             raise ValueError(f"{va.name}: shape {va.shape} -> {vb.shape} is not a scenario-indexed weight")
+        axis, x = differ[0], va.numpy()
+        vb.assign(np.concatenate([x, x.mean(axis=axis, keepdims=True)], axis=axis).astype(x.dtype))
+        grown.append((vb, axis))
     return grown
+
+
+def _old_slices(axis: int, k: int) -> tuple:
+    """The index of the k old scenarios' slices of a weight scenario-indexed along `axis`."""
+    return (slice(None),) * axis + (slice(0, k),)
 
 
 def _restore_frozen_class():
     import tensorflow as tf
 
     class RestoreFrozen(tf.keras.callbacks.Callback):
-        """After every training step, put back every value of `variables` except row `k` of the `grown` ones: with
-        element-wise optimizers and no momentum, the same as never updating them."""
+        """After every training step, put back every value of `variables` except slice `k` (along their scenario
+        axis) of the `grown` ones ([(weight, axis)]): with element-wise optimizers and no momentum, the same as never
+        updating them."""
 
         def __init__(self, variables, grown, k: int):
             super().__init__()
-            grown_refs = {v.ref() for v in grown}
-            self.k = k
-            self.saved = [(v, v.numpy(), v.ref() in grown_refs) for v in variables]
+            axis_of = {v.ref(): axis for v, axis in grown}
+            self.saved = [(v, v.numpy(), None if v.ref() not in axis_of else _old_slices(axis_of[v.ref()], k))
+                          for v in variables]
 
         def on_train_batch_end(self, batch, logs=None):
-            for v, value, is_grown in self.saved:
-                if is_grown:
-                    v.assign(np.concatenate([value[:self.k], v.numpy()[self.k:]], axis=0))
-                else:
+            for v, value, old in self.saved:
+                if old is None:
                     v.assign(value)
+                else:
+                    x = v.numpy()
+                    x[old] = value[old]
+                    v.assign(x)
 
     return RestoreFrozen
 
@@ -315,7 +326,7 @@ def run_baseline(s: Settings, split: Split, base_dir, rows: int) -> dict:
     k = split.base_cfg.num_scenarios
     model, _ = restore_model(base_dir, split.cfg, restore=False)  # grow_scenarios sets its weights
     grown = grow_scenarios(old, model, k)
-    grown_refs = {v.ref() for v in grown}
+    grown_refs = {v.ref() for v, _ in grown}
     for layer in model._flatten_layers(include_self=False, recursive=False):
         if not any(v.ref() in grown_refs for v in layer.weights):
             layer.trainable = False
@@ -325,8 +336,8 @@ def run_baseline(s: Settings, split: Split, base_dir, rows: int) -> dict:
                    callbacks=[_restore_frozen_class()(kept, grown, k)])
     return {"base_old": old_pred, "new": predict_frame(model, split.new_eval, split.cfg, transform),
             "old": predict_frame(model, split.base_eval, split.cfg, transform), "train_seconds": seconds,
-            "trainable_params": int(sum(int(np.prod(v.shape[1:])) for v in grown)),
-            "scenario_weights": sorted(v.name for v in grown)}
+            "trainable_params": int(sum(int(np.prod(v.shape)) // int(v.shape[axis]) for v, axis in grown)),
+            "scenario_weights": sorted(v.name for v, _ in grown)}
 
 
 # -- running ---------------------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ class BackboneModel(MultiDistributionModel):
     model_name = "backbone"
     # False for heads that never read e_scn: the model then has no scenario embedding (no weight without gradient).
     uses_scenario_vector = True
-    # False for a model with no scenario-indexed weight at all (the scenario only an input feature): there is
-    # nothing to grow for a new scenario (`mdl-tf bench onboarding --baseline`).
-    has_scenario_weights = True
+    # Why `mdl-tf bench onboarding --baseline` cannot grow this model by one scenario (route (d): every weight with
+    # one scenario axis grows a slice), or None when it can.
+    route_d_refusal = None
 
     def __init__(self, feature_config, vocab_sizes, d_model=64, num_layers=2, ffn_multiplier=4, hidden=64,
                  tokenizer="group", seq_encoder="din", scenario_dim=16, embedding_dim=None, **kwargs):

@@ -75,6 +75,8 @@ class HMoEModel(BackboneModel):
     not in."""
 
     model_name = "hmoe"
+    route_d_refusal = ("its towers (one per scenario × task) and score weights (per task, over the scenarios) hold the "
+                       "scenario inside another axis, and route (d) grows weights with one scenario axis only")
 
     @classmethod
     def extra_hparams(cls):

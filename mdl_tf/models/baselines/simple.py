@@ -15,7 +15,8 @@ class RankMixerModel(BackboneModel):
 
     model_name = "rankmixer"
     uses_scenario_vector = False
-    has_scenario_weights = False
+    route_d_refusal = ("it has no scenario-indexed weight (the scenario is only an input feature), so route (d) "
+                       "would grow and train nothing")
 
     def build_heads(self, **_):
         self.towers = self.task_towers()
