@@ -179,7 +179,8 @@ def test_degenerate_single_scenario_single_task_and_bad_input(synth_cfg, name):
 # valid: the DIN scorer's bias (a softmax over a row's items ignores a constant added to every score; dropping it
 # would break warm starts from every saved model with a sequence feature) and the shared gate of PLE's last CGC
 # level (nothing reads its shared stream; dropping it re-sizes PLE at the benchmarks' budget).
-STRUCTURALLY_UNREAD = (r"/seq_\w+/att_score/bias:0$", r"/cgc_1/shared_gate/")
+STRUCTURALLY_UNREAD = (r"/seq_\w+/att_score/bias:0$",
+                       rf"/cgc_{REGISTRY['ple'].extra_hparams()['levels'] - 1}/shared_gate/")  # the last level's
 
 
 @pytest.mark.parametrize("name,ablation,hparams", [(m, None, {}) for m in sorted(REGISTRY)]

@@ -108,5 +108,14 @@ def test_domain_tokenizer_is_sample_dependent_with_global_token_last():
     L.DomainTokenizer(2, {"u": 5}, 8, 4, global_token=True, global_input="id"),
     CGCLayer(2, task_experts=2, shared_experts=3, units=8)])
 def test_layers_serialize(layer):
-    clone = layer.__class__.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+    """get_config holds every constructor argument (a missing one with a default would make the clone fall back to
+    the default and still compare equal), and from_config rebuilds the same configuration."""
+    import inspect
+
+    config = layer.get_config()
+    keras_own = set(inspect.signature(tf.keras.layers.Layer.__init__).parameters)  # trainable, name, dynamic, ...
+    args = [p.name for p in inspect.signature(layer.__class__.__init__).parameters.values()
+            if p.name not in keras_own and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    assert set(args) <= set(config), sorted(set(args) - set(config))
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config

@@ -51,7 +51,7 @@ def test_training_warns_when_no_gradient_reaches_a_component(synth_dir, tmp_path
                                                           verbose=0, export=False), {"d_model": 16})
     warnings = [r.getMessage() for r in caplog.records
                 if r.levelname == "WARNING" and r.name == "mdl_tf.training.trainer"]
-    assert len(warnings) == 1 and "no gradient reaches task_heads" in warnings[0], warnings
+    assert len(warnings) == 1 and "no gradient reaches component task_heads" in warnings[0], warnings
 
 
 def test_mdl_beats_chance_on_every_scenario_task_cell(trained):

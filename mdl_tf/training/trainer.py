@@ -200,8 +200,9 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     metrics["diagnostics"] = diagnostics.diagnose(model, features, targets, history.history)
     dead = sorted(k for k, v in metrics["diagnostics"]["gradient_norms"].items() if v == 0.0)
     if dead:  # a weight no gradient reaches never learns (how DFFM's dynamic weights once stayed at zero)
-        log.warning("no gradient reaches %s (gradient norm 0 on an eval batch after training): those weights never "
-                    "learn; check how the model reads them (metrics.json: diagnostics.gradient_norms)", ", ".join(dead))
+        log.warning("no gradient reaches component %s (gradient norm 0 over all its weights, on an eval batch after "
+                    "training): it never learns; check how the model reads it (metrics.json: "
+                    "diagnostics.gradient_norms)", ", ".join(dead))
     if "test" in frames or split_path(data_dir, "test").exists():
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.
         test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)

@@ -48,7 +48,11 @@ class CGCLayer(tf.keras.layers.Layer):
 
 
 class PLEModel(BackboneModel):
-    """Progressive layered extraction: `levels` CGC layers (task-specific + shared experts), then task towers."""
+    """Progressive layered extraction: `levels` CGC layers (task-specific + shared experts), then task towers.
+
+    The last level's shared stream (and so its shared gate) is computed but read by nothing: the towers read the
+    task streams. It is kept so that PLE's size at the benchmarks' budget, and with it every recorded run, stays as
+    it was (tests/test_baselines.py names it among the weights that never get a gradient)."""
 
     model_name = "ple"
 
