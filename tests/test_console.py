@@ -41,7 +41,8 @@ def test_run_prints_only_its_own_lines_and_logs_the_rest(tmp_path):
         assert not any(p.search(line) for p in NOISE_ON_TERMINAL), line
     lines = res.stdout.splitlines()
     start = lines.index("{")
-    json.loads("\n".join(lines[start:]))  # the result
+    result = json.loads("\n".join(lines[start:]))  # the result: the pushed model answers over gRPC as in process
+    assert result["pipeline"]["pushed"] and len(result["grpc_predictions"]) == 4 and result["grpc_matches_in_process"]
     for line in lines[:start]:
         assert any(p.search(line) for p in OWN_STDOUT), line
     assert sum(" done (" in ln for ln in lines) >= 8 and any("Trainer epoch 2/2" in ln for ln in lines)
