@@ -15,12 +15,13 @@ random order, so the 1k rows are inside the 5k rows) onboard it by four routes:
               of the base and the token trainable, trained on the N new rows plus `replay` x N rows sampled from
               the base's training rows (old scenarios), with the same optimizers, learning rates and epochs;
 (d) baseline  the baseline's own route: the baseline rebuilt with one more scenario, every weight copied from the
-              trained baseline, each scenario-indexed weight (leading axis = number of scenarios: STAR's
-              per-scenario star weights W_k / b_k, partitioned-norm gamma_k / beta_k and moving statistics, and the
-              scenario embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none, and
-              HMoE's towers are indexed by scenario × task: both are refused, `route_d_refusal`) grows one slice
-              initialised to the mean of the old ones, and only that new slice trains on the N new rows. Sub-layers without a scenario-indexed weight are frozen (not trainable); in the layers
-              that have one, every other value (shared W, b, gamma, beta and the old scenarios' rows) is put back
+              trained baseline, each scenario-indexed weight (one axis = number of scenarios: STAR's per-scenario
+              star weights W_k / b_k, partitioned-norm gamma_k / beta_k and moving statistics, and the scenario
+              embedding e_scn of every baseline that reads it; PEPNet: e_scn only; RankMixer has none, and HMoE's
+              towers are indexed by scenario × task: both are refused, `route_d_refusal`) grows one slice
+              initialised to the mean of the old ones, and only that new slice trains on the N new rows. Sub-layers
+              without a scenario-indexed weight are frozen (not trainable); in the layers
+              that have one, every other value (shared W, b, gamma, beta and the old scenarios' slices) is put back
               after each step (`RestoreFrozen`), which with RMSprop/Adagrad (element-wise updates, no momentum) is
               exactly a zero update on them. The baseline is sized to the base MDL's dense-parameter count.
 
@@ -271,7 +272,8 @@ def grow_scenarios(old, new, k: int) -> list:
             vb.assign(va)
             continue
         differ = [i for i, (m, n) in enumerate(zip(va.shape, vb.shape)) if m != n]
-        if len(va.shape) != len(vb.shape) or len(differ) != 1 or (va.shape[differ[0]], vb.shape[differ[0]]) != (k, k + 1):
+        one_axis = len(va.shape) == len(vb.shape) and len(differ) == 1
+        if not (one_axis and (va.shape[differ[0]], vb.shape[differ[0]]) == (k, k + 1)):
             raise ValueError(f"{va.name}: shape {va.shape} -> {vb.shape} is not a scenario-indexed weight")
         axis, x = differ[0], va.numpy()
         vb.assign(np.concatenate([x, x.mean(axis=axis, keepdims=True)], axis=axis).astype(x.dtype))
