@@ -582,6 +582,7 @@ def cmd_bench_movielens1m(args) -> None:
         for key in set(overrides) & set(bench.DATA_KEYS):
             if not isinstance(overrides[key], bool):
                 raise CLIError(f"--probe {key}={overrides[key]}: expected true or false")
+        _check_probe_training_settings(overrides, bench.TRAIN_KEYS)
         for model in models:
             unknown = sorted(set(overrides) - bench.trial_keys(model))
             if unknown:
@@ -601,6 +602,18 @@ def cmd_bench_movielens1m(args) -> None:
     else:
         summary = bench.run(out, args.cache, protocols, models, max_minutes=args.max_minutes)
     print(f"{summary['runs_done']} runs in {out / 'runs.jsonl'}; tables in {out / 'quality.md'}")
+
+
+def _check_probe_training_settings(overrides: dict, train_keys) -> None:
+    """The training side of a probe (`dense_lr`, `warmup_steps`, ...) checked before any data is read, by the rule
+    compile applies (`check_optimizer_settings`); the error names the --probe flag."""
+    from mdl_tf.errors import InvalidSetting
+    from mdl_tf.models.base import check_optimizer_settings
+
+    try:
+        check_optimizer_settings(**{k: v for k, v in overrides.items() if k in train_keys})
+    except InvalidSetting as e:
+        raise CLIError(f"--probe {e.setting}={json.dumps(overrides[e.setting])}: {e}") from None
 
 
 def _missing_parents(path: Path) -> list:

@@ -7,6 +7,15 @@ class UserError(ValueError):
     """A mistake in what the user gave us; the message names where it is and how to fix it."""
 
 
+class InvalidSetting(UserError):
+    """A training or model setting out of its range. `setting` is its Python name (`dense_lr`), so a caller can name
+    its own flag for it (`--probe dense_lr=...`, `custom_config.train.dense_lr`)."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 class DataError(UserError):
     """Bad input data; the message names the file (or request), the row and the column."""
 

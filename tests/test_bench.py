@@ -420,6 +420,14 @@ def test_movielens1m_probe_runs_once_beside_the_tuning_point_and_never_enters_th
     assert seen == [True] and trained[-1] == ("rankmixer", {**b.tuning_grid("rankmixer")[0], "priors": True}, 0)
     assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", "priors=False"]) == 2
     assert "--probe priors=False: expected true or false" in capsys.readouterr().err
+    # A training setting out of range is refused before any data is read, by the rule compile applies.
+    before = (tmp_path / "probes.jsonl").read_text()
+    for flag, message in (("dense_lr=-0.001", "dense_lr must be > 0, got -0.001"),
+                          ("warmup_steps=1.5", "warmup_steps must be a whole number of steps, got 1.5"),
+                          ("oov_rate=\"a\"", "oov_rate must be a finite number, got 'a'")):
+        assert main(["bench", "movielens1m", "--out", str(tmp_path), "--probe", flag]) == 2
+        assert f"--probe {flag}: {message}" in capsys.readouterr().err, flag
+    assert (tmp_path / "probes.jsonl").read_text() == before
     monkeypatch.undo()
     with pytest.raises(ValueError, match="needs the dataset with priors"):
         b.train_one(type("D", (), {"priors": False, "dir": tmp_path / "movielens1m"})(), "mdl", {"priors": True}, 0,

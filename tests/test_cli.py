@@ -40,3 +40,23 @@ def test_train_flags_reach_the_train_config():
     assert tc.compile_args()["warmup_steps"] == 200
     plain = _train_config(build_parser().parse_args(["train", "--data", "d", "--out", "o"]))
     assert plain.warmup_steps == 0 and plain.compile_args()["warmup_steps"] == 0  # off by default
+
+
+def test_train_config_refuses_settings_compile_would_refuse():
+    """One rule (`check_optimizer_settings`), applied when the configuration is built: a negative learning rate would
+    otherwise climb the loss without an error, and a bad warm-up would fail only after the data was read."""
+    import pytest
+
+    from mdl_tf.errors import InvalidSetting, UserError
+    from mdl_tf.training.trainer import TrainConfig
+
+    for bad, message in (({"dense_lr": -1e-3}, "dense_lr must be > 0, got -0.001"),
+                         ({"sparse_lr": 0}, "sparse_lr must be > 0, got 0"),
+                         ({"sparse_accumulator": float("nan")}, "sparse_accumulator must be a finite number, got nan"),
+                         ({"oov_rate": 1.0}, r"oov_rate must be in \[0, 1\), got 1.0"),
+                         ({"weight_decay": -1}, "weight_decay must be >= 0, got -1"),
+                         ({"warmup_steps": True}, "warmup_steps must be a whole number of steps, got True")):
+        with pytest.raises(InvalidSetting, match=message) as caught:
+            TrainConfig(**bad)
+        assert caught.value.setting == next(iter(bad)) and isinstance(caught.value, UserError)
+    assert TrainConfig(dense_lr=2e-3, warmup_steps=10, oov_rate=0.1).compile_args()["dense_lr"] == 2e-3

@@ -36,6 +36,36 @@ DEFAULT_SPARSE_ACCUMULATOR = 1e-6
 NOT_DECAYED = r"(^|/)(\w*bias|b\d+|gamma(_k)?|beta(_k)?|specific|scenario_embedding)(/part_\d+)?:\d+$"
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def check_optimizer_settings(dense_lr=DEFAULT_DENSE_LR, sparse_lr=DEFAULT_SPARSE_LR,
+                             sparse_accumulator=DEFAULT_SPARSE_ACCUMULATOR, oov_rate=0.0, weight_decay=0.0,
+                             warmup_steps=0) -> None:
+    """The one rule for the training settings `MultiDistributionModel.compile` takes; `TrainConfig` checks it when
+    built, so a bad value stops a run before any data is read (a benchmark probe names its own flag for it).
+
+    dense_lr, sparse_lr: finite numbers > 0 (a negative rate would climb the loss without any error);
+    sparse_accumulator, weight_decay: finite numbers >= 0; oov_rate: a number in [0, 1); warmup_steps: a whole number
+    >= 0. Raises InvalidSetting(setting, message) naming the first one out of range."""
+    from mdl_tf.errors import InvalidSetting
+
+    rules = (("dense_lr", dense_lr, lambda v: v > 0, "> 0"), ("sparse_lr", sparse_lr, lambda v: v > 0, "> 0"),
+             ("sparse_accumulator", sparse_accumulator, lambda v: v >= 0, ">= 0"),
+             ("oov_rate", oov_rate, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+             ("weight_decay", weight_decay, lambda v: v >= 0, ">= 0"))
+    for name, value, ok, rule in rules:
+        if not _is_number(value):
+            raise InvalidSetting(name, f"{name} must be a finite number, got {value!r}")
+        if not ok(value):
+            raise InvalidSetting(name, f"{name} must be {rule}, got {value!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral):
+        raise InvalidSetting("warmup_steps", f"warmup_steps must be a whole number of steps, got {warmup_steps!r}")
+    if warmup_steps < 0:
+        raise InvalidSetting("warmup_steps", f"warmup_steps must be >= 0, got {warmup_steps}")
+
+
 @contextlib.contextmanager
 def precision_policy(name: str | None):
     """Build layers under a dtype policy ("mixed_float16", "mixed_bfloat16") and restore the previous one."""
@@ -239,18 +269,14 @@ class MultiDistributionModel(tf.keras.Model):
         `oov_rate` (training only): each categorical id of a training row is replaced by the OOV id with this
         probability, so the OOV row of every table learns what an unknown user or item looks like. Without it the
         OOV row never occurs in training when every training id is in the vocabulary (min_frequency 1), and cold
-        rows at serving time read a random vector."""
-        if not 0.0 <= oov_rate < 1.0:
-            raise ValueError(f"oov_rate must be in [0, 1), got {oov_rate}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        rows at serving time read a random vector.
+
+        Raises InvalidSetting (a ValueError) for a value out of range (`check_optimizer_settings`)."""
+        check_optimizer_settings(dense_lr=dense_lr, sparse_lr=sparse_lr, sparse_accumulator=sparse_accumulator,
+                                 oov_rate=oov_rate, weight_decay=weight_decay, warmup_steps=warmup_steps)
         if weight_decay and dense_optimizer is not None:
             raise ValueError("weight_decay configures the built-in RMSprop; with your own dense_optimizer set the "
                              "decay on that optimizer instead")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral):
-            raise ValueError(f"warmup_steps must be a whole number of steps, got {warmup_steps!r}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if warmup_steps and dense_optimizer is not None:
             raise ValueError("warmup_steps configures the built-in RMSprop; with your own dense_optimizer give it a "
                              "learning-rate schedule instead")
