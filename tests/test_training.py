@@ -116,6 +116,23 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert "features.yaml" in capsys.readouterr().err
 
 
+def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsys):
+    """A refused --hparam is the user's mistake: one line naming the model, the value and the constructor's reason, not
+    a traceback."""
+    for flag, reason in (("d_model=18", "d_model=18 must be divisible by N_f="),
+                         ("attn_headz=2", "attn_headz")):  # unknown: refused before the constructor's reason
+        out = tmp_path / flag.split("=")[0]
+        assert main(["train", "--data", str(synth_dir), "--out", str(out), "--hparam", flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0], err
+        if flag.startswith("d_model"):
+            assert err[0].startswith(f"mdl-tf: error: mdl cannot be built with {flag}: "), err
+        else:  # an unknown name lists the known ones
+            assert err[0].startswith("mdl-tf: error: mdl has no hyperparameter attn_headz; its hyperparameters are "
+                                     ) and " attn_heads, " in err[0], err
+        assert not (out / "saved_model").exists()
+
+
 @pytest.mark.slow
 def test_scenario_tokens_help_the_minority_scenarios(tmp_path):
     """MDL_SPEC §11 / issue 3 invariant 6: at a fixed seed, MDL beats the same model without scenario tokens on

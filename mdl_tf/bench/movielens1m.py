@@ -95,19 +95,16 @@ def split_trial(trial: dict) -> tuple:
 
 
 def _init_params(model: str):
-    """(class name, parameter) of every constructor parameter of `model`'s class and its mdl_tf base classes."""
-    from mdl_tf.models import REGISTRY
+    from mdl_tf.models import constructor_params
 
-    return [(cls.__name__, p) for cls in REGISTRY[model].__mro__
-            if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf")
-            for p in inspect.signature(cls.__init__).parameters.values()]
+    return constructor_params(model)
 
 
 def trial_keys(model: str) -> set:
-    """What a trial (or a probe) may set for `model`: TRAIN_KEYS and its constructor's flags."""
-    flags = {p.name for _, p in _init_params(model)
-             if p.name not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
-    return flags | set(TRAIN_KEYS) | set(DATA_KEYS)
+    """What a trial (or a probe) may set for `model`: TRAIN_KEYS, DATA_KEYS and its constructor's flags."""
+    from mdl_tf.models import hparam_names
+
+    return hparam_names(model) | set(TRAIN_KEYS) | set(DATA_KEYS)
 
 
 def model_defaults(model: str) -> dict:

@@ -5,6 +5,8 @@ Every registered model maps the transformed feature dict (`mdl_tf.data.transform
 """
 from __future__ import annotations
 
+import inspect
+
 from mdl_tf.models.base import MultiDistributionModel, precision_policy
 from mdl_tf.models.baselines import BASELINES
 from mdl_tf.models.mdl import MDL_DEFAULTS, MDLModel
@@ -12,23 +14,57 @@ from mdl_tf.models.mdl import MDL_DEFAULTS, MDLModel
 REGISTRY = {"mdl": MDLModel, **BASELINES}
 
 from mdl_tf.constants import PRECISIONS  # noqa: E402
+from mdl_tf.errors import InvalidSetting, UserError  # noqa: E402
 
 
 def available_models() -> list:
     return sorted(REGISTRY)
 
 
+def constructor_params(name: str) -> list:
+    """(class name, inspect.Parameter) of every constructor parameter of model `name`'s class and its mdl_tf base
+    classes, most derived first."""
+    return [(cls.__name__, p) for cls in REGISTRY[name].__mro__
+            if "__init__" in vars(cls) and cls.__module__.startswith("mdl_tf")
+            for p in inspect.signature(cls.__init__).parameters.values()]
+
+
+def hparam_names(name: str) -> set:
+    """The hyperparameters `build_model(name, ...)` takes by name: its constructors' flags and, for a baseline, the
+    model-specific ones it declares (`extra_hparams`: expert counts, DFFM's rank, ...)."""
+    flags = {p.name for _, p in constructor_params(name)
+             if p.name not in ("self", "feature_config", "vocab_sizes") and p.kind == p.POSITIONAL_OR_KEYWORD}
+    extra = getattr(REGISTRY[name], "extra_hparams", None)
+    return flags | set(extra() if extra else ())
+
+
 def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "float32",
                 **hparams) -> MultiDistributionModel:
-    """Build (and create the weights of) a registered model under the given dtype policy."""
+    """Build (and create the weights of) a registered model under the given dtype policy.
+
+    Raises ValueError for an unknown `name` or `precision`, and InvalidSetting (a UserError, so the command line
+    prints it in one line) when the constructor refuses `hparams`: an unknown flag, a value out of range, or a
+    combination it cannot build (e.g. d_model not divisible by the feature-token count); the message names the model,
+    the hparams given and the constructor's reason."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     with precision_policy(precision):
-        model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
+        try:
+            model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
+        except (TypeError, ValueError) as e:  # a hyperparameter the constructor refused: the user's to fix
+            if not hparams or isinstance(e, UserError):
+                raise
+            unknown = sorted(set(hparams) - hparam_names(name))
+            if unknown:  # Keras' own words for it are "('Keyword argument not understood:', 'x')"
+                raise InvalidSetting("hparams", f"{name} has no hyperparameter {', '.join(unknown)}; its "
+                                     f"hyperparameters are {', '.join(sorted(hparam_names(name)))}") from e
+            given = " ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
+            raise InvalidSetting("hparams", f"{name} cannot be built with {given}: {e}") from e
         # Create every weight now, under the same policy as the layers.
         return model.build_with_dummy_batch()
 
 
-__all__ = ["MDLModel", "MDL_DEFAULTS", "MultiDistributionModel", "REGISTRY", "available_models", "build_model"]
+__all__ = ["MDLModel", "MDL_DEFAULTS", "MultiDistributionModel", "REGISTRY", "available_models", "build_model", "constructor_params",
+           "hparam_names"]
