@@ -189,6 +189,32 @@ def _fake_record(model, protocol, trial, seed, eval_auc, test_auc):
             "machine": {"cpus": 2}, "settings": b.SETTINGS, "attention_entropy": None}
 
 
+def test_movielens1m_tables_report_mdls_attention_entropy_per_layer_over_seeds():
+    """Issue 16: the domain tokens' attention must be shown non-uniform after training, per layer, in the results."""
+    from mdl_tf.bench import movielens1m as b
+    from mdl_tf.bench.movielens1m_report import markdown, summarise
+
+    runs = {}
+    for m in ("mdl", "mmoe"):
+        for i, trial in enumerate(b.tuning_grid(m)):
+            for seed in ((0, 1, 2) if i == 0 else (0,)):
+                rec = _fake_record(m, "random", trial, seed, 0.81 if i == 0 else 0.80, 0.80)
+                if m == "mdl":
+                    rec["attention_entropy"] = [
+                        {"layer": 1, "scenario": 0.9 + 0.1 * seed, "task": 1.0, "uniform": 1.3862943611198906},
+                        {"layer": 2, "scenario": 1.2, "task": 1.1 + 0.1 * seed, "uniform": 1.3862943611198906}]
+                runs[rec["key"]] = rec
+    table = summarise(runs)["random"]["rows"]
+    assert table["mmoe"]["attention_entropy"] is None
+    layer1, layer2 = table["mdl"]["attention_entropy"]
+    assert layer1["layer"] == 1 and layer1["scenario"]["mean"] == pytest.approx(1.0) and layer1["scenario"]["n"] == 3
+    assert layer2["task"]["mean"] == pytest.approx(1.2) and layer2["uniform"] == pytest.approx(1.386, abs=1e-3)
+    md = markdown(summarise(runs))
+    assert "ln N_f = 1.386): layer 1 scenario 1.000 ± 0.082, task 1.000 ± 0.000; layer 2 scenario 1.200 ± 0.000, " \
+           "task 1.200 ± 0.082." in md
+    assert "mmoe: the domain tokens" not in md
+
+
 def test_movielens1m_plan_resumes_and_moves_through_the_stages(tmp_path):
     """The plan: every model's trials (seed 0), then the eval-chosen trial's other seeds; on temporal a model's
     seed 0 (MDL's 3 seeds) once its point is chosen, the two best baselines' other seeds once the random table is
