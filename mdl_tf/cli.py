@@ -70,6 +70,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def rate(text: str) -> float:
+    """argparse type: a probability in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
 def synthetic_drift() -> float:
     from mdl_tf.data.synthetic import DRIFT
 
@@ -192,9 +203,20 @@ def cmd_cluster_server(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from mdl_tf.errors import InvalidSetting
     from mdl_tf.training.trainer import train
 
-    metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), _hparams(args))
+    hparams = _hparams(args)
+    try:
+        metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), hparams)
+    except Exception as error:  # noqa: BLE001  (Keras re-raises what a layer's build raised: look down the chain)
+        e = _user_error(error, (InvalidSetting,))
+        if e is None or e.setting not in hparams:
+            raise
+        value = hparams[e.setting]
+        own = {"d_model": ("--d-model", args.d_model), "num_layers": ("--layers", args.layers)}.get(e.setting)
+        flag = f"{own[0]} {value}" if own and own[1] else f"--hparam {e.setting}={json.dumps(value)}"
+        raise CLIError(f"{flag}: {e}") from e
     if metrics.get("role") == "worker":
         print(f"worker finished training in {metrics['train_seconds']} s; the chief writes {args.out}")
         return
@@ -341,7 +363,7 @@ def _add_train_args(p) -> None:
     p.add_argument("--sparse-lr", type=positive_float, help="Adagrad learning rate for embedding tables (default 0.05)")
     p.add_argument("--sparse-accumulator", type=positive_float,
                    help="Adagrad's initial accumulator (default 1e-6; the spec's 0.1 freezes tables at large batch)")
-    p.add_argument("--oov-rate", type=float,
+    p.add_argument("--oov-rate", type=rate,
                    help="probability that a training row's categorical id is replaced by OOV (default 0: off)")
     p.add_argument("--weight-decay", type=non_negative_float, help="decoupled weight decay of the dense weight matrices: each "
                    "step shrinks them by dense_lr x this, so with 1e-3 a value of 1-10 is felt within a few thousand steps "
@@ -608,7 +630,7 @@ def _check_probe_training_settings(overrides: dict, train_keys) -> None:
     """The training side of a probe (`dense_lr`, `warmup_steps`, ...) checked before any data is read, by the rule
     compile applies (`check_optimizer_settings`); the error names the --probe flag."""
     from mdl_tf.errors import InvalidSetting
-    from mdl_tf.models.base import check_optimizer_settings
+    from mdl_tf.training.settings import check_optimizer_settings
 
     try:
         check_optimizer_settings(**{k: v for k, v in overrides.items() if k in train_keys})

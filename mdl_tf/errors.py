@@ -15,6 +15,9 @@ class InvalidSetting(UserError):
         super().__init__(message)
         self.setting = setting
 
+    def __reduce__(self):  # picklable (Beam and multiprocessing carry errors between processes)
+        return type(self), (self.setting, str(self))
+
 
 class DataError(UserError):
     """Bad input data; the message names the file (or request), the row and the column."""

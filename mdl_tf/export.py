@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.models.base import with_all_hparams
 from mdl_tf.utils import is_uri, join
 
@@ -181,9 +182,15 @@ def rebuild_model(saved_model_dir, meta: dict, build, restore: bool = True):
     model of that time `imp_tables` was "own" (the default until MovieLens-1M made it "shared",
     benchmarks/results/movielens1m/FINDINGS.md): when the checkpoint lists another number of model variables than
     the model rebuilt with today's defaults (MDL's are all listed under `model/variables/<i>`), it is rebuilt with
-    "own". Without this a partial restore (`expect_partial`) would silently leave the ê_imp tables untrained."""
+    "own". Without this a partial restore (`expect_partial`) would silently leave the ê_imp tables untrained.
+    Raises InvalidSetting naming the metadata file when its hparams no longer build the model."""
     hparams = dict(meta.get("hparams") or {})
-    model = build(hparams)
+    try:
+        model = build(hparams)
+    except InvalidSetting as e:  # a key or value this version of the model does not take
+        where = join(saved_model_dir, "assets.extra", METADATA_FILE)
+        raise InvalidSetting(e.setting, f"{where}: its hparams cannot rebuild the model with this version of mdl-tf "
+                                        f"({e}); re-export it, or rebuild it with the version that trained it") from e
     if (restore and meta.get("model") == "mdl" and "imp_tables" not in hparams
             and _saved_model_variable_count(saved_model_dir) != len(model.variables)):
         hparams = {**hparams, "imp_tables": "own"}

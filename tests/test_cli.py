@@ -60,3 +60,28 @@ def test_train_config_refuses_settings_compile_would_refuse():
             TrainConfig(**bad)
         assert caught.value.setting == next(iter(bad)) and isinstance(caught.value, UserError)
     assert TrainConfig(dense_lr=2e-3, warmup_steps=10, oov_rate=0.1).compile_args()["dense_lr"] == 2e-3
+    import pickle
+
+    import numpy as np
+
+    assert TrainConfig(dense_lr=np.float32(1e-3), sparse_lr=np.array(0.05), warmup_steps=np.int64(3)).warmup_steps == 3
+    for huge in (10 ** 400, "0.001"):  # an int beyond the float range, text: refused by the rule, never a traceback
+        with pytest.raises(InvalidSetting, match="dense_lr must be a finite number"):
+            TrainConfig(dense_lr=huge)
+    error = pickle.loads(pickle.dumps(InvalidSetting("dense_lr", "dense_lr must be > 0, got 0")))
+    assert (error.setting, str(error)) == ("dense_lr", "dense_lr must be > 0, got 0")
+
+
+def test_onboarding_settings_are_checked_by_the_same_rule_without_tensorflow():
+    code = ("import sys\nfrom mdl_tf.training.onboarding_settings import OnboardConfig\n"
+            "try:\n    OnboardConfig(sparse_lr=-0.05)\nexcept ValueError as e:\n    print(e)\n"
+            "print('tensorflow' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.splitlines() == ["sparse_lr must be > 0, got -0.05", "False"], res.stderr[-2000:]
+
+
+def test_oov_rate_flag_is_a_rate(capsys):
+    from mdl_tf.cli import main
+
+    assert main(["train", "--data", "d", "--out", "o", "--oov-rate", "1"]) == 2
+    assert "--oov-rate: 1 must be in [0, 1)" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """MDLModel: the exact invariants of MDL_SPEC §4.7, the cost formula of §6, export and precision paths."""
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -569,6 +570,12 @@ def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synt
     assert hp == new.hparams and hp["imp_tables"] == "shared"
     np.testing.assert_array_equal(model.compute_logits(synth_batch[2]).numpy(),
                                   new.compute_logits(synth_batch[2]).numpy())
+    # A recorded hparam this version no longer takes: the error names the metadata file, not a Keras keyword.
+    from mdl_tf.errors import InvalidSetting
+
+    with pytest.raises(InvalidSetting, match=rf"^{re.escape(str(path / 'assets.extra' / METADATA_FILE))}: its "
+                                             r"hparams cannot rebuild .*mdl has no hyperparameter retired_flag"):
+        rebuild_model(path, {**meta, "hparams": {**meta["hparams"], "retired_flag": 1}}, build)
 
 
 def test_priors_feed_only_their_own_domain_token_and_the_global_one(synth_batch):

@@ -18,7 +18,7 @@ from tfx_pipeline.local_runner import beam_args, versioned_schema
 from tests.conftest import REPO
 from tests.conftest import SYNTH_SCHEMA as SCHEMA
 from tests.conftest import run_pipeline as _run
-from tfx_pipeline.models.model import WEIGHTS, build_from_transform
+from tfx_pipeline.models.model import WEIGHTS, build_from_transform, train_config_from
 
 
 def _custom_config(model_uri):
@@ -249,6 +249,14 @@ def test_kubeflow_compile_carries_the_beam_profile_and_training_strategy(tmp_pat
 def test_committed_kubeflow_example_is_a_complete_pipeline():
     spec = json.loads((Path(REPO) / "deploy" / "kubeflow" / "mdl-tf-pipeline.json").read_text())["pipelineSpec"]
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(spec["root"]["dag"]["tasks"])
+
+
+def test_trainer_custom_config_settings_are_checked_where_they_are_written():
+    from mdl_tf.errors import InvalidSetting
+
+    assert train_config_from({"model": "mmoe", "train": {"dense_lr": 2e-3}}).dense_lr == 2e-3
+    with pytest.raises(InvalidSetting, match=r"^custom_config\.train\.warmup_steps: warmup_steps must be >= 0"):
+        train_config_from({"train": {"warmup_steps": -5}})
 
 
 def test_kubeflow_names_must_be_hyphenated(tmp_path):

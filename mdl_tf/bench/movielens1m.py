@@ -95,6 +95,8 @@ def split_trial(trial: dict) -> tuple:
 
 
 def _init_params(model: str):
+    """(class name, parameter) of `model`'s constructors: what `model_defaults` fingerprints (signature defaults
+    only, not a baseline's `extra_hparams`, so the recorded keys stay as they are)."""
     from mdl_tf.models import constructor_params
 
     return constructor_params(model)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers.attention import DomainAwareAttention
 from mdl_tf.layers.fusion import DomainFusion
 from mdl_tf.layers.mixing import RankMixerBlock
@@ -18,7 +19,8 @@ def mixer_token_count(num_tokens: int, d_model: int) -> int:
     for count in range(num_tokens, d_model + 1):
         if d_model % count == 0:
             return count
-    raise ValueError(f"{num_tokens} tokens cannot be mixed at d_model={d_model}: no count between them divides d")
+    raise InvalidSetting("d_model", f"{num_tokens} tokens cannot be mixed at d_model={d_model}: no count between "
+                                    f"them divides d; give d_model >= {num_tokens}")
 
 
 @tf.keras.utils.register_keras_serializable(package="mdl_tf")

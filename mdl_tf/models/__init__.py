@@ -5,6 +5,7 @@ Every registered model maps the transformed feature dict (`mdl_tf.data.transform
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 
 from mdl_tf.models.base import MultiDistributionModel, precision_policy
@@ -14,7 +15,7 @@ from mdl_tf.models.mdl import MDL_DEFAULTS, MDLModel
 REGISTRY = {"mdl": MDLModel, **BASELINES}
 
 from mdl_tf.constants import PRECISIONS  # noqa: E402
-from mdl_tf.errors import InvalidSetting, UserError  # noqa: E402
+from mdl_tf.errors import InvalidSetting  # noqa: E402
 
 
 def available_models() -> list:
@@ -42,29 +43,25 @@ def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "
                 **hparams) -> MultiDistributionModel:
     """Build (and create the weights of) a registered model under the given dtype policy.
 
-    Raises ValueError for an unknown `name` or `precision`, and InvalidSetting (a UserError, so the command line
-    prints it in one line) when the constructor refuses `hparams`: an unknown flag, a value out of range, or a
-    combination it cannot build (e.g. d_model not divisible by the feature-token count); the message names the model,
-    the hparams given and the constructor's reason."""
+    Raises ValueError for an unknown `name` or `precision`, and InvalidSetting (a UserError: the command line prints
+    it in one line) naming the hyperparameter for a name the model does not take (before anything is built) and,
+    from the constructors, for a width or count below 1 or a value outside its choices (`check_model_sizes`, ...)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    unknown = sorted(set(hparams) - hparam_names(name))
+    if unknown:  # before the constructor: Keras' own words for it are "('Keyword argument not understood:', 'x')"
+        known = sorted(hparam_names(name))
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise InvalidSetting(unknown[0], f"{name} has no hyperparameter {', '.join(unknown)}"
+                             + (f" (did you mean {close[0]}?)" if close else "")
+                             + f"; its hyperparameters are {', '.join(known)}")
     with precision_policy(precision):
-        try:
-            model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
-        except (TypeError, ValueError) as e:  # a hyperparameter the constructor refused: the user's to fix
-            if not hparams or isinstance(e, UserError):
-                raise
-            unknown = sorted(set(hparams) - hparam_names(name))
-            if unknown:  # Keras' own words for it are "('Keyword argument not understood:', 'x')"
-                raise InvalidSetting("hparams", f"{name} has no hyperparameter {', '.join(unknown)}; its "
-                                     f"hyperparameters are {', '.join(sorted(hparam_names(name)))}") from e
-            given = " ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
-            raise InvalidSetting("hparams", f"{name} cannot be built with {given}: {e}") from e
+        model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
         # Create every weight now, under the same policy as the layers.
         return model.build_with_dummy_batch()
 
 
-__all__ = ["MDLModel", "MDL_DEFAULTS", "MultiDistributionModel", "REGISTRY", "available_models", "build_model", "constructor_params",
-           "hparam_names"]
+__all__ = ["MDLModel", "MDL_DEFAULTS", "MultiDistributionModel", "REGISTRY", "available_models", "build_model",
+           "constructor_params", "hparam_names"]

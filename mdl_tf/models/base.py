@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig, from_dict
+from mdl_tf.errors import InvalidSetting
+from mdl_tf.training.settings import check_optimizer_settings
 from mdl_tf.data.transform import FIRST_ID, OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
 from mdl_tf.training.losses import masked_multitask_loss, per_task_bce
 
@@ -34,36 +36,6 @@ DEFAULT_SPARSE_ACCUMULATOR = 1e-6
 # gamma_k/beta_k), STAR's "specific" (a multiplicative gate: its neutral value is 1, not 0) and the baselines'
 # scenario_embedding (a lookup table kept among the dense weights).
 NOT_DECAYED = r"(^|/)(\w*bias|b\d+|gamma(_k)?|beta(_k)?|specific|scenario_embedding)(/part_\d+)?:\d+$"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def check_optimizer_settings(dense_lr=DEFAULT_DENSE_LR, sparse_lr=DEFAULT_SPARSE_LR,
-                             sparse_accumulator=DEFAULT_SPARSE_ACCUMULATOR, oov_rate=0.0, weight_decay=0.0,
-                             warmup_steps=0) -> None:
-    """The one rule for the training settings `MultiDistributionModel.compile` takes; `TrainConfig` checks it when
-    built, so a bad value stops a run before any data is read (a benchmark probe names its own flag for it).
-
-    dense_lr, sparse_lr: finite numbers > 0 (a negative rate would climb the loss without any error);
-    sparse_accumulator, weight_decay: finite numbers >= 0; oov_rate: a number in [0, 1); warmup_steps: a whole number
-    >= 0. Raises InvalidSetting(setting, message) naming the first one out of range."""
-    from mdl_tf.errors import InvalidSetting
-
-    rules = (("dense_lr", dense_lr, lambda v: v > 0, "> 0"), ("sparse_lr", sparse_lr, lambda v: v > 0, "> 0"),
-             ("sparse_accumulator", sparse_accumulator, lambda v: v >= 0, ">= 0"),
-             ("oov_rate", oov_rate, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-             ("weight_decay", weight_decay, lambda v: v >= 0, ">= 0"))
-    for name, value, ok, rule in rules:
-        if not _is_number(value):
-            raise InvalidSetting(name, f"{name} must be a finite number, got {value!r}")
-        if not ok(value):
-            raise InvalidSetting(name, f"{name} must be {rule}, got {value!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral):
-        raise InvalidSetting("warmup_steps", f"warmup_steps must be a whole number of steps, got {warmup_steps!r}")
-    if warmup_steps < 0:
-        raise InvalidSetting("warmup_steps", f"warmup_steps must be >= 0, got {warmup_steps}")
 
 
 @contextlib.contextmanager
@@ -203,8 +175,8 @@ class MultiDistributionModel(tf.keras.Model):
                                                   name="feature_tokenizer")
         n_f = self.feature_tokenizer.num_tokens
         if d_model % n_f:
-            raise ValueError(f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens of "
-                             f"'{cfg.name}'); TokenMixing splits every token into N_f slices")
+            raise InvalidSetting("d_model", f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens "
+                                 f"of '{cfg.name}'); TokenMixing splits every token into N_f slices")
         return n_f
 
     # -- to implement --------------------------------------------------------------------------------------------

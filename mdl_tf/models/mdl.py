@@ -11,6 +11,7 @@ from mdl_tf.data.transform import SCENARIO_MASK
 from mdl_tf.layers import DomainTokenizer, MDLBlock, ScenarioTowers, TaskHeads
 from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
+from mdl_tf.training.settings import check_model_sizes
 
 # The spec's defaults (MDL_SPEC §5.3, §8), except d: 256 is the production default, the registry's smaller
 # datasets use 128 (a multiple of every N_f we ship); and three choices decided on MovieLens-100K's eval split
@@ -66,6 +67,10 @@ class MDLModel(MultiDistributionModel):
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
                  feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", use_priors=True,
                  **kwargs):
+        check_model_sizes(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, attn_heads=attn_heads,
+                          init_ffn_layers=init_ffn_layers,
+                          **{k: v for k, v in (("embedding_dim", embedding_dim), ("feature_tokens", feature_tokens),
+                                               ("domain_ffn_multiplier", domain_ffn_multiplier)) if v is not None})
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier,

@@ -20,3 +20,9 @@ class OnboardConfig:
     dense_lr: float = 1e-3
     sparse_lr: float = 0.05
     seed: int = 0
+
+    def __post_init__(self):  # a bad rate stops the onboarding before the base model and the data are loaded
+        from mdl_tf.training.settings import check_model_sizes, check_optimizer_settings
+
+        check_optimizer_settings(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr)
+        check_model_sizes(epochs=self.epochs, batch_size=self.batch_size)

@@ -19,11 +19,11 @@ from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, l
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
 from mdl_tf.export import export_saved_model
 from mdl_tf.models import build_model
-from mdl_tf.models.base import (DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEFAULT_SPARSE_LR,
-                                check_optimizer_settings)
+from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEFAULT_SPARSE_LR
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training import diagnostics, distribute
 from mdl_tf.training.data import make_dataset, transformed_arrays
+from mdl_tf.training.settings import check_optimizer_settings
 from mdl_tf.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ class TrainConfig:
 
     def __post_init__(self):
         # Checked here, not only at compile: a bad rate stops the run before the data is read and the model built.
-        check_optimizer_settings(**{k: v for k, v in self.compile_args().items() if k != "jit_compile"})
+        check_optimizer_settings(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr,
+                                 sparse_accumulator=self.sparse_accumulator, oov_rate=self.oov_rate,
+                                 weight_decay=self.weight_decay, warmup_steps=self.warmup_steps)
 
     def compile_args(self) -> dict:
         """The keyword arguments of MultiDistributionModel.compile this configuration sets (both trainers use it)."""

@@ -33,6 +33,7 @@ from tfx_bsl.public import tfxio
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import is_hashed_owner, table_sizes
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.export import export_saved_model, read_metadata
 from mdl_tf.models import build_model
 from mdl_tf.serving.examples import rows_to_examples
@@ -74,7 +75,10 @@ def train_config_from(custom_config: dict) -> TrainConfig:
     unknown = sorted(set(given) - known)
     if unknown:
         raise ValueError(f"custom_config.train has unknown key(s) {unknown}; known: {sorted(known)}")
-    return TrainConfig(model=custom_config.get("model", "mdl"), **given)
+    try:
+        return TrainConfig(model=custom_config.get("model", "mdl"), **given)
+    except InvalidSetting as e:
+        raise InvalidSetting(e.setting, f"custom_config.train.{e.setting}: {e}") from e
 
 
 def split_labels(batch: dict):

@@ -15,6 +15,7 @@ from mdl_tf.data.transform import SCENARIO_MASK
 from mdl_tf.layers import RankMixerBlock
 from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
+from mdl_tf.training.settings import check_model_sizes
 
 BACKBONE_DEFAULTS = dict(d_model=64, num_layers=2, ffn_multiplier=4, hidden=64, tokenizer="group",
                          seq_encoder="din", scenario_dim=16, embedding_dim=None)
@@ -33,6 +34,9 @@ class BackboneModel(MultiDistributionModel):
     def __init__(self, feature_config, vocab_sizes, d_model=64, num_layers=2, ffn_multiplier=4, hidden=64,
                  tokenizer="group", seq_encoder="din", scenario_dim=16, embedding_dim=None, **kwargs):
         extra = {k: kwargs.pop(k) for k in list(kwargs) if k in self.extra_hparams()}
+        check_model_sizes(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, hidden=hidden,
+                          scenario_dim=scenario_dim, **({} if embedding_dim is None else {"embedding_dim": embedding_dim}),
+                          **{k: v for k, v in extra.items() if isinstance(self.extra_hparams()[k], int)})
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, hidden=hidden,
