@@ -208,6 +208,9 @@ def cmd_train(args) -> None:
 
     hparams = _hparams(args)
     try:
+        from mdl_tf.models import check_hparam_names
+
+        check_hparam_names(args.model, hparams)  # before the data is read; values are checked when the model is built
         metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), hparams)
     except Exception as error:  # noqa: BLE001  (Keras re-raises what a layer's build raised: look down the chain)
         e = _user_error(error, (InvalidSetting,))

@@ -131,6 +131,10 @@ def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsy
     assert error_of("--hparam", "attn_headz=2").startswith(
         "mdl-tf: error: --hparam attn_headz=2: mdl has no hyperparameter attn_headz (did you mean attn_heads?); its "
         "hyperparameters are ")
+    # A name is refused before the data is read (here there is none).
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--hparam", "rnak=2",
+                 "--model", "dffm"]) == 2
+    assert "--hparam rnak=2: dffm has no hyperparameter rnak (did you mean rank?)" in capsys.readouterr().err
     assert error_of("--hparam", "d_model=18") == (
         "mdl-tf: error: --hparam d_model=18: d_model=18 must be divisible by N_f=4 (the feature tokens of "
         "'synthetic'); TokenMixing splits every token into N_f slices")

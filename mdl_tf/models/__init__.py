@@ -39,6 +39,19 @@ def hparam_names(name: str) -> set:
     return flags | set(extra() if extra else ())
 
 
+def check_hparam_names(name: str, hparams: dict) -> None:
+    """Raise InvalidSetting (naming the first unknown one, the closest known name and all of them) when `hparams` holds
+    a name model `name` does not take. Keras' own words for it, from the constructor, would be "('Keyword argument not
+    understood:', 'x')"."""
+    unknown = sorted(set(hparams) - hparam_names(name))
+    if unknown:
+        known = sorted(hparam_names(name))
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise InvalidSetting(unknown[0], f"{name} has no hyperparameter {', '.join(unknown)}"
+                             + (f" (did you mean {close[0]}?)" if close else "")
+                             + f"; its hyperparameters are {', '.join(known)}")
+
+
 def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "float32",
                 **hparams) -> MultiDistributionModel:
     """Build (and create the weights of) a registered model under the given dtype policy.
@@ -50,13 +63,7 @@ def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "
         raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    unknown = sorted(set(hparams) - hparam_names(name))
-    if unknown:  # before the constructor: Keras' own words for it are "('Keyword argument not understood:', 'x')"
-        known = sorted(hparam_names(name))
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        raise InvalidSetting(unknown[0], f"{name} has no hyperparameter {', '.join(unknown)}"
-                             + (f" (did you mean {close[0]}?)" if close else "")
-                             + f"; its hyperparameters are {', '.join(known)}")
+    check_hparam_names(name, hparams)
     with precision_policy(precision):
         model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
         # Create every weight now, under the same policy as the layers.
@@ -64,4 +71,4 @@ def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "
 
 
 __all__ = ["MDLModel", "MDL_DEFAULTS", "MultiDistributionModel", "REGISTRY", "available_models", "build_model",
-           "constructor_params", "hparam_names"]
+           "check_hparam_names", "constructor_params", "hparam_names"]
