@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -202,17 +203,16 @@ def cmd_cluster_server(args) -> None:
     os._exit(code)  # the in-process gRPC server has no clean stop; the task is over either way
 
 
-def cmd_train(args) -> None:
+@contextlib.contextmanager
+def naming_hparam_flags(args, hparams: dict):
+    """Turn a refused hyperparameter (an InvalidSetting anywhere in the raised chain, since Keras re-raises what a
+    layer's build raised, for a key of `hparams`) into a CLIError naming the flag that gave it: `--hparam NAME=VALUE`,
+    `--d-model N` or `--layers N`. Anything else propagates unchanged."""
     from mdl_tf.errors import InvalidSetting
-    from mdl_tf.training.trainer import train
 
-    hparams = _hparams(args)
     try:
-        from mdl_tf.models import check_hparam_names
-
-        check_hparam_names(args.model, hparams)  # before the data is read; values are checked when the model is built
-        metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), hparams)
-    except Exception as error:  # noqa: BLE001  (Keras re-raises what a layer's build raised: look down the chain)
+        yield
+    except Exception as error:  # noqa: BLE001  (re-raised unless it is a refused hyperparameter)
         e = _user_error(error, (InvalidSetting,))
         if e is None or e.setting not in hparams:
             raise
@@ -220,6 +220,17 @@ def cmd_train(args) -> None:
         own = {"d_model": ("--d-model", args.d_model), "num_layers": ("--layers", args.layers)}.get(e.setting)
         flag = f"{own[0]} {value}" if own and own[1] else f"--hparam {e.setting}={json.dumps(value)}"
         raise CLIError(f"{flag}: {e}") from e
+
+
+def cmd_train(args) -> None:
+    from mdl_tf.training.trainer import train
+
+    hparams = _hparams(args)
+    with naming_hparam_flags(args, hparams):
+        from mdl_tf.models import check_hparam_names
+
+        check_hparam_names(args.model, hparams)  # before the data is read; values are checked when the model is built
+        metrics = train(args.data, args.schema or args.data, args.out, _train_config(args), hparams)
     if metrics.get("role") == "worker":
         print(f"worker finished training in {metrics['train_seconds']} s; the chief writes {args.out}")
         return

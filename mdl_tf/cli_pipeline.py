@@ -59,36 +59,44 @@ def check_onboarding_args(args) -> None:
 
 
 def cmd_pipeline_run(args) -> dict:
-    from mdl_tf.cli import _hparams, _print
+    from mdl_tf.cli import _hparams, _print, naming_hparam_flags
     from tfx_pipeline import local_runner
 
     check_onboarding_args(args)
     print_component_progress()
-    summary = local_runner.run(
-        args.data, args.schema or args.data, args.root, model=args.model, serving_root=args.serving_root,
-        model_name=args.model_name, hparams=_hparams(args), train=pipeline_train_dict(args),
-        train_steps=args.train_steps, eval_steps=args.eval_steps, workers=args.workers,
-        beam_args_file=args.beam_args, fail_on_anomalies=args.fail_on_anomalies, auc_floor=args.auc_floor,
-        max_auc_drop=args.max_auc_drop, input_format=args.input_format, enable_cache=not args.no_cache,
-        pipeline_name=args.name, warm_start=args.warm_start, add_scenario=args.add_scenario)
+    hparams = _hparams(args)
+    with naming_hparam_flags(args, hparams):
+        summary = _run(local_runner, args, hparams)
     _print(summary)
     return summary
 
 
+def _run(local_runner, args, hparams: dict) -> dict:
+    return local_runner.run(
+        args.data, args.schema or args.data, args.root, model=args.model, serving_root=args.serving_root,
+        model_name=args.model_name, hparams=hparams, train=pipeline_train_dict(args),
+        train_steps=args.train_steps, eval_steps=args.eval_steps, workers=args.workers,
+        beam_args_file=args.beam_args, fail_on_anomalies=args.fail_on_anomalies, auc_floor=args.auc_floor,
+        max_auc_drop=args.max_auc_drop, input_format=args.input_format, enable_cache=not args.no_cache,
+        pipeline_name=args.name, warm_start=args.warm_start, add_scenario=args.add_scenario)
+
+
 def cmd_pipeline_compile(args) -> None:
-    from mdl_tf.cli import _hparams
+    from mdl_tf.cli import _hparams, naming_hparam_flags
     from tfx_pipeline.kubeflow_v2_runner import compile_pipeline
     from tfx_pipeline.local_runner import load_profile
 
     check_onboarding_args(args)
     extra = load_profile(args.beam_args) if args.beam_args else None  # the cluster's runner, never the local flags
-    spec = compile_pipeline(image=args.image, out=args.out, data_root=args.data, schema_dir=args.schema,
-                            schema_uri=args.schema_uri, pipeline_root=args.root, serving_root=args.serving_root,
-                            model=args.model, model_name=args.model_name, hparams=_hparams(args),
-                            train=pipeline_train_dict(args), train_steps=args.train_steps,
-                            beam_pipeline_args=extra, fail_on_anomalies=args.fail_on_anomalies,
-                            pipeline_name=args.name, warm_start=args.warm_start,
-                            add_scenario=args.add_scenario)
+    hparams = _hparams(args)
+    with naming_hparam_flags(args, hparams):
+        spec = compile_pipeline(image=args.image, out=args.out, data_root=args.data, schema_dir=args.schema,
+                                schema_uri=args.schema_uri, pipeline_root=args.root, serving_root=args.serving_root,
+                                model=args.model, model_name=args.model_name, hparams=hparams,
+                                train=pipeline_train_dict(args), train_steps=args.train_steps,
+                                beam_pipeline_args=extra, fail_on_anomalies=args.fail_on_anomalies,
+                                pipeline_name=args.name, warm_start=args.warm_start,
+                                add_scenario=args.add_scenario)
     tasks = sorted(spec["pipelineSpec"]["root"]["dag"]["tasks"])
     print(f"wrote {args.out}: pipeline '{spec['pipelineSpec']['pipelineInfo']['name']}', {len(tasks)} tasks: "
           f"{', '.join(tasks)}")

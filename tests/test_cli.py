@@ -48,6 +48,7 @@ def test_train_config_refuses_settings_compile_would_refuse():
     import pytest
 
     from mdl_tf.errors import InvalidSetting, UserError
+    from mdl_tf.training.settings import check_optimizer_settings
     from mdl_tf.training.trainer import TrainConfig
 
     for bad, message in (({"dense_lr": -1e-3}, "dense_lr must be > 0, got -0.001"),
@@ -68,6 +69,16 @@ def test_train_config_refuses_settings_compile_would_refuse():
     for huge in (10 ** 400, "0.001"):  # an int beyond the float range, text: refused by the rule, never a traceback
         with pytest.raises(InvalidSetting, match="dense_lr must be a finite number"):
             TrainConfig(dense_lr=huge)
+    schedule = lambda step: 1e-3  # noqa: E731  (what a Keras LearningRateSchedule is to the rule: a callable)
+    with pytest.raises(InvalidSetting, match="dense_lr must be a finite number"):  # a configuration stays JSON
+        TrainConfig(dense_lr=schedule)
+    check_optimizer_settings(dense_lr=schedule, allow_schedules=True)  # compile takes it ...
+    with pytest.raises(InvalidSetting, match="build the warm-up into the schedule"):  # ... but not with a warm-up
+        check_optimizer_settings(dense_lr=schedule, warmup_steps=10, allow_schedules=True)
+    for bad, message in (({"epochs": 0}, "epochs must be a whole number >= 1, got 0"),
+                         ({"batch_size": 2 ** 40}, "batch_size must be at most 2147483647")):
+        with pytest.raises(InvalidSetting, match=message):
+            TrainConfig(**bad)
     error = pickle.loads(pickle.dumps(InvalidSetting("dense_lr", "dense_lr must be > 0, got 0")))
     assert (error.setting, str(error)) == ("dense_lr", "dense_lr must be > 0, got 0")
 

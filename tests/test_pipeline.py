@@ -251,12 +251,29 @@ def test_committed_kubeflow_example_is_a_complete_pipeline():
     assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(spec["root"]["dag"]["tasks"])
 
 
-def test_trainer_custom_config_settings_are_checked_where_they_are_written():
+def test_trainer_settings_are_refused_before_any_component_runs(tmp_path, capsys):
+    """What the Trainer would refuse (a hyperparameter name, a training setting) stops `pipeline run` before its data
+    is read and `pipeline compile` before a spec is written, naming the flag; `custom_config.train` names its key."""
     from mdl_tf.errors import InvalidSetting
 
     assert train_config_from({"model": "mmoe", "train": {"dense_lr": 2e-3}}).dense_lr == 2e-3
     with pytest.raises(InvalidSetting, match=r"^custom_config\.train\.warmup_steps: warmup_steps must be >= 0"):
         train_config_from({"train": {"warmup_steps": -5}})
+    with pytest.raises(InvalidSetting, match=r"custom_config\.train has unknown key\(s\) \['dense_rate'\]"):
+        train_config_from({"train": {"dense_rate": 1e-3}})
+    out = tmp_path / "pipeline.json"
+    assert main(["pipeline", "compile", "--image", "registry.example/mdl-tf:0.1", "--out", str(out), "--schema",
+                 SCHEMA, "--data", "gs://b/d", "--root", "gs://b/r", "--serving-root", "gs://b/s", "--hparam",
+                 "attn_headz=2"]) == 2
+    assert "mdl-tf: error: --hparam attn_headz=2: mdl has no hyperparameter attn_headz (did you mean attn_heads?)" \
+        in capsys.readouterr().err
+    assert not out.exists()
+    root = tmp_path / "root"
+    assert main(["pipeline", "run", "--data", str(tmp_path / "no_data"), "--schema", SCHEMA, "--root", str(root),
+                 "--model", "mmoe", "--hparam", "num_expert=2"]) == 2  # refused before the (missing) data is read
+    assert "--hparam num_expert=2: mmoe has no hyperparameter num_expert (did you mean num_experts?)" in \
+        capsys.readouterr().err
+    assert not (root / "pipeline").exists()
 
 
 def test_kubeflow_names_must_be_hyphenated(tmp_path):

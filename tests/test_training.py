@@ -146,6 +146,13 @@ def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsy
     assert error_of("--hparam", "d_model=4", "--hparam", "attn_heads=1", "--hparam",
                     "scenario_interaction=\"mixer\"").startswith(
         "mdl-tf: error: --hparam d_model=4: 8 tokens cannot be mixed at d_model=4")
+    assert error_of("--hparam", 'tokenizer="x"').startswith(
+        "mdl-tf: error: --hparam tokenizer=\"x\": tokenizer must be one of ")
+    assert error_of("--hparam", 'important_features={"task": ["nope"]}').startswith(
+        "mdl-tf: error: --hparam important_features={\"task\": [\"nope\"]}: important_features['task']: ['nope'] "
+        "not in feature config")
+    assert error_of("--hparam", "dropout=1.5") == (
+        "mdl-tf: error: --hparam dropout=1.5: dropout must be in [0, 1), got 1.5")
     assert not (tmp_path / "o" / "saved_model").exists()
 
     def broken(*args, **kwargs):

@@ -28,6 +28,9 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
     pipeline reads schema.pbtxt at run time (default: the same directory under /app inside the image)."""
     from tfx import v1 as tfx
 
+    from tfx_pipeline.models.model import check_trainer_settings
+
+    check_trainer_settings(model, hparams, train)  # a spec that would fail on the cluster is never written
     cfg = cfgmod.load(schema_dir)
     schema_uri = schema_uri or f"/app/schemas/{Path(schema_dir).name}/schema.pbtxt"
     pipeline = create_pipeline(

@@ -118,6 +118,9 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
 
     if model not in available_models():
         raise cfgmod.ConfigError(f"--model {model!r} is not a registered model; available: {available_models()}")
+    from tfx_pipeline.models.model import check_trainer_settings
+
+    check_trainer_settings(model, hparams, train)
     cfg = cfgmod.load(schema)
     root = Path(root).resolve()
     serving_root = Path(serving_root).resolve() if serving_root else root / "serving"

@@ -212,8 +212,8 @@ def _table_md(table: dict, title: str) -> list:
     for m, r in rows.items():
         if r.get("attention_entropy"):
             lines += ["", f"{m}: the domain tokens' attention over the feature tokens after training (entropy on 2,048 "
-                      "eval rows, nats, mean over heads and rows ± std over seeds; an attention that selects nothing reads "
-                      f"ln N_f = {r['attention_entropy'][0]['uniform']:.3f}): " + "; ".join(
+                      "eval rows, nats, mean over heads and rows ± std over seeds; an attention that selects nothing "
+                      f"reads ln N_f = {r['attention_entropy'][0]['uniform']:.3f}): " + "; ".join(
                           f"layer {e['layer']} " + ", ".join(f"{k} {_f(e[k], 3)}" for k in ("scenario", "task")
                                                              if k in e)
                           for e in r["attention_entropy"]) + "."]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers.per_token import PerTokenDense
 
 
@@ -33,7 +34,7 @@ class DomainAwareAttention(tf.keras.layers.Layer):
 
         d = self.d_model
         if d % self.num_heads:
-            raise ValueError(f"attention: width {d} is not divisible by attn_heads={self.num_heads}")
+            raise InvalidSetting("attn_heads", f"attn_heads={self.num_heads} must divide the attention width {d}")
         self.head_dim = d // self.num_heads
         self.query = PerTokenDense(d, use_bias=self.use_bias, name="query")
         if self.project_kv:

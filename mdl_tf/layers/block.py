@@ -61,7 +61,7 @@ class MDLBlock(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         for name, value in (("scenario_interaction", scenario_interaction), ("task_interaction", task_interaction)):
             if value not in INTERACTIONS:
-                raise ValueError(f"{name} must be one of {INTERACTIONS}, got {value!r}")
+                raise InvalidSetting(name, f"{name} must be one of {INTERACTIONS}, got {value!r}")
         if not (scenario_path or task_path):
             raise ValueError("an MDL block needs scenario tokens or task tokens (both ablated)")
         self.task_path = bool(task_path)
@@ -70,9 +70,9 @@ class MDLBlock(tf.keras.layers.Layer):
         self.scenario_interaction = scenario_interaction if scenario_path else "attention"
         self.task_interaction = task_interaction if task_path else "attention"
         if kv_source not in KV_SOURCES:
-            raise ValueError(f"kv_source must be one of {KV_SOURCES}, got {kv_source!r}")
+            raise InvalidSetting("kv_source", f"kv_source must be one of {KV_SOURCES}, got {kv_source!r}")
         if fuse_state not in FUSE_STATES:
-            raise ValueError(f"fuse_state must be one of {FUSE_STATES}, got {fuse_state!r}")
+            raise InvalidSetting("fuse_state", f"fuse_state must be one of {FUSE_STATES}, got {fuse_state!r}")
         self.num_feature_tokens, self.d_model = int(num_feature_tokens), int(d_model)
         self.ffn_multiplier, self.feature_block = int(ffn_multiplier), feature_block
         self.attn_heads, self.attn_bias, self.attn_out_proj = int(attn_heads), bool(attn_bias), bool(attn_out_proj)
@@ -108,17 +108,18 @@ class MDLBlock(tf.keras.layers.Layer):
                            if self.domain_ffn_prenorm and self.ffn_s is not None else None)
         self.ffn_norm_t = (tf.keras.layers.LayerNormalization(**norm, name="task_ffn_norm")
                            if self.domain_ffn_prenorm and self.ffn_t is not None else None)
-
-    def build(self, input_shape):
-        # Only the "mixer" ablations need build-time sizes: how many learnable padding tokens to append.
+        # Only the "mixer" ablations pad: learnable tokens appended so TokenMixing's count divides d. Counted here, not
+        # in build, so an impossible width is refused when the model is constructed.
         n_mixed = self.num_feature_tokens
         if self.scenario_path and self.scenario_interaction == "mixer":
             n_mixed += self._num_scenario_tokens
         if self.task_path and self.task_interaction == "mixer":
             n_mixed += self._num_task_tokens
-        pads = mixer_token_count(n_mixed, self.d_model) - n_mixed if n_mixed > self.num_feature_tokens else 0
-        self.padding_tokens = (self.add_weight("padding_tokens", shape=(pads, self.d_model), initializer="zeros")
-                               if pads else None)
+        self._pads = mixer_token_count(n_mixed, self.d_model) - n_mixed if n_mixed > self.num_feature_tokens else 0
+
+    def build(self, input_shape):
+        self.padding_tokens = (self.add_weight("padding_tokens", shape=(self._pads, self.d_model), initializer="zeros")
+                               if self._pads else None)
         super().build(input_shape)
 
     def _mix(self, feature_tokens, scenario_tokens, task_tokens):

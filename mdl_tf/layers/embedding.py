@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mdl_tf.errors import InvalidSetting
+
 SEQ_ENCODERS = ("din", "mean")
 
 
@@ -41,7 +43,7 @@ class TargetAttentionPooling(tf.keras.layers.Layer):
     def __init__(self, mode: str = "din", hidden_units: int = 32, **kwargs):
         super().__init__(**kwargs)
         if mode not in SEQ_ENCODERS:
-            raise ValueError(f"seq_encoder must be one of {SEQ_ENCODERS}, got {mode!r}")
+            raise InvalidSetting("seq_encoder", f"seq_encoder must be one of {SEQ_ENCODERS}, got {mode!r}")
         self.mode = mode
         self.hidden_units = int(hidden_units)
 

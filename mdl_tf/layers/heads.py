@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
 HEADS = ("linear", "mlp")
@@ -24,9 +25,9 @@ class TaskHeads(tf.keras.layers.Layer):
     def __init__(self, kind: str = "linear", init: str = "zeros", **kwargs):
         super().__init__(**kwargs)
         if kind not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
+            raise InvalidSetting("head", f"head must be one of {HEADS}, got {kind!r}")
         if init not in HEAD_INITS:
-            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {init!r}")
+            raise InvalidSetting("head_init", f"head_init must be one of {HEAD_INITS}, got {init!r}")
         self.kind = kind
         self.init = init
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers.per_token import PerTokenFFN
 
 FEATURE_BLOCKS = ("rankmixer", "eq6_literal")
@@ -45,7 +46,7 @@ class RankMixerBlock(tf.keras.layers.Layer):
     def __init__(self, ffn_multiplier: int = 4, variant: str = "rankmixer", epsilon: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         if variant not in FEATURE_BLOCKS:
-            raise ValueError(f"feature_block must be one of {FEATURE_BLOCKS}, got {variant!r}")
+            raise InvalidSetting("feature_block", f"feature_block must be one of {FEATURE_BLOCKS}, got {variant!r}")
         self.ffn_multiplier = int(ffn_multiplier)
         self.variant = variant
         self.epsilon = epsilon

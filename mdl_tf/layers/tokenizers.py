@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import PAD_ID
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers.embedding import SparseEmbedding, TargetAttentionPooling, masked_mean
 from mdl_tf.layers.per_token import PerTokenDense, PerTokenFFN
 
@@ -107,10 +108,11 @@ class FeatureTokenizer(tf.keras.layers.Layer):
                  num_tokens: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if mode not in TOKENIZERS:
-            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {mode!r}")
+            raise InvalidSetting("tokenizer", f"tokenizer must be one of {TOKENIZERS}, got {mode!r}")
         if num_tokens is not None and (mode != "slice" or int(num_tokens) < 1):
-            raise ValueError(f"feature_tokens={num_tokens!r} needs tokenizer='slice' and a count >= 1; with "
-                             f"tokenizer={mode!r} the feature tokens are the schema's token_groups (or features)")
+            raise InvalidSetting("feature_tokens", f"feature_tokens={num_tokens!r} needs tokenizer='slice' and a count "
+                                                   f">= 1; with tokenizer={mode!r} the feature tokens are the schema's "
+                                                   f"token_groups (or features)")
         self.feature_config = _config_dict(feature_config)
         self.cfg = _config(feature_config)
         self.d_model = int(d_model)
@@ -177,9 +179,9 @@ class DomainTokenizer(tf.keras.layers.Layer):
                  imp_tables: str = "own", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if imp_tables not in IMP_TABLES:
-            raise ValueError(f"imp_tables must be one of {IMP_TABLES}, got {imp_tables!r}")
+            raise InvalidSetting("imp_tables", f"imp_tables must be one of {IMP_TABLES}, got {imp_tables!r}")
         if global_input not in GLOBAL_INPUTS:
-            raise ValueError(f"global_input must be one of {GLOBAL_INPUTS}, got {global_input!r}")
+            raise InvalidSetting("global_input", f"global_input must be one of {GLOBAL_INPUTS}, got {global_input!r}")
         if not important_vocab_sizes:
             raise ValueError("DomainTokenizer needs at least one important feature; domain tokens must be "
                              "sample-dependent (MDL_SPEC §3)")

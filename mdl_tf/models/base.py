@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -147,11 +146,12 @@ class MultiDistributionModel(tf.keras.Model):
             if isinstance(task_weights, dict):
                 unknown = set(task_weights) - set(self.task_names)
                 if unknown:
-                    raise ValueError(f"task_weights names unknown task(s) {sorted(unknown)}; tasks are "
-                                     f"{self.task_names}")
+                    raise InvalidSetting("task_weights", f"task_weights names unknown task(s) {sorted(unknown)}; "
+                                                         f"tasks are {self.task_names}")
                 task_weights = [float(task_weights.get(t, 1.0)) for t in self.task_names]
             if len(task_weights) != len(self.task_names):
-                raise ValueError(f"task_weights has {len(task_weights)} entries for {len(self.task_names)} tasks")
+                raise InvalidSetting("task_weights", f"task_weights has {len(task_weights)} entries for "
+                                                     f"{len(self.task_names)} tasks")
         self.task_weights = task_weights
         self.loss_norm = loss_norm
         self._loss_scale = None
@@ -245,7 +245,8 @@ class MultiDistributionModel(tf.keras.Model):
 
         Raises InvalidSetting (a ValueError) for a value out of range (`check_optimizer_settings`)."""
         check_optimizer_settings(dense_lr=dense_lr, sparse_lr=sparse_lr, sparse_accumulator=sparse_accumulator,
-                                 oov_rate=oov_rate, weight_decay=weight_decay, warmup_steps=warmup_steps)
+                                 oov_rate=oov_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                                 allow_schedules=True)
         if weight_decay and dense_optimizer is not None:
             raise ValueError("weight_decay configures the built-in RMSprop; with your own dense_optimizer set the "
                              "decay on that optimizer instead")

@@ -8,6 +8,7 @@ import copy
 import tensorflow as tf
 
 from mdl_tf.data.transform import SCENARIO_MASK
+from mdl_tf.errors import InvalidSetting
 from mdl_tf.layers import DomainTokenizer, MDLBlock, ScenarioTowers, TaskHeads
 from mdl_tf.layers.per_token import PerTokenFFN
 from mdl_tf.models.base import MultiDistributionModel
@@ -67,8 +68,11 @@ class MDLModel(MultiDistributionModel):
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
                  feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", use_priors=True,
                  **kwargs):
+        if init_ffn_layers not in (1, 2):
+            raise InvalidSetting("init_ffn_layers", f"init_ffn_layers must be 1 or 2, got {init_ffn_layers!r}")
+        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0):
+            raise InvalidSetting("dropout", f"dropout must be in [0, 1), got {dropout!r}")
         check_model_sizes(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, attn_heads=attn_heads,
-                          init_ffn_layers=init_ffn_layers,
                           **{k: v for k, v in (("embedding_dim", embedding_dim), ("feature_tokens", feature_tokens),
                                                ("domain_ffn_multiplier", domain_ffn_multiplier)) if v is not None})
         super().__init__(feature_config, vocab_sizes, **kwargs)
@@ -88,16 +92,17 @@ class MDLModel(MultiDistributionModel):
                             important_features=copy.deepcopy(important_features), feature_tokens=feature_tokens,
                             domain_ffn_prenorm=domain_ffn_prenorm, head_input=head_input, use_priors=use_priors)
         if head_input not in HEAD_INPUTS:
-            raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+            raise InvalidSetting("head_input", f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
         if head_input != "task_token" and not use_task_tokens:
-            raise ValueError(f"head_input={head_input!r} widens the task heads' input; without task tokens "
-                             f"(use_task_tokens=False) the task towers already read the mean feature token")
+            raise InvalidSetting("head_input", f"head_input={head_input!r} widens the task heads' input; without "
+                                               f"task tokens (use_task_tokens=False) the task towers already read the "
+                                               f"mean feature token")
         self.head_input = head_input
         self.use_scenario_tokens = bool(use_scenario_tokens)
         self.use_task_tokens = bool(use_task_tokens)
         if not (self.use_scenario_tokens or self.use_task_tokens):
-            raise ValueError("MDL without scenario tokens and without task tokens is the rankmixer baseline; "
-                             "use --model rankmixer")
+            raise InvalidSetting("use_task_tokens", "MDL without scenario tokens and without task tokens is the "
+                                                    "rankmixer baseline; use --model rankmixer")
         emb_dim = embedding_dim or cfg.embedding_dim
         # Not in the paper, both off by default: the domain tokens' FFN width (tokenizers and blocks) as a multiple
         # of d, and dropout on their hidden units (MDL over-fits MovieLens-1M from epoch 5, FINDINGS).
@@ -203,17 +208,20 @@ def important_choice(cfg, override: dict | None, imp_tables: str) -> dict:
     tokens (MDL_SPEC §3.2). By default the feature config's `important_for`; `override` ({"scenario": [names],
     "task": [names]}, either key optional) replaces a domain's list: a probe of the important-feature choice without
     editing features.yaml. Allowed: categorical features, and multi-hot ones when ê_imp reads the shared (pooled)
-    feature embeddings. Raises ValueError naming the bad key or feature and what is allowed."""
+    feature embeddings. Raises InvalidSetting naming the bad key or feature and what is allowed."""
     out = {d: list(cfg.important_features(d)) for d in ("scenario", "task")}
     if override is None:
         return out
     example = 'e.g. {"task": ["genres", "occupation"]}'
     if not isinstance(override, collections.abc.Mapping):
-        raise ValueError(f"important_features must be a mapping of domain -> feature names ({example}; on the "
-                         f"command line as JSON), got {override!r}")
+        raise InvalidSetting("important_features",
+                             f"important_features must be a mapping of domain -> feature names ({example}; on the "
+                             f"command line as JSON), got {override!r}")
     unknown = sorted(set(override) - set(out))
     if unknown:
-        raise ValueError(f"important_features: unknown domain(s) {unknown}; use 'scenario' and/or 'task' ({example})")
+        raise InvalidSetting("important_features",
+                             f"important_features: unknown domain(s) {unknown}; use 'scenario' and/or 'task' "
+                             f"({example})")
     kinds = ("categorical",) if imp_tables == "own" else ("categorical", "multi_hot")
     allowed = [f.name for f in cfg.features if f.kind in kinds]
     known = {f.name for f in cfg.features}
@@ -221,16 +229,19 @@ def important_choice(cfg, override: dict | None, imp_tables: str) -> dict:
         where = f"important_features[{domain!r}]"
         if (isinstance(names, str) or not isinstance(names, collections.abc.Sequence) or not names
                 or not all(isinstance(n, str) for n in names)):
-            raise ValueError(f"{where} = {names!r}: give a non-empty list of feature names ({example})")
+            raise InvalidSetting("important_features",
+                                 f"{where} = {names!r}: give a non-empty list of feature names ({example})")
         names = list(names)
         if len(set(names)) != len(names):
-            raise ValueError(f"{where} = {names!r}: a feature is listed twice")
+            raise InvalidSetting("important_features", f"{where} = {names!r}: a feature is listed twice")
         missing = [n for n in names if n not in known]
         if missing:
-            raise ValueError(f"{where}: {missing} not in feature config '{cfg.name}'; its features are "
-                             f"{sorted(known)}")
+            raise InvalidSetting("important_features",
+                                 f"{where}: {missing} not in feature config '{cfg.name}'; its features are "
+                                 f"{sorted(known)}")
         if any(n not in allowed for n in names):
-            raise ValueError(f"{where} = {names!r}: features of kind {' or '.join(kinds)} only "
-                             f"(imp_tables={imp_tables!r}): {allowed}")
+            raise InvalidSetting("important_features",
+                                 f"{where} = {names!r}: features of kind {' or '.join(kinds)} only "
+                                 f"(imp_tables={imp_tables!r}): {allowed}")
         out[domain] = [cfg.feature(n) for n in names]
     return out

@@ -23,7 +23,7 @@ from mdl_tf.models.base import DEFAULT_DENSE_LR, DEFAULT_SPARSE_ACCUMULATOR, DEF
 from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.training import diagnostics, distribute
 from mdl_tf.training.data import make_dataset, transformed_arrays
-from mdl_tf.training.settings import check_optimizer_settings
+from mdl_tf.training.settings import check_model_sizes, check_optimizer_settings
 from mdl_tf.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class TrainConfig:
         check_optimizer_settings(dense_lr=self.dense_lr, sparse_lr=self.sparse_lr,
                                  sparse_accumulator=self.sparse_accumulator, oov_rate=self.oov_rate,
                                  weight_decay=self.weight_decay, warmup_steps=self.warmup_steps)
+        steps = {} if self.max_steps_per_epoch is None else {"max_steps_per_epoch": self.max_steps_per_epoch}
+        check_model_sizes(epochs=self.epochs, batch_size=self.batch_size, **steps)
 
     def compile_args(self) -> dict:
         """The keyword arguments of MultiDistributionModel.compile this configuration sets (both trainers use it)."""

@@ -74,11 +74,20 @@ def train_config_from(custom_config: dict) -> TrainConfig:
     given = dict(custom_config.get("train") or {})
     unknown = sorted(set(given) - known)
     if unknown:
-        raise ValueError(f"custom_config.train has unknown key(s) {unknown}; known: {sorted(known)}")
+        raise InvalidSetting(unknown[0], f"custom_config.train has unknown key(s) {unknown}; known: {sorted(known)}")
     try:
         return TrainConfig(model=custom_config.get("model", "mdl"), **given)
     except InvalidSetting as e:
         raise InvalidSetting(e.setting, f"custom_config.train.{e.setting}: {e}") from e
+
+
+def check_trainer_settings(model: str, hparams: dict | None, train: dict | None) -> None:
+    """What the Trainer will refuse, refused when the pipeline is built (`local_runner.run`, `compile_pipeline`),
+    before any component runs: an unknown hyperparameter name, a training setting out of range (InvalidSetting)."""
+    from mdl_tf.models import check_hparam_names
+
+    check_hparam_names(model, hparams or {})
+    train_config_from({"model": model, "train": train or {}})
 
 
 def split_labels(batch: dict):

@@ -30,13 +30,20 @@ class BackboneModel(MultiDistributionModel):
     # Why `mdl-tf bench onboarding --baseline` cannot grow this model by one scenario (route (d): every weight with
     # one scenario axis grows a slice), or None when it can.
     route_d_refusal = None
+    # The model's own counts (`extra_hparams`) whose 0 still builds the model; the others must be >= 1.
+    zero_counts = ()
 
     def __init__(self, feature_config, vocab_sizes, d_model=64, num_layers=2, ffn_multiplier=4, hidden=64,
                  tokenizer="group", seq_encoder="din", scenario_dim=16, embedding_dim=None, **kwargs):
         extra = {k: kwargs.pop(k) for k in list(kwargs) if k in self.extra_hparams()}
         check_model_sizes(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, hidden=hidden,
-                          scenario_dim=scenario_dim, **({} if embedding_dim is None else {"embedding_dim": embedding_dim}),
-                          **{k: v for k, v in extra.items() if isinstance(self.extra_hparams()[k], int)})
+                          scenario_dim=scenario_dim,
+                          **({} if embedding_dim is None else {"embedding_dim": embedding_dim}))
+        # A model's own counts (experts, levels, DFFM's rank) are >= 1 too, but those in `zero_counts`, where 0 is
+        # still the model (PEPNet without tower layers, PLE without shared experts).
+        counts = {k: v for k, v in extra.items() if type(self.extra_hparams()[k]) is int}
+        check_model_sizes(**{k: v for k, v in counts.items() if k not in self.zero_counts})
+        check_model_sizes(minimum=0, **{k: v for k, v in counts.items() if k in self.zero_counts})
         super().__init__(feature_config, vocab_sizes, **kwargs)
         cfg = self.cfg
         self.hparams = dict(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, hidden=hidden,

@@ -55,6 +55,7 @@ class PLEModel(BackboneModel):
     it was (tests/test_baselines.py names it among the weights that never get a gradient)."""
 
     model_name = "ple"
+    zero_counts = ("shared_experts",)
 
     @classmethod
     def extra_hparams(cls):

@@ -14,6 +14,7 @@ class PEPNetModel(BackboneModel):
     e_persona holds the embeddings of the config's important id features (user / item ids)."""
 
     model_name = "pepnet"
+    zero_counts = ("tower_layers",)
 
     @classmethod
     def extra_hparams(cls):
