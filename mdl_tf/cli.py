@@ -207,7 +207,7 @@ def cmd_cluster_server(args) -> None:
 def naming_hparam_flags(args, hparams: dict):
     """Turn a refused hyperparameter (an InvalidSetting anywhere in the raised chain, since Keras re-raises what a
     layer's build raised, for a key of `hparams`) into a CLIError naming the flag that gave it: `--hparam NAME=VALUE`,
-    `--d-model N` or `--layers N`. Anything else propagates unchanged."""
+    `--d-model N`, `--layers N` or `--ablation NAME`. Anything else propagates unchanged."""
     from mdl_tf.errors import InvalidSetting
 
     try:
@@ -218,7 +218,13 @@ def naming_hparam_flags(args, hparams: dict):
             raise
         value = hparams[e.setting]
         own = {"d_model": ("--d-model", args.d_model), "num_layers": ("--layers", args.layers)}.get(e.setting)
-        flag = f"{own[0]} {value}" if own and own[1] else f"--hparam {e.setting}={json.dumps(value)}"
+        given = _key_values(args.hparam, "--hparam", "attn_heads=2")
+        if own and own[1]:
+            flag = f"{own[0]} {value}"
+        elif e.setting not in given and getattr(args, "ablation", None):  # the ablation set it, not the user
+            flag = f"--ablation {args.ablation}"
+        else:
+            flag = f"--hparam {e.setting}={json.dumps(value)}"
         raise CLIError(f"{flag}: {e}") from e
 
 

@@ -46,7 +46,8 @@ def pipeline_train_dict(args) -> dict:
 
 
 def check_onboarding_args(args) -> None:
-    """--add-scenario appends a token to the blessed MDL model: it cannot also warm-start or train another model."""
+    """--add-scenario appends a token to the blessed MDL model: it cannot also warm-start, train another model or
+    change the architecture."""
     from mdl_tf.cli import CLIError
 
     if args.add_scenario is None:
@@ -56,6 +57,11 @@ def check_onboarding_args(args) -> None:
                        "frozen and trains only the new scenario's token)")
     if args.model != "mdl":
         raise CLIError(f"--add-scenario with --model {args.model}: only MDL has scenario tokens to onboard")
+    given = [flag for flag, value in (("--hparam", args.hparam), ("--d-model", args.d_model), ("--layers", args.layers))
+             if value]
+    if given:
+        raise CLIError(f"--add-scenario with {', '.join(given)}: onboarding keeps the blessed model's architecture "
+                       f"(its recorded hyperparameters); drop {', '.join(given)}")
 
 
 def cmd_pipeline_run(args) -> dict:

@@ -151,6 +151,12 @@ def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsy
     assert error_of("--hparam", 'important_features={"task": ["nope"]}').startswith(
         "mdl-tf: error: --hparam important_features={\"task\": [\"nope\"]}: important_features['task']: ['nope'] "
         "not in feature config")
+    assert error_of("--ablation", "no_task_tokens", "--hparam", "use_scenario_tokens=false").startswith(
+        "mdl-tf: error: --ablation no_task_tokens: MDL without scenario tokens and without task tokens")
+    assert error_of("--hparam", 'loss_norm="x"').startswith(
+        "mdl-tf: error: --hparam loss_norm=\"x\": loss_norm must be one of ")
+    assert error_of("--hparam", "task_weights=[1, -1]") == (
+        "mdl-tf: error: --hparam task_weights=[1, -1]: task_weights must be finite numbers >= 0, got -1")
     assert error_of("--hparam", "dropout=1.5") == (
         "mdl-tf: error: --hparam dropout=1.5: dropout must be in [0, 1), got 1.5")
     assert not (tmp_path / "o" / "saved_model").exists()

@@ -30,7 +30,7 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
 
     from tfx_pipeline.models.model import check_trainer_settings
 
-    check_trainer_settings(model, hparams, train)  # a spec that would fail on the cluster is never written
+    check_trainer_settings(model, hparams, train)  # names and training settings: refused before a spec is written
     cfg = cfgmod.load(schema_dir)
     schema_uri = schema_uri or f"/app/schemas/{Path(schema_dir).name}/schema.pbtxt"
     pipeline = create_pipeline(

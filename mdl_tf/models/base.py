@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig, from_dict
 from mdl_tf.errors import InvalidSetting
-from mdl_tf.training.settings import check_optimizer_settings
+from mdl_tf.training.settings import check_optimizer_settings, finite_number
 from mdl_tf.data.transform import FIRST_ID, OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
-from mdl_tf.training.losses import masked_multitask_loss, per_task_bce
+from mdl_tf.training.losses import LOSS_NORMS, masked_multitask_loss, per_task_bce
 
 
 # RMSprop for dense weights. MDL_SPEC §5.2 starts at 1e-2 and falls back to 1e-3 "if attention diverges": at 1e-2
@@ -142,16 +142,26 @@ class MultiDistributionModel(tf.keras.Model):
         self.cfg = from_dict(feature_config, "model config") if isinstance(feature_config, dict) else feature_config
         self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
         self.task_names = self.cfg.task_names
+        if loss_norm not in LOSS_NORMS:
+            raise InvalidSetting("loss_norm", f"loss_norm must be one of {LOSS_NORMS}, got {loss_norm!r}")
         if task_weights is not None:
-            if isinstance(task_weights, dict):
+            if not isinstance(task_weights, collections.abc.Mapping) and (
+                    isinstance(task_weights, str) or not isinstance(task_weights, collections.abc.Sequence)):
+                raise InvalidSetting("task_weights", f"task_weights must be {{task: weight}} or one weight per task "
+                                                     f"{self.task_names}, got {task_weights!r}")
+            if isinstance(task_weights, collections.abc.Mapping):
                 unknown = set(task_weights) - set(self.task_names)
                 if unknown:
                     raise InvalidSetting("task_weights", f"task_weights names unknown task(s) {sorted(unknown)}; "
                                                          f"tasks are {self.task_names}")
-                task_weights = [float(task_weights.get(t, 1.0)) for t in self.task_names]
+                task_weights = [task_weights.get(t, 1.0) for t in self.task_names]
             if len(task_weights) != len(self.task_names):
                 raise InvalidSetting("task_weights", f"task_weights has {len(task_weights)} entries for "
                                                      f"{len(self.task_names)} tasks")
+            bad = [w for w in task_weights if finite_number(w) is None or finite_number(w) < 0]
+            if bad:  # a negative weight would maximise that task's loss without any error
+                raise InvalidSetting("task_weights", f"task_weights must be finite numbers >= 0, got {bad[0]!r}")
+            task_weights = [float(w) for w in task_weights]
         self.task_weights = task_weights
         self.loss_norm = loss_norm
         self._loss_scale = None

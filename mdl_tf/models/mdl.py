@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import numbers
 
 import tensorflow as tf
 
@@ -68,9 +69,9 @@ class MDLModel(MultiDistributionModel):
                  imp_tables="shared", domain_ffn_multiplier=None, dropout=0.0, important_features=None,
                  feature_tokens=None, domain_ffn_prenorm=False, head_input="task_token", use_priors=True,
                  **kwargs):
-        if init_ffn_layers not in (1, 2):
+        if isinstance(init_ffn_layers, bool) or not isinstance(init_ffn_layers, int) or init_ffn_layers not in (1, 2):
             raise InvalidSetting("init_ffn_layers", f"init_ffn_layers must be 1 or 2, got {init_ffn_layers!r}")
-        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0):
+        if not (isinstance(dropout, numbers.Real) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0):
             raise InvalidSetting("dropout", f"dropout must be in [0, 1), got {dropout!r}")
         check_model_sizes(d_model=d_model, num_layers=num_layers, ffn_multiplier=ffn_multiplier, attn_heads=attn_heads,
                           **{k: v for k, v in (("embedding_dim", embedding_dim), ("feature_tokens", feature_tokens),

@@ -13,7 +13,7 @@ from mdl_tf.errors import InvalidSetting, _short
 LARGEST_SIZE = 2 ** 31 - 1  # a width or count beyond int32 is never meant, and TensorFlow's shapes would overflow
 
 
-def _finite(value) -> float | None:
+def finite_number(value) -> float | None:
     """`value` as a finite float (Python and numpy numbers, 0-d arrays, eager tensors), else None (text, bools,
     NaN, infinities, ints beyond the float range)."""
     if isinstance(value, (bool, str, bytes)):
@@ -45,7 +45,7 @@ def check_optimizer_settings(dense_lr=1e-3, sparse_lr=0.05, sparse_accumulator=0
                 raise InvalidSetting("warmup_steps", "warmup_steps ramps a fixed dense_lr; with a learning-rate "
                                                      "schedule build the warm-up into the schedule instead")
             continue
-        number = _finite(value)
+        number = finite_number(value)
         if number is None:
             raise InvalidSetting(name, f"{name} must be a finite number, got {_short(value)}")
         if not ok(number):
