@@ -396,7 +396,8 @@ def test_add_scenario_errors(tmp_path, capsys):
                            (["live", "--warm-start"], "--add-scenario and --warm-start: pick one"),
                            (["live", "--model", "mmoe"], "only MDL has scenario tokens"),
                            (["live", "--d-model", "64", "--hparam", "attn_heads=2"],
-                            "--add-scenario with --hparam, --d-model: onboarding keeps the blessed model's architecture"),
+                            "--add-scenario with --hparam, --d-model: onboarding keeps the blessed model's "
+                            "architecture"),
                            ([" live"], "not a valid scenario name"),
                            (["live|shop"], "without surrounding spaces, '/' or '|'")]:
         assert main([*common, "--add-scenario", *extra]) == 2
