@@ -1,6 +1,7 @@
 """`mdl-tf pipeline run|compile`: the TFX production path from the command line (see tfx_pipeline/)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -46,8 +47,7 @@ def pipeline_train_dict(args) -> dict:
 
 
 def check_onboarding_args(args) -> None:
-    """--add-scenario appends a token to the blessed MDL model: it cannot also warm-start, train another model or
-    change the architecture."""
+    """--add-scenario appends a token to the blessed MDL model: it cannot also warm-start or train another model."""
     from mdl_tf.cli import CLIError
 
     if args.add_scenario is None:
@@ -57,11 +57,6 @@ def check_onboarding_args(args) -> None:
                        "frozen and trains only the new scenario's token)")
     if args.model != "mdl":
         raise CLIError(f"--add-scenario with --model {args.model}: only MDL has scenario tokens to onboard")
-    given = [flag for flag, value in (("--hparam", args.hparam), ("--d-model", args.d_model), ("--layers", args.layers))
-             if value]
-    if given:
-        raise CLIError(f"--add-scenario with {', '.join(given)}: onboarding keeps the blessed model's architecture "
-                       f"(its recorded hyperparameters); drop {', '.join(given)}")
 
 
 def cmd_pipeline_run(args) -> dict:
@@ -71,7 +66,9 @@ def cmd_pipeline_run(args) -> dict:
     check_onboarding_args(args)
     print_component_progress()
     hparams = _hparams(args)
-    with naming_hparam_flags(args, hparams):
+    # Onboarding rebuilds the blessed model from its recorded hyperparameters and ignores these flags: an error in that
+    # rebuild is not theirs to be named for.
+    with contextlib.nullcontext() if args.add_scenario else naming_hparam_flags(args, hparams):
         summary = _run(local_runner, args, hparams)
     _print(summary)
     return summary

@@ -395,9 +395,6 @@ def test_add_scenario_errors(tmp_path, capsys):
     for extra, message in [(["home"], "features.yaml lists 'home' among the existing scenarios"),
                            (["live", "--warm-start"], "--add-scenario and --warm-start: pick one"),
                            (["live", "--model", "mmoe"], "only MDL has scenario tokens"),
-                           (["live", "--d-model", "64", "--hparam", "attn_heads=2"],
-                            "--add-scenario with --hparam, --d-model: onboarding keeps the blessed model's "
-                            "architecture"),
                            ([" live"], "not a valid scenario name"),
                            (["live|shop"], "without surrounding spaces, '/' or '|'")]:
         assert main([*common, "--add-scenario", *extra]) == 2
