@@ -258,7 +258,9 @@ def serve_forever(base_path, model_name: str, host: str = "127.0.0.1", port: int
     try:
         stopped.wait()
     finally:
-        server.stop(grace_seconds).wait()
+        # Bounded: in one CI run on a loaded machine the server did not exit within 60 s of SIGTERM (cause not found;
+        # it passes alone and in every other run). In-flight requests still get `grace_seconds`.
+        server.stop(grace_seconds).wait(grace_seconds + 5)
         manager.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
