@@ -60,43 +60,33 @@ def non_negative_int(text: str) -> int:
     return NON_NEGATIVE_INT(text)
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
+def number_in(low: float, high: float = float("inf"), low_open: bool = False, high_open: bool = True,
+              rule: str = ""):
+    """argparse type: a float between `low` and `high` (each bound open or closed); `rule` is the error's wording
+    of the range, e.g. "must be in [0, 1)"."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"{text} {rule}")
+        return value
+    parse.__name__ = "float"
+    return parse
 
 
-def rate(text: str) -> float:
-    """argparse type: a probability in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
-    return value
+non_negative_float = number_in(0, rule="must be a finite number >= 0")
+positive_float = number_in(0, low_open=True, rule="must be a positive number")
+rate = number_in(0, 1, rule="must be in [0, 1)")  # a probability that may be 0 but never 1
 
 
 def synthetic_drift() -> float:
     from mdl_tf.data.synthetic import DRIFT
 
     return DRIFT
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
 
 
 def port_number(text: str) -> int:

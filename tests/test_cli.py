@@ -1,5 +1,8 @@
+import re
 import subprocess
 import sys
+
+import pytest
 
 from mdl_tf.cli import build_parser
 from mdl_tf.constants import MODEL_NAMES
@@ -96,3 +99,22 @@ def test_oov_rate_flag_is_a_rate(capsys):
 
     assert main(["train", "--data", "d", "--out", "o", "--oov-rate", "1"]) == 2
     assert "--oov-rate: 1 must be in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parse, good, bad, rule", [
+    ("rate", ["0", "0.999"], ["1", "-0.1", "nan", "inf"], "must be in [0, 1)"),
+    ("positive_float", ["1e-9", "3"], ["0", "-1", "nan", "inf"], "must be a positive number"),
+    ("non_negative_float", ["0", "2.5"], ["-1e-9", "nan", "inf"], "must be a finite number >= 0"),
+])
+def test_bounded_number_flags_keep_their_bounds_and_wording(parse, good, bad, rule):
+    import argparse
+
+    from mdl_tf import cli
+
+    parse = getattr(cli, parse)
+    assert [parse(v) for v in good] == [float(v) for v in good]
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"{text} {rule}")):
+            parse(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="'x' is not a number"):
+        parse("x")

@@ -274,6 +274,11 @@ def test_trainer_settings_are_refused_before_any_component_runs(tmp_path, capsys
     assert "--hparam num_expert=2: mmoe has no hyperparameter num_expert (did you mean num_experts?)" in \
         capsys.readouterr().err
     assert not (root / "pipeline").exists()
+    from tfx_pipeline.local_runner import run
+
+    with pytest.raises(InvalidSetting, match="unknown model 'mmoee'; available: ") as caught:
+        run(tmp_path / "no_data", SCHEMA, root, model="mmoee")  # the runner's Python API, without the CLI's choices
+    assert caught.value.setting == "model" and not (root / "pipeline").exists()
 
 
 def test_kubeflow_names_must_be_hyphenated(tmp_path):

@@ -114,13 +114,9 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
     add_scenario: onboard that scenario into the latest blessed MDL model instead of training (create_pipeline)."""
     from tfx import v1 as tfx
 
-    from mdl_tf.models import available_models
-
-    if model not in available_models():
-        raise cfgmod.ConfigError(f"--model {model!r} is not a registered model; available: {available_models()}")
     from tfx_pipeline.models.model import check_trainer_settings
 
-    check_trainer_settings(model, hparams, train)
+    check_trainer_settings(model, hparams, train)  # the model's name too
     cfg = cfgmod.load(schema)
     root = Path(root).resolve()
     serving_root = Path(serving_root).resolve() if serving_root else root / "serving"

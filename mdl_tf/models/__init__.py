@@ -40,9 +40,13 @@ def hparam_names(name: str) -> set:
 
 
 def check_hparam_names(name: str, hparams: dict) -> None:
-    """Raise InvalidSetting (naming the first unknown one, the closest known name and all of them) when `hparams` holds
-    a name model `name` does not take. Keras' own words for it, from the constructor, would be "('Keyword argument not
-    understood:', 'x')"."""
+    """The names of a run's model settings, checked before any data is read (`mdl-tf train`, the pipeline runners)
+    and again by `build_model`. Raises InvalidSetting naming "model" for an unregistered model name, and naming the
+    first unknown hyperparameter (with the closest known name and all of them) when `hparams` holds a name model
+    `name` does not take: Keras' own words for it, from the constructor, would be "('Keyword argument not
+    understood:', 'x')". Values are checked by the model's constructor."""
+    if name not in REGISTRY:
+        raise InvalidSetting("model", f"unknown model '{name}'; available: {', '.join(available_models())}")
     unknown = sorted(set(hparams) - hparam_names(name))
     if unknown:
         known = sorted(hparam_names(name))
@@ -56,14 +60,12 @@ def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "
                 **hparams) -> MultiDistributionModel:
     """Build (and create the weights of) a registered model under the given dtype policy.
 
-    Raises ValueError for an unknown `name` or `precision`, and InvalidSetting (a UserError: the command line prints
-    it in one line) naming the hyperparameter for a name the model does not take (before anything is built) and,
+    Raises ValueError for an unknown `precision`, and InvalidSetting (a ValueError and UserError: the command line
+    prints it in one line) for an unknown `name` or a hyperparameter name the model does not take (before anything is built) and,
     from the constructors, for a width or count below 1 or a value outside its choices (`check_model_sizes`, ...)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model '{name}'; available: {', '.join(available_models())}")
+    check_hparam_names(name, hparams)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    check_hparam_names(name, hparams)
     with precision_policy(precision):
         model = REGISTRY[name](feature_config, vocab_sizes, **hparams)
         # Create every weight now, under the same policy as the layers.

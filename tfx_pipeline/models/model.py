@@ -85,10 +85,8 @@ def check_trainer_settings(model: str, hparams: dict | None, train: dict | None)
     """Part of what the Trainer would refuse, refused when the pipeline is built (`local_runner.run`,
     `compile_pipeline`), before any component runs: an unknown model or hyperparameter name, a training setting out of
     range (InvalidSetting). A hyperparameter's value is checked by the model's constructor, in the Trainer."""
-    from mdl_tf.models import available_models, check_hparam_names
+    from mdl_tf.models import check_hparam_names
 
-    if model not in available_models():
-        raise InvalidSetting("model", f"model {model!r} is not a registered model; available: {available_models()}")
     check_hparam_names(model, hparams or {})
     train_config_from({"model": model, "train": train or {}})
 
