@@ -161,12 +161,13 @@ def synth_batch(synth_dir, synth_cfg):
 
 @pytest.fixture(scope="session")
 def synth_model(synth_dir, tmp_path_factory):
-    """A small MDL trained by `mdl-tf train` on `synth_dir` (1 epoch, d=16); its folder holds saved_model/.
-    Tests that serve it copy saved_model/ into their own TF Serving layout."""
+    """A small MDL trained by `mdl-tf train` on `synth_dir` (1 epoch, d=16, one block: what its readers test, the
+    serving paths, does not depend on the depth, and a block fewer is a quarter less tracing in every graph built
+    from it); its folder holds saved_model/. Tests that serve it copy saved_model/ into their own TF Serving layout."""
     from mdl_tf.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("synth_model")
-    train(synth_dir, synth_dir, out, TrainConfig(epochs=1, batch_size=256, verbose=0), {"d_model": 16})
+    train(synth_dir, synth_dir, out, TrainConfig(epochs=1, batch_size=256, verbose=0), {"d_model": 16, "num_layers": 1})
     return out
 
 
@@ -186,7 +187,9 @@ def fuzz_examples(n: int) -> int:
 
 
 SYNTH_SCHEMA = os.path.join(REPO, "schemas", "synthetic")
-PIPELINE_ARGS = ["--d-model", "16", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
+# One block (any model's num_layers): the pipeline tests check wiring, artifacts and numbers that do not depend on the
+# depth, and every graph the Trainer, the Evaluator and the serving tests build is a quarter smaller.
+PIPELINE_ARGS = ["--d-model", "16", "--layers", "1", "--epochs", "1", "--batch-size", "128", "--auc-floor", "0.5",
                  "--max-auc-drop", "0.2"]
 
 

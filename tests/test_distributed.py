@@ -65,15 +65,20 @@ def wait_all(procs: dict, logs: dict) -> None:
                 proc.wait()
 
 
-def cluster_run(tmp_path, cluster: dict, roles: dict) -> dict:
-    """roles {task 'type:index': argv}; returns the chief's metrics.json."""
+def cluster_start(tmp_path, cluster: dict, roles: dict) -> tuple:
+    """Start one process per task of roles {task 'type:index': argv}; returns (processes, their log files)."""
     procs, logs = {}, {}
     for task, argv in roles.items():
         kind, index = task.split(":")
         logs[task] = tmp_path / f"{kind}{index}.log"
         procs[task] = launch(argv, {"cluster": cluster, "task": {"type": kind, "index": int(index)}},
                              logs[task].open("w"))
-    wait_all(procs, logs)
+    return procs, logs
+
+
+def cluster_run(tmp_path, cluster: dict, roles: dict) -> None:
+    """Run the cluster of `roles` until every process has ended by itself (exit code 0)."""
+    wait_all(*cluster_start(tmp_path, cluster, roles))
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +121,24 @@ def assert_exported(model_dir, metrics: dict) -> None:
 # The cluster tests run alone, after the parallel part of `make test` (tests/conftest.py); the rest run in it.
 @pytest.mark.serial
 @pytest.mark.slow
-def test_multi_worker_mirrored_matches_single_process(dist_data, single_process_auc, tmp_path):
+def test_multi_worker_mirrored_matches_single_process(dist_data, request, tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     roles = {f"worker:{i}": ["train", "--data", str(dist_data), "--out", str(tmp_path / f"out{i}"),
                              "--strategy", "multi_worker_mirrored", *TRAIN] for i in range(2)}
-    cluster_run(tmp_path, cluster, roles)
+    procs, logs = cluster_start(tmp_path, cluster, roles)
+    # The single-process reference (first needed here: this test runs first) trains while the cluster does. Both are
+    # synchronous, so sharing the CPUs changes neither result, only the wall time (the cluster spends much of it in
+    # all-reduces over loopback). The parameter-server tests below, whose async result moves with contention, run
+    # alone.
+    try:
+        single_process_auc = request.getfixturevalue("single_process_auc")
+    except BaseException:  # the reference failed: the cluster's result would compare with nothing
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        raise
+    wait_all(procs, logs)
 
     out1 = tmp_path / "out1"  # worker 1 may write its command log there; only worker 0 (the chief) writes the model
     assert not out1.exists() or [p.name for p in out1.iterdir()] == ["mdl-tf-train.log"]

@@ -118,7 +118,10 @@ def test_earlier_counts_and_sums_see_only_strictly_earlier_training_events():
 
 
 def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
-    splits = movielens1m.add_priors(movielens1m.random_split(frames["random"]))
+    # Every 8th user's ratings (~125,000): the priors are per item and per row's past, so a subset of users keeps every
+    # property checked here, at an eighth of the three passes' pandas time over all 1,000,209 ratings.
+    some_users = frames["random"][frames["random"].user_id.astype(int) % 8 == 0].reset_index(drop=True)
+    splits = movielens1m.add_priors(movielens1m.random_split(some_users))
     cfg = movielens1m.feature_config("random", priors=True)
     assert cfg.name == "movielens1m_priors" and set(cfg.raw_feature_columns) <= set(splits["test"].columns)
     assert cfg.domain_priors("scenario") == [[f"item_click_rate_{g}", f"item_like_rate_{g}"]
@@ -135,7 +138,8 @@ def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
             mean = train[train.age_group == "35plus"].click.mean()
             assert row.item_click_rate_35plus == pytest.approx((group.click.sum() + 20 * mean) / (len(group) + 20))
     # A label reaches only strictly later rows: flip one training row's labels, its own priors (and those of rows at
-    # its timestamp) stay; the next later row of that item moves by 1/(earlier events + 20).
+    # its timestamp) stay, but for the smoothing mean, which the flip moves by 1/(rows of the age group), ~2e-5 here;
+    # the next later row of that item moves by 1/(earlier events + 20), > 0.02 for an item's few-th event.
     raw = {k: v[[c for c in v if not (c.startswith("item_") and c != "item_id")]] for k, v in splits.items()}
     r = train[(train.item_log_count > 1) & (train.item_log_count < 3)].index[0]  # an item's few-th event
     raw["train"] = raw["train"].copy()
@@ -145,7 +149,7 @@ def test_item_priors_are_time_safe_and_shared_by_every_split(frames):
     at_or_before = same_item & (train.ts <= train.ts[r])
     group = f"item_click_rate_{train.age_group[r]}"
     for col in ("item_click_rate", "item_like_rate", group):
-        assert np.allclose(again["train"].loc[at_or_before, col], train.loc[at_or_before, col], atol=1e-5)
+        assert np.allclose(again["train"].loc[at_or_before, col], train.loc[at_or_before, col], atol=1e-4)
     later = train[same_item & (train.ts > train.ts[r]) & (train.age_group == train.age_group[r])].index[0]
     for col in ("item_click_rate", group):
         assert abs(again["train"][col][later] - train[col][later]) > 1e-3

@@ -1,4 +1,6 @@
-"""The TFX pipeline end to end (LocalDagRunner on small synthetic data), its Kubeflow V2 compile, and bad input."""
+"""The TFX pipeline end to end (LocalDagRunner on small synthetic data), its Kubeflow V2 compile, and bad input.
+
+TFX, TFT and TFMA are imported inside the tests: every xdist worker imports this module, one runs it."""
 import json
 import shutil
 from pathlib import Path
@@ -7,18 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
-import tensorflow_transform as tft
 
 from mdl_tf.cli import main
 from mdl_tf.data import synthetic
 from mdl_tf.serving.warmup import WARMUP_FILE, read_warmup_requests
 from tfx_pipeline import artifacts
-from tfx_pipeline.local_runner import beam_args, versioned_schema
 from tests.conftest import REPO
 from tests.conftest import SYNTH_SCHEMA as SCHEMA
 from tests.conftest import run_pipeline as _run
-from tfx_pipeline.models.model import WEIGHTS, build_from_transform, train_config_from
 
 
 def _custom_config(model_uri):
@@ -43,6 +41,8 @@ def test_two_runs_push_two_blessed_versions_and_reuse_the_cache(pipeline_runs):
 
 @pytest.mark.slow
 def test_evaluator_holds_per_scenario_per_task_metrics_against_a_baseline(pipeline_runs):
+    import tensorflow_model_analysis as tfma
+
     _, root, _ = pipeline_runs
     uri = artifacts.latest_evaluation(root)["uri"]
     assert tfma.load_validation_result(uri).validation_ok
@@ -66,6 +66,9 @@ def test_evaluator_holds_per_scenario_per_task_metrics_against_a_baseline(pipeli
 @pytest.mark.slow
 def test_served_predictions_equal_the_trainers_on_raw_examples(pipeline_runs):
     """Pushed serving_default on raw tf.Examples == the Trainer's model on TF Transform's own transform."""
+    import tensorflow_transform as tft
+    from tfx_pipeline.models.model import WEIGHTS, build_from_transform
+
     _, root, _ = pipeline_runs
     pushed = artifacts.pushed_versions(root / "serving", "mdl")[-1]
     model_uri = artifacts.latest(root, "Model")["uri"]
@@ -255,6 +258,7 @@ def test_trainer_settings_are_refused_before_any_component_runs(tmp_path, capsys
     """What the Trainer would refuse (a hyperparameter name, a training setting) stops `pipeline run` before its data
     is read and `pipeline compile` before a spec is written, naming the flag; `custom_config.train` names its key."""
     from mdl_tf.errors import InvalidSetting
+    from tfx_pipeline.models.model import train_config_from
 
     assert train_config_from({"model": "mmoe", "train": {"dense_lr": 2e-3}}).dense_lr == 2e-3
     with pytest.raises(InvalidSetting, match=r"^custom_config\.train\.warmup_steps: warmup_steps must be >= 0"):
@@ -288,6 +292,8 @@ def test_kubeflow_names_must_be_hyphenated(tmp_path):
 
 
 def test_an_edited_schema_is_a_new_import_path(tmp_path):
+    from tfx_pipeline.local_runner import versioned_schema
+
     schema_dir = tmp_path / "schema"
     shutil.copytree(SCHEMA, schema_dir)
     first = versioned_schema(schema_dir, tmp_path / "root")
@@ -299,6 +305,8 @@ def test_an_edited_schema_is_a_new_import_path(tmp_path):
 
 
 def test_beam_profiles(tmp_path):
+    from tfx_pipeline.local_runner import beam_args
+
     assert beam_args(1) == []  # Beam's default in-memory DirectRunner: no flag, so TFX packages nothing for Beam
     assert beam_args(3)[1] == "--direct_num_workers=3"
     f = tmp_path / "flink.yaml"
@@ -343,6 +351,8 @@ def test_shipped_beam_profiles_build_valid_pipeline_options(profile, runner, vie
     """Every shipped profile parses into Beam PipelineOptions with no flag Beam does not know."""
     import yaml
     from apache_beam.options import pipeline_options as po
+
+    from tfx_pipeline.local_runner import beam_args
 
     from tfx_pipeline.local_runner import PROFILES
 
