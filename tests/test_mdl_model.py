@@ -304,7 +304,7 @@ def test_single_scenario_and_single_task_configs_build_train_and_export(tmp_path
     schema = tmp_path / "schema"
     cfgmod.dump(cfgmod.from_dict(raw), schema / "features.yaml")
     metrics = train(synth_dir, schema, tmp_path / "out", TrainConfig(epochs=1, batch_size=256, verbose=0),
-                    dict(d_model=16, ffn_multiplier=2, attn_heads=2))
+                    dict(d_model=16, num_layers=1, ffn_multiplier=2, attn_heads=2))  # configs, not depth, tested
     assert list(metrics["overall"]) == ["click"]
     assert set(metrics["per_scenario"]) == {"home", "unseen"}  # feed/search rows are unseen to this config
     loaded = tf.saved_model.load(str(tmp_path / "out" / "saved_model"))
