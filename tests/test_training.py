@@ -173,7 +173,10 @@ def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsy
 @pytest.mark.slow
 def test_scenario_tokens_help_the_minority_scenarios(tmp_path):
     """MDL_SPEC §11 / issue 3 invariant 6: at a fixed seed, MDL beats the same model without scenario tokens on
-    the minority scenarios (feed 20%, search 10% of traffic), averaged over their scenario x task cells."""
+    the minority scenarios (feed 20%, search 10% of traffic), averaged over their scenario x task cells.
+
+    Only at this seed: over the generator's seeds 0, 1, 2 the margin measured +0.008, +0.016 and -0.012 (and with one
+    block instead of two +0.003, -0.014, -0.002), so the invariant is a property of this dataset, not a guarantee."""
     from mdl_tf.training.trainer import TrainConfig, train
 
     from tests.conftest import without_test_split
