@@ -60,10 +60,10 @@ def non_negative_int(text: str) -> int:
     return NON_NEGATIVE_INT(text)
 
 
-def number_in(low: float, high: float = float("inf"), low_open: bool = False, high_open: bool = True,
-              rule: str = ""):
-    """argparse type: a float between `low` and `high` (each bound open or closed); `rule` is the error's wording
-    of the range, e.g. "must be in [0, 1)"."""
+def number_in(low: float, high: float = float("inf"), *, low_open: bool = False, high_open: bool = True,
+              rule: str):
+    """argparse type: a float between `low` and `high` (each bound open or closed; the default open upper bound at
+    infinity refuses inf); `rule` is the error's wording of the range, e.g. "must be in [0, 1)". NaN is refused."""
     def parse(text: str) -> float:
         try:
             value = float(text)

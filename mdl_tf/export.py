@@ -183,14 +183,15 @@ def rebuild_model(saved_model_dir, meta: dict, build, restore: bool = True):
     benchmarks/results/movielens1m/FINDINGS.md): when the checkpoint lists another number of model variables than
     the model rebuilt with today's defaults (MDL's are all listed under `model/variables/<i>`), it is rebuilt with
     "own". Without this a partial restore (`expect_partial`) would silently leave the ê_imp tables untrained.
-    Raises InvalidSetting naming the metadata file when its hparams no longer build the model."""
+    Raises InvalidSetting naming the metadata file when its model or hparams no longer build."""
     hparams = dict(meta.get("hparams") or {})
     try:
         model = build(hparams)
-    except InvalidSetting as e:  # a key or value this version of the model does not take
+    except InvalidSetting as e:  # a model, key or value this version does not have
         where = join(saved_model_dir, "assets.extra", METADATA_FILE)
-        raise InvalidSetting(e.setting, f"{where}: its hparams cannot rebuild the model with this version of mdl-tf "
-                                        f"({e}); re-export it, or rebuild it with the version that trained it") from e
+        what = "its model is not registered in" if e.setting == "model" else "its hparams cannot rebuild the model with"
+        raise InvalidSetting(e.setting, f"{where}: {what} this version of mdl-tf ({e}); re-export it, or rebuild it "
+                                        f"with the version that trained it") from e
     if (restore and meta.get("model") == "mdl" and "imp_tables" not in hparams
             and _saved_model_variable_count(saved_model_dir) != len(model.variables)):
         hparams = {**hparams, "imp_tables": "own"}

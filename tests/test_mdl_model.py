@@ -576,6 +576,9 @@ def test_a_savedmodel_from_before_full_hparams_is_rebuilt_as_it_was_trained(synt
     with pytest.raises(InvalidSetting, match=rf"^{re.escape(str(path / 'assets.extra' / METADATA_FILE))}: its "
                                              r"hparams cannot rebuild .*mdl has no hyperparameter retired_flag"):
         rebuild_model(path, {**meta, "hparams": {**meta["hparams"], "retired_flag": 1}}, build)
+    # A model this version does not register (what `bench onboarding` rebuilds from meta["model"]): named as such.
+    with pytest.raises(InvalidSetting, match=r"its model is not registered in this version .*unknown model 'old_mdl'"):
+        rebuild_model(path, meta, lambda hp: build_model("old_mdl", synth_cfg, synth_batch[1], **hp))
 
 
 def test_priors_feed_only_their_own_domain_token_and_the_global_one(synth_batch):

@@ -1,6 +1,7 @@
 """The TFX pipeline end to end (LocalDagRunner on small synthetic data), its Kubeflow V2 compile, and bad input.
 
-TFX, TFT and TFMA are imported inside the tests: every xdist worker imports this module, one runs it."""
+TFX and TFMA are imported inside the tests (TFX alone takes seconds): every xdist worker imports this module to
+collect it, and only the one that runs the pipeline group needs them."""
 import json
 import shutil
 from pathlib import Path
@@ -67,6 +68,7 @@ def test_evaluator_holds_per_scenario_per_task_metrics_against_a_baseline(pipeli
 def test_served_predictions_equal_the_trainers_on_raw_examples(pipeline_runs):
     """Pushed serving_default on raw tf.Examples == the Trainer's model on TF Transform's own transform."""
     import tensorflow_transform as tft
+
     from tfx_pipeline.models.model import WEIGHTS, build_from_transform
 
     _, root, _ = pipeline_runs
@@ -278,6 +280,7 @@ def test_trainer_settings_are_refused_before_any_component_runs(tmp_path, capsys
     assert "--hparam num_expert=2: mmoe has no hyperparameter num_expert (did you mean num_experts?)" in \
         capsys.readouterr().err
     assert not (root / "pipeline").exists()
+
     from tfx_pipeline.local_runner import run
 
     with pytest.raises(InvalidSetting, match="unknown model 'mmoee'; available: ") as caught:
@@ -352,9 +355,7 @@ def test_shipped_beam_profiles_build_valid_pipeline_options(profile, runner, vie
     import yaml
     from apache_beam.options import pipeline_options as po
 
-    from tfx_pipeline.local_runner import beam_args
-
-    from tfx_pipeline.local_runner import PROFILES
+    from tfx_pipeline.local_runner import PROFILES, beam_args
 
     path = PROFILES / f"{profile}.yaml"
     args = beam_args(1, path)

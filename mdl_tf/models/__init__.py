@@ -61,8 +61,9 @@ def build_model(name: str, feature_config, vocab_sizes: dict, precision: str = "
     """Build (and create the weights of) a registered model under the given dtype policy.
 
     Raises ValueError for an unknown `precision`, and InvalidSetting (a ValueError and UserError: the command line
-    prints it in one line) for an unknown `name` or a hyperparameter name the model does not take (before anything is built) and,
-    from the constructors, for a width or count below 1 or a value outside its choices (`check_model_sizes`, ...)."""
+    prints it in one line) for an unknown `name` or a hyperparameter name the model does not take (before anything
+    is built) and, from the constructors, for a width or count below 1 or a value outside its choices
+    (`check_model_sizes`, ...)."""
     check_hparam_names(name, hparams)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
