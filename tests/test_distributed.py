@@ -52,6 +52,14 @@ def launch(args, tf_config=None, log=None):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def kill_all(procs: dict) -> None:
+    """Kill (and reap) every process of `procs` still running."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_all(procs: dict, logs: dict) -> None:
     """Every process must end by itself, with 0; on any failure the rest are killed and the logs shown."""
     try:
@@ -59,10 +67,7 @@ def wait_all(procs: dict, logs: dict) -> None:
             rc = proc.wait(timeout=PROCESS_TIMEOUT_S)
             assert rc == 0, f"{name} exited with {rc}:\n{logs[name].read_text()[-3000:]}"
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(procs)
 
 
 def cluster_start(tmp_path, cluster: dict, roles: dict) -> tuple:
@@ -134,9 +139,7 @@ def test_multi_worker_mirrored_matches_single_process(dist_data, request, tmp_pa
     try:
         single_process_auc = request.getfixturevalue("single_process_auc")
     except BaseException:  # the reference failed: the cluster's result would compare with nothing
-        for proc in procs.values():
-            proc.kill()
-            proc.wait()
+        kill_all(procs)
         raise
     wait_all(procs, logs)
 
