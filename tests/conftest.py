@@ -167,7 +167,8 @@ def synth_model(synth_dir, tmp_path_factory):
     from mdl_tf.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("synth_model")
-    train(synth_dir, synth_dir, out, TrainConfig(epochs=1, batch_size=256, verbose=0), {"d_model": 16, "num_layers": 1})
+    train(synth_dir, synth_dir, out, TrainConfig(epochs=1, batch_size=256, verbose=0),
+          {"d_model": 16, "num_layers": 1})
     return out
 
 
