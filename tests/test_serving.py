@@ -216,6 +216,33 @@ def test_serve_cli_answers_and_stops_cleanly_on_sigterm(model_base, rows, synth_
     assert "127.0.0.1" in out and "stopped" in out
 
 
+def test_serve_stops_when_the_signal_lands_on_another_thread(model_base, capsys):
+    """The kernel hands a process' SIGTERM to any thread that does not block it (one of gRPC's or TensorFlow's), and
+    Python runs the handler only in the main thread. Here the signal lands on a helper thread: the server must still
+    stop at once. (A main thread blocked in Event.wait() never noticed: the helper wakes it after 30 s so the test
+    ends either way, and the time taken tells.)"""
+    from mdl_tf.serving.server import serve_forever
+
+    sent, done = [], threading.Event()
+
+    def ready(_port):
+        def from_a_helper_thread():
+            time.sleep(1)  # let the main thread settle into its wait: a signal before that is seen on the way
+            sent.append(time.monotonic())
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+            if not done.wait(30):
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        threading.Thread(target=from_a_helper_thread, daemon=True).start()
+
+    try:
+        serve_forever(model_base, MODEL, port=0, ready=ready)
+    finally:
+        done.set()
+    waited = time.monotonic() - sent[0]
+    assert waited < 10, f"the server stopped {waited:.0f} s after a SIGTERM that landed on another thread"
+    assert capsys.readouterr().out.rstrip().endswith("mdl-tf serve: stopped")
+
+
 @pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
                     reason="no tensorflow_model_server binary on PATH (TF Serving cannot be installed here: no docker "
                            "engine, no Google apt); this contract test runs wherever one is")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -38,6 +38,7 @@ MDL_METADATA_FIELD = "mdl_metadata"  # our extension: assets.extra/mdl_metadata.
 DEFAULT_MAX_BATCH = 8192
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 EXAMPLES_INPUT = "examples"
+SIGNAL_POLL_SECONDS = 0.2  # how soon `serve_forever` notices SIGTERM/SIGINT
 
 
 class RequestError(Exception):
@@ -238,7 +239,10 @@ def make_server(manager: ModelManager, host: str = "127.0.0.1", port: int = 8500
 
 def serve_forever(base_path, model_name: str, host: str = "127.0.0.1", port: int = 8500,
                   poll_seconds: float = 2.0, grace_seconds: float = 5.0, ready=None, **server_kwargs) -> None:
-    """Serve until SIGTERM/SIGINT, then stop taking requests and let in-flight ones finish (`grace_seconds`)."""
+    """Serve until SIGTERM/SIGINT, then stop taking requests and let in-flight ones finish (`grace_seconds`).
+
+    Runs in the main thread (Python installs signal handlers only there). `ready(port)`, if given, is called once
+    the server answers and the handlers are in place (`port` is the bound one: `port=0` picks a free port)."""
     manager = ModelManager(base_path, model_name, poll_seconds).start()
     if manager.current is None:
         log.warning("model %s: no loadable version under %s yet; waiting for one", model_name, base_path)
@@ -246,20 +250,23 @@ def serve_forever(base_path, model_name: str, host: str = "127.0.0.1", port: int
     server.start()
     print(f"mdl-tf serve: model '{model_name}' version {manager.current.version if manager.current else '-'} on "
           f"{host}:{bound} (development server; production is TF Serving)", flush=True)
-    stopped = threading.Event()
+    received = []  # the signal that asked to stop; the handler only appends (no lock it could deadlock on)
 
     def _stop(signum, _frame):
-        log.info("signal %d: shutting down", signum)
-        stopped.set()
+        received.append(signum)
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     if ready is not None:
         ready(bound)
     try:
-        stopped.wait()
+        # Poll, never block: the kernel may hand the signal to any of gRPC's or TensorFlow's threads, and Python runs
+        # the handler only when the main thread next runs bytecode. A main thread blocked in Event.wait() without a
+        # timeout then never runs it (the server ignored SIGTERM for 60 s in two loaded CI runs).
+        while not received:
+            time.sleep(SIGNAL_POLL_SECONDS)
+        log.info("signal %d: shutting down", received[0])
     finally:
-        # Bounded: in one CI run on a loaded machine the server did not exit within 60 s of SIGTERM (cause not found;
-        # it passes alone and in every other run). In-flight requests still get `grace_seconds`.
+        # In-flight requests get `grace_seconds`; the wait is bounded whatever gRPC does.
         server.stop(grace_seconds).wait(grace_seconds + 5)
         manager.stop()
         for s, handler in previous.items():
