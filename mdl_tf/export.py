@@ -78,18 +78,26 @@ class ServingModule(tf.Module):
         # source conversion makes every export faster to trace, with the same graph.
         examples = tf.TensorSpec([None], tf.string, name="examples")
         raw_specs = {k: tf.TensorSpec([None], v.dtype, name=k) for k, v in self._spec.items()}
+        # The three signatures call one traced transform and one traced model (two nested functions in the saved
+        # graph) instead of tracing the transform three times and the model twice: a third of every export's time.
+        # The transform takes what tf.io.parse_example gives for the raw spec (dense [B, ...], sparse [B, <=1]).
+        parsed_spec = tf.nest.map_structure(tf.type_spec_from_value, tf.function(
+            lambda s: tf.io.parse_example(s, self._spec), autograph=False).get_concrete_function(
+                examples).structured_outputs)
+        transform = tf.function(self.transform, input_signature=[parsed_spec], autograph=False)
+        outputs = tf.function(self._outputs, autograph=False)
 
         @tf.function(input_signature=[examples], autograph=False)
         def serving_default(serialized):
-            return self._outputs(self.transform(tf.io.parse_example(serialized, self._spec)))
+            return outputs(transform(tf.io.parse_example(serialized, self._spec)))
 
         @tf.function(input_signature=[raw_specs], autograph=False)
         def serving_raw(raw):
-            return self._outputs(self.transform({k: _as_parsed(v, self._spec[k]) for k, v in raw.items()}))
+            return outputs(transform({k: _as_parsed(v, self._spec[k]) for k, v in raw.items()}))
 
         @tf.function(input_signature=[examples], autograph=False)
         def transform_features(serialized):
-            return self.transform(tf.io.parse_example(serialized, self._spec))
+            return transform(tf.io.parse_example(serialized, self._spec))
 
         return {"serving_default": serving_default, "serving_raw": serving_raw,
                 "transform_features": transform_features}
