@@ -8,6 +8,7 @@ A directory is written under a temporary name and renamed into place, so a reade
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from mdl_tf.utils import is_uri, join
 
 OUTPUT_SUFFIX = "_probability"
 METADATA_FILE = "mdl_metadata.json"
+OPTIMIZER_ATTRIBUTES = ("optimizer", "sparse_optimizer")  # MultiDistributionModel.compile's two
 
 
 def raw_feature_spec(cfg: FeatureConfig) -> dict:
@@ -117,6 +119,23 @@ def read_metadata(saved_model_dir) -> dict | None:
         raise ValueError(f"{path}: not JSON ({e})") from None
 
 
+@contextlib.contextmanager
+def _without_optimizers(model):
+    """Untrack the model's optimizers while it is saved, as Keras' `include_optimizer=False` does: serving reads no
+    optimizer state (warm starts keep theirs in their own checkpoint, `mdl_tf.training.warm_start`), and RMSprop's
+    and Adagrad's slots would double the SavedModel's variables and the time to write them."""
+    held = {name: getattr(model, name, None) for name in OPTIMIZER_ATTRIBUTES}
+    held = {name: opt for name, opt in held.items() if opt is not None}
+    for name in held:
+        setattr(model, name, None)
+        model._delete_tracking(name)
+    try:
+        yield
+    finally:
+        for name, opt in held.items():
+            setattr(model, name, opt)
+
+
 def _save(path: str, model, transform, cfg: FeatureConfig, metadata, raw_spec, warmup) -> None:
     module = ServingModule(model, transform, cfg, raw_spec)
     # save_traces=False: Keras would otherwise trace every layer's call again for its own loader (`load_model`),
@@ -125,7 +144,7 @@ def _save(path: str, model, transform, cfg: FeatureConfig, metadata, raw_spec, w
     # same switch; `tf.saved_model.save` of a module that holds a model only reads it from this scope.
     from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
-    with keras_option_scope(save_traces=False):
+    with keras_option_scope(save_traces=False), _without_optimizers(model):
         tf.saved_model.save(module, path, signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
             "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], "hparams": {}, **(metadata or {})}
