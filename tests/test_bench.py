@@ -13,26 +13,25 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot_and_resumes(tmp_path,
     out = tmp_path / "results"
     argv = ["bench", "quality", "--dataset", "synthetic", "--rows", "3000", "--models", "mdl,mmoe",
             "--seeds", "2", "--epochs", "1", "--batch-size", "256", "--dense-params", "62000",
-            "--ablations", "no_task_tokens,no_scenario_attention", "--out", str(out)]
+            "--ablations", "no_task_tokens", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads((out / "synthetic" / "quality.json").read_text())
     assert result["split_reported"] == "test" and result["seeds"] == 2
     rows = result["rows"]
-    assert set(rows) == {"mdl", "mmoe", "mdl:no_task_tokens", "mdl:no_scenario_attention"}
+    assert set(rows) == {"mdl", "mmoe", "mdl:no_task_tokens"}
     for name, row in rows.items():
         if ":" not in name:  # the models meet the budget; the ablations keep MDL's width instead
             assert abs(row["params"]["dense"] - 62000) <= 0.05 * 62000
         assert row["mean_auc"]["n"] == 2 and {"home/click", "feed/purchase"} <= set(row["cells"])
-    for name in ("mdl:no_task_tokens", "mdl:no_scenario_attention"):
-        assert {k: rows[name]["hparams"][k] for k in ("d_model", "ffn_multiplier")} == \
-            {k: rows["mdl"]["hparams"][k] for k in ("d_model", "ffn_multiplier")}
     # Removing the task tokens removes weights; the width is not grown back to the budget.
+    assert {k: rows["mdl:no_task_tokens"]["hparams"][k] for k in ("d_model", "ffn_multiplier")} == \
+        {k: rows["mdl"]["hparams"][k] for k in ("d_model", "ffn_multiplier")}
     assert rows["mdl:no_task_tokens"]["params"]["dense"] < rows["mdl"]["params"]["dense"]
     assert set(result["mdl_gain_over_best_baseline"]["home/click"]) == {"best_baseline", "best_baseline_auc",
                                                                      "relative_gain"}
     table = (out / "synthetic" / "quality.md").read_text()
     assert "MDL vs best baseline" in table and "GAUC click" in table and result["command"] in table
-    assert "partial" not in table and result["complete"] and result["runs_done"] == 8
+    assert "partial" not in table and result["complete"] and result["runs_done"] == 6
     assert (out / "synthetic" / "quality.png").stat().st_size > 1000
 
     # Resumable: a re-run trains only what runs.jsonl lacks. Drop one recorded run (as if the session had been
@@ -41,14 +40,14 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot_and_resumes(tmp_path,
 
     log = out / "synthetic" / "runs.jsonl"
     lines = log.read_text().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 6
     dropped = json.loads(lines[3])
     log.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
     trained = []
     real_train = quality.train
     monkeypatch.setattr(quality, "train", lambda *a, **k: trained.append(a[3].model) or real_train(*a, **k))
     assert main(argv) == 0
-    assert len(trained) == 1 and len(log.read_text().splitlines()) == 8
+    assert len(trained) == 1 and len(log.read_text().splitlines()) == 6
     assert [json.loads(x)["key"] for x in log.read_text().splitlines()][-1] == dropped["key"]
     again = json.loads((out / "synthetic" / "quality.json").read_text())
     assert again["complete"] and set(again["rows"]) == set(rows)
@@ -72,6 +71,8 @@ def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path, monkey
     # [2048, 2048] (about 500 GFLOP, tens of seconds on 2 busy cores): the smoke test checks fields, never timings.
     real_matmul = speed.matmul_gflops
     monkeypatch.setattr(speed, "matmul_gflops", lambda: real_matmul(n=256, repeats=2, trials=1))
+    # The sweep's other knobs at a small MDL (the command's base is d_model 192, 2 blocks): six graphs to trace.
+    monkeypatch.setattr(speed, "SWEEP_BASE", {**speed.SWEEP_BASE, "d_model": 32, "num_layers": 1})
     r = run_speed_bench(tmp_path, batch_size=64, steps=2, d_model=32, num_layers=1, scaling_batch_size=32,
                         sweeps={"d_model": (32, 64), "feature_tokens": (2, 4), "tasks": (2, 3)})
     saved = json.loads((tmp_path / "speed_float32.json").read_text())
