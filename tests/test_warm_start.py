@@ -454,6 +454,27 @@ def test_export_to_a_uri_writes_in_place_and_reads_back(days):
     assert read_metadata("ram://kubeflow/none") is None
 
 
+def test_the_savedmodel_holds_no_optimizer_state_and_the_model_keeps_its_optimizers(days, tmp_path):
+    """Serving reads no optimizer state (a warm start reads the Trainer's own checkpoint): the export leaves both
+    optimizers' slots out of the SavedModel, and the model still holds and checkpoints its optimizers afterwards."""
+    from mdl_tf.export import export_saved_model
+
+    cfg = synthetic.feature_config()
+    _, _, stats, transform = days[1]
+    model = _model(cfg, stats)
+    model.build_optimizers()  # the slots exist, as after training
+    dense, sparse = model.optimizer, model.sparse_optimizer
+    export_saved_model(model, transform, cfg, tmp_path / "m", metadata={"model": "mdl"})
+    saved = [n for n, _ in tf.train.list_variables(str(tmp_path / "m" / "variables" / "variables"))]
+    assert any(n.startswith("model/blocks/") for n in saved)
+    assert not [n for n in saved if "optimizer" in n]
+    assert model.optimizer is dense and model.sparse_optimizer is sparse
+    checkpoint = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    kept = [n for n, _ in tf.train.list_variables(checkpoint)]
+    assert any(n.startswith("model/optimizer/") for n in kept) and any(n.startswith("model/sparse_optimizer/")
+                                                                        for n in kept)
+
+
 def test_kubeflow_compile_wires_the_blessed_model_into_the_trainer(tmp_path):
     from mdl_tf.cli import main
     from tests.conftest import SYNTH_SCHEMA
