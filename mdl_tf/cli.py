@@ -320,15 +320,21 @@ def cmd_notebooks(args) -> None:
 def cmd_bench_quality(args) -> None:
     from mdl_tf.bench.quality import run_quality_bench
     from mdl_tf.constants import MODEL_NAMES
+    from mdl_tf.models.mdl import ABLATIONS
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise CLIError(f"--models: unknown model(s) {unknown}; available: {', '.join(MODEL_NAMES)}")
+    ablations = [] if args.ablations == "none" else [a.strip() for a in args.ablations.split(",") if a.strip()]
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        raise CLIError(f"--ablations: unknown ablation(s) {unknown}; available: {', '.join(sorted(ABLATIONS))}, "
+                       f"or none")
     result = run_quality_bench(args.dataset, models, args.seeds, args.out,
                                dense_params=int(args.dense_params) if args.dense_params else None,
                                epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                               ablations=[] if args.ablations == "none" else args.ablations.split(","),
+                               ablations=ablations,
                                rows=args.rows)
     print((Path(args.out) / args.dataset / "quality.md").read_text())
     print(f"mean test AUC: " + ", ".join(f"{k} {v['mean_auc']['mean']:.4f}" for k, v in result["rows"].items()))

@@ -126,10 +126,10 @@ def _without_optimizers(model):
     and Adagrad's slots would double the SavedModel's variables and the time to write them."""
     held = {name: getattr(model, name, None) for name in OPTIMIZER_ATTRIBUTES}
     held = {name: opt for name, opt in held.items() if opt is not None}
-    for name in held:
-        setattr(model, name, None)
-        model._delete_tracking(name)
     try:
+        for name in held:
+            setattr(model, name, None)
+            model._delete_tracking(name)  # None alone would stay tracked under the name
         yield
     finally:
         for name, opt in held.items():

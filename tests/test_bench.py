@@ -62,6 +62,16 @@ def test_bench_quality_smoke_writes_json_markdown_and_plot_and_resumes(tmp_path,
                 quality.run_key("mmoe", "mmoe", {}, 1, {"epochs": 1})}) == 4
 
 
+def test_bench_quality_names_an_unknown_ablation_of_its_list_before_any_work(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["bench", "quality", "--dataset", "synthetic", "--models", "mdl,mmoe", "--ablations",
+                 "no_task_tokens, no_scenario_attention,no_such_part", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mdl-tf: error: --ablations: unknown ablation(s) ['no_such_part']; "
+                                               "available: no_global_token, ")
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_bench_speed_smoke_writes_report_comparison_and_scaling(tmp_path, monkeypatch):
     from mdl_tf.bench import speed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import threading
 import time
 from concurrent import futures
 
@@ -241,12 +242,20 @@ def serve_forever(base_path, model_name: str, host: str = "127.0.0.1", port: int
                   poll_seconds: float = 2.0, grace_seconds: float = 5.0, ready=None, **server_kwargs) -> None:
     """Serve until SIGTERM/SIGINT, then stop taking requests and let in-flight ones finish (`grace_seconds`).
 
-    Runs in the main thread (Python installs signal handlers only there). `ready(port)`, if given, is called once
-    the server answers and the handlers are in place (`port` is the bound one: `port=0` picks a free port)."""
+    Runs in the main thread (Python installs signal handlers only there; RuntimeError elsewhere, before anything
+    starts). `ready(port)`, if given, is called once the server answers and the handlers are in place (`port` is the
+    bound one: `port=0` picks a free port); if it raises, the server stops and the handlers are restored."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("serve_forever runs in the main thread: it stops on SIGTERM/SIGINT, whose handlers Python "
+                           "installs there only")
     manager = ModelManager(base_path, model_name, poll_seconds).start()
     if manager.current is None:
         log.warning("model %s: no loadable version under %s yet; waiting for one", model_name, base_path)
-    server, bound = make_server(manager, host, port, **server_kwargs)
+    try:
+        server, bound = make_server(manager, host, port, **server_kwargs)
+    except BaseException:
+        manager.stop()
+        raise
     server.start()
     print(f"mdl-tf serve: model '{model_name}' version {manager.current.version if manager.current else '-'} on "
           f"{host}:{bound} (development server; production is TF Serving)", flush=True)
@@ -255,13 +264,16 @@ def serve_forever(base_path, model_name: str, host: str = "127.0.0.1", port: int
     def _stop(signum, _frame):
         received.append(signum)
 
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    if ready is not None:
-        ready(bound)
+    previous = {}
     try:
-        # Poll, never block: the kernel may hand the signal to any of gRPC's or TensorFlow's threads, and Python runs
-        # the handler only when the main thread next runs bytecode. A main thread blocked in Event.wait() without a
-        # timeout then never runs it (the server ignored SIGTERM for 60 s in two loaded CI runs).
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, _stop)
+        if ready is not None:
+            ready(bound)
+        # Poll, never block: Linux hands a process-directed signal to another thread (gRPC's, TensorFlow's) when the
+        # main thread cannot take it at that moment, and Python runs the handler only when the main thread next runs
+        # bytecode. A main thread blocked in Event.wait() without a timeout then never ran it (the server ignored
+        # SIGTERM for 60 s in two loaded CI runs).
         while not received:
             time.sleep(SIGNAL_POLL_SECONDS)
         log.info("signal %d: shutting down", received[0])
