@@ -411,10 +411,11 @@ def _add_train_args(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mdl-tf", description="MDL multi-scenario, multi-task ranking: data, "
                                      "training, pipeline, serving and benchmarks.")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show library and framework logging live (it always goes to the command's log file)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", help="write a dataset (synthetic, MovieLens-100K, Ali-CCP) in the feature-config "
+    data = sub.add_parser("data", help="write a dataset (synthetic, MovieLens-100K or -1M, Ali-CCP) in the feature-config "
                           "format").add_subparsers(dest="dataset", metavar="DATASET", required=True)
     p = data.add_parser("synth", help="seeded synthetic multi-scenario, multi-task data (the embedded default)")
     p.add_argument("--out", required=True)
