@@ -17,12 +17,11 @@ import tensorflow as tf
 
 from mdl_tf.config import FeatureConfig
 from mdl_tf.errors import InvalidSetting
-from mdl_tf.models.base import with_all_hparams
+from mdl_tf.models.base import OPTIMIZERS, with_all_hparams
 from mdl_tf.utils import is_uri, join
 
 OUTPUT_SUFFIX = "_probability"
 METADATA_FILE = "mdl_metadata.json"
-OPTIMIZER_ATTRIBUTES = ("optimizer", "sparse_optimizer")  # MultiDistributionModel.compile's two
 
 
 def raw_feature_spec(cfg: FeatureConfig) -> dict:
@@ -124,7 +123,7 @@ def _without_optimizers(model):
     """Untrack the model's optimizers while it is saved, as Keras' `include_optimizer=False` does: serving reads no
     optimizer state (warm starts keep theirs in their own checkpoint, `mdl_tf.training.warm_start`), and RMSprop's
     and Adagrad's slots would double the SavedModel's variables and the time to write them."""
-    held = {name: getattr(model, name, None) for name in OPTIMIZER_ATTRIBUTES}
+    held = {name: getattr(model, name, None) for name in OPTIMIZERS.values()}
     held = {name: opt for name, opt in held.items() if opt is not None}
     try:
         for name in held:

@@ -29,6 +29,9 @@ DEFAULT_SPARSE_LR = 0.05  # Adagrad for embedding tables
 # batch 4096 and the tables barely trained (MovieLens-1M: eval click AUC 0.725 after two epochs). A small
 # accumulator makes Adagrad's first steps scale-free (≈ lr · sign(g)), whatever the batch size.
 DEFAULT_SPARSE_ACCUMULATOR = 1e-6
+# compile()'s two optimizers: role -> the model attribute holding it (warm starts save and restore them by role,
+# the export leaves them out of the SavedModel).
+OPTIMIZERS = {"dense": "optimizer", "sparse": "sparse_optimizer"}
 # Dense weights that `weight_decay` leaves alone, matched on the last component of the variable's name (anchored, so
 # a schema feature called "beta_..." does not exempt its kernels; "/part_N" is a parameter-server shard): biases
 # (Keras' "bias", the per-token FFNs' b1/b2, STAR's *_bias), normalisation parameters (gamma/beta, STAR's
@@ -285,8 +288,8 @@ class MultiDistributionModel(tf.keras.Model):
         and backward graph twice (~3 s for a small MDL). A group with no trainable variable (onboarding trains one
         token) is left unbuilt, as the train step never applies gradients to it. No-op when already built."""
         dense, sparse = self.variable_groups()
-        for optimizer, var_list in ((getattr(self, "optimizer", None), dense),
-                                    (getattr(self, "sparse_optimizer", None), sparse)):
+        for role, var_list in (("dense", dense), ("sparse", sparse)):
+            optimizer = getattr(self, OPTIMIZERS[role], None)
             if optimizer is not None and var_list:
                 optimizer.build(var_list)
 

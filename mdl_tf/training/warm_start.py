@@ -34,7 +34,7 @@ import tensorflow as tf
 from mdl_tf.config import FeatureConfig
 from mdl_tf.data.transform import FIRST_ID
 from mdl_tf.errors import UserError
-from mdl_tf.models.base import with_all_hparams
+from mdl_tf.models.base import OPTIMIZERS, with_all_hparams
 from mdl_tf.utils import join, write_text
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,9 @@ def _slots(optimizer, variable) -> dict:
     return {a: getattr(optimizer, a)[i] for a in SLOT_ATTRS if len(getattr(optimizer, a, None) or []) > i}
 
 
-def _optimizers(model) -> list:
-    return [o for o in (getattr(model, "optimizer", None), getattr(model, "sparse_optimizer", None)) if o is not None]
+def _optimizers(model) -> dict:
+    """{"dense"|"sparse": the model's optimizer of that role}, for the roles the model has compiled."""
+    return {role: getattr(model, attr) for role, attr in OPTIMIZERS.items() if getattr(model, attr, None) is not None}
 
 
 def _indexing(cfg: FeatureConfig, vocabularies: dict) -> dict:
@@ -117,21 +118,20 @@ def save_state(directory, model, cfg: FeatureConfig, vocabularies: dict, metadat
     directory = str(directory)
     tables = table_features(model, cfg)
     entries, objects = [], {}
-    opts = _optimizers(model) if with_slots else []
+    by_role = _optimizers(model) if with_slots else {}
     for i, v in enumerate(model.model_weights()):
         objects[f"v{i}"] = v
         slots = {}
-        for opt in opts:
+        for opt in by_role.values():
             slots.update(_slots(opt, v))
         for attr, slot in slots.items():
             objects[f"s{i}{attr}"] = slot
         entries.append({"name": v.name, "shape": [int(d) for d in v.shape], "table": tables.get(v.ref()),
                         "slots": sorted(slots)})
     iterations = {}
-    for key, opt in (("dense", getattr(model, "optimizer", None)), ("sparse", getattr(model, "sparse_optimizer", None))):
-        if opt is not None and with_slots:
-            objects[f"iterations_{key}"] = opt.iterations
-            iterations[key] = int(opt.iterations.numpy())
+    for key, opt in by_role.items():
+        objects[f"iterations_{key}"] = opt.iterations
+        iterations[key] = int(opt.iterations.numpy())
     tf.io.gfile.makedirs(join(directory, VOCAB_DIR))
     for owner, tokens in vocabularies.items():
         with tf.io.gfile.GFile(join(directory, VOCAB_DIR, f"{owner}.txt"), "wb") as f:
@@ -255,7 +255,7 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
     maps = owner_maps(manifest, state_dir, cfg, vocabularies)
     tables = table_features(model, cfg)
     reader = tf.train.load_checkpoint(join(state_dir, CHECKPOINT))
-    opts = _optimizers(model)
+    opts = list(_optimizers(model).values())
     n_slots = 0
 
     def value(key):
@@ -283,8 +283,8 @@ def warm_start(model, state_dir, cfg: FeatureConfig, vocabularies: dict, metadat
                 new = old
             var.assign(tf.cast(new, var.dtype))
         n_slots += len(targets) - 1
-    for key, opt in (("dense", getattr(model, "optimizer", None)), ("sparse", getattr(model, "sparse_optimizer", None))):
-        if opt is not None and key in manifest.get("iterations", {}):
+    for key, opt in _optimizers(model).items():
+        if key in manifest.get("iterations", {}):
             opt.iterations.assign(value(f"iterations_{key}"))
     report = {"features": {owner: {"features": sorted(f.name for f in cfg.features if f.is_id_feature
                                                       and cfg.vocab_owner(f) == owner), **rep}
