@@ -317,20 +317,23 @@ def cmd_notebooks(args) -> None:
         print(f"executed {path}")
 
 
+def _names_among(text: str, known, flag: str, what: str, also: str = "") -> list:
+    """The comma-separated names of `text` (blanks dropped); CLIError naming `flag` and every name not in `known`."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CLIError(f"{flag}: unknown {what}(s) {unknown}; available: {', '.join(known)}{also}")
+    return names
+
+
 def cmd_bench_quality(args) -> None:
     from mdl_tf.bench.quality import run_quality_bench
     from mdl_tf.constants import MODEL_NAMES
     from mdl_tf.models.mdl import ABLATIONS
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise CLIError(f"--models: unknown model(s) {unknown}; available: {', '.join(MODEL_NAMES)}")
-    ablations = [] if args.ablations == "none" else [a.strip() for a in args.ablations.split(",") if a.strip()]
-    unknown = [a for a in ablations if a not in ABLATIONS]
-    if unknown:
-        raise CLIError(f"--ablations: unknown ablation(s) {unknown}; available: {', '.join(sorted(ABLATIONS))}, "
-                       f"or none")
+    models = _names_among(args.models, MODEL_NAMES, "--models", "model")
+    ablations = ([] if args.ablations == "none" else
+                 _names_among(args.ablations, sorted(ABLATIONS), "--ablations", "ablation", also=", or none"))
     result = run_quality_bench(args.dataset, models, args.seeds, args.out,
                                dense_params=int(args.dense_params) if args.dense_params else None,
                                epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
@@ -415,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show library and framework logging live (it always goes to the command's log file)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", help="write a dataset (synthetic, MovieLens-100K or -1M, Ali-CCP) in the feature-config "
-                          "format").add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    data = sub.add_parser("data", help="write a dataset (synthetic, MovieLens-100K or -1M, Ali-CCP) in the "
+                          "feature-config format").add_subparsers(dest="dataset", metavar="DATASET", required=True)
     p = data.add_parser("synth", help="seeded synthetic multi-scenario, multi-task data (the embedded default)")
     p.add_argument("--out", required=True)
     p.add_argument("--rows", type=SYNTH_ROWS, default=50_000, help="at least 1000 (three splits)")

@@ -158,6 +158,9 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
     from mdl_tf.models.sizing import dense_params as count_dense
     from mdl_tf.models.sizing import size_to_budget
 
+    unknown = sorted(set(ablations or ()) - set(ABLATIONS))
+    if unknown:  # before any data is prepared
+        raise ValueError(f"unknown ablation(s) {unknown}; available: {sorted(ABLATIONS)}")
     out = Path(out_dir) / dataset
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -169,9 +172,6 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
         if dense_params is None:  # the budget: MDL at the reference width
             dense_params = count_dense("mdl", cfg, sizes, d_model=d_model_reference)
         plan = [(m, m, {}, dense_params) for m in models]
-        unknown = sorted(set(ablations or ()) - set(ABLATIONS))
-        if unknown:
-            raise ValueError(f"unknown ablation(s) {unknown}; available: {sorted(ABLATIONS)}")
         if "mdl" in models and ablations:
             # Ablations at the full MDL's width (its sized d and k), not re-sized to the budget: a re-sized
             # ablation changes its width too, and its reading would mix the removed part with the width change.
