@@ -26,6 +26,7 @@ that type differs from schema.pbtxt, so such a column is refused up front.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 
@@ -260,8 +261,10 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
     if not ignore_unknown:
         unknown = sorted(str(k) for k in row if k not in rules)
         if unknown:
-            raise DataError(f"{where}: unknown feature(s) {unknown}; the model reads "
-                            f"{[c for c, r in rules.items() if r.serving]}")
+            served = [c for c, r in rules.items() if r.serving]
+            close = difflib.get_close_matches(unknown[0], served, n=1)
+            raise DataError(f"{where}: unknown feature(s) {unknown}"
+                            + (f" (did you mean '{close[0]}'?)" if close else "") + f"; the model reads {served}")
     out = {}
     for col, rule in rules.items():
         if rule.serving:

@@ -22,6 +22,7 @@ NOISE_ON_TERMINAL = [re.compile(p) for p in (
 # Every stdout line of `mdl-tf run` is one of these, or part of the JSON result that ends the output.
 OWN_STDOUT = [re.compile(p) for p in (
     r"^\[[123]/3\] ", r"^\[ *\d+\.\ds\] \w+ done \(\d+\.\d s\)$", r"^ {10}Trainer epoch \d+/\d+: loss ",
+    r"^ {10}Trainer kept epoch \d/\d \(the best mean eval AUC, 0\.\d{4}\); it is exported$",
     r"^ {6}the new model was not blessed",
 )]
 
@@ -46,6 +47,7 @@ def test_run_prints_only_its_own_lines_and_logs_the_rest(tmp_path):
     for line in lines[:start]:
         assert any(p.search(line) for p in OWN_STDOUT), line
     assert sum(" done (" in ln for ln in lines) >= 8 and any("Trainer epoch 2/2" in ln for ln in lines)
+    assert sum("Trainer kept epoch " in ln for ln in lines) == 1  # which epoch's weights the pushed model holds
     # What the terminal did not show is in the log file: TFX's INFO, the benign warnings, TF's C++ lines.
     text = log.read_text()
     assert "Component Transform is finished" in text

@@ -94,6 +94,18 @@ def test_labels_scenario_and_time():
     assert "is not an integer" in _refusal(RULES["ts"], "1.5")
 
 
+def test_a_row_with_an_unknown_feature_is_refused_with_the_closest_name():
+    cfg = CFG
+    with pytest.raises(DataError, match=r"^rows.jsonl: line 2: unknown feature\(s\) \['itme_id'\] \(did you mean "
+                                        r"'item_id'\?\); the model reads \['user_id', "):
+        values.check_row({"itme_id": "i1"}, cfg, "rows.jsonl: line 2")
+    with pytest.raises(DataError) as err:  # nothing close: no guess
+        values.check_row({"zzz": "1", "user_id": "u1"}, cfg, "request 0")
+    assert "unknown feature(s) ['zzz']; the model reads" in str(err.value) and "did you mean" not in str(err.value)
+    kept = values.check_row({"zzz": "1", "scenario": "feed"}, cfg, "x", ignore_unknown=True)  # a table's extra column
+    assert "zzz" not in kept and kept["scenario"] == "feed" and kept["item_id"] is None
+
+
 def test_int_dtype_multi_valued_features_are_refused_by_the_config():
     from mdl_tf.config import ConfigError, from_dict
 
