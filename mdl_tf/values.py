@@ -262,9 +262,11 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
         unknown = sorted(str(k) for k in row if k not in rules)
         if unknown:
             served = [c for c, r in rules.items() if r.serving]
-            close = difflib.get_close_matches(unknown[0], served, n=1)
-            raise DataError(f"{where}: unknown feature(s) {unknown}"
-                            + (f" (did you mean '{close[0]}'?)" if close else "") + f"; the model reads {served}")
+            absent = [c for c in served if c not in row]  # a guess the row already holds would not help
+            guesses = {k: difflib.get_close_matches(k, absent, n=1) for k in unknown}
+            hint = ", ".join(f"'{k}' -> '{g[0]}'" for k, g in guesses.items() if g)
+            raise DataError(f"{where}: unknown feature(s) {unknown}" + (f" (did you mean {hint}?)" if hint else "")
+                            + f"; the model reads {served}")
     out = {}
     for col, rule in rules.items():
         if rule.serving:

@@ -22,7 +22,7 @@ NOISE_ON_TERMINAL = [re.compile(p) for p in (
 # Every stdout line of `mdl-tf run` is one of these, or part of the JSON result that ends the output.
 OWN_STDOUT = [re.compile(p) for p in (
     r"^\[[123]/3\] ", r"^\[ *\d+\.\ds\] \w+ done \(\d+\.\d s\)$", r"^ {10}Trainer epoch \d+/\d+: loss ",
-    r"^ {10}Trainer kept epoch \d/\d \(the best mean eval AUC, 0\.\d{4}\); it is exported$",
+    r"^ {10}Trainer kept epoch \d+/\d+ \(the best mean eval AUC, [01]\.\d{4}\); it is exported$",
     r"^ {6}the new model was not blessed",
 )]
 

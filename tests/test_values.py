@@ -96,9 +96,13 @@ def test_labels_scenario_and_time():
 
 def test_a_row_with_an_unknown_feature_is_refused_with_the_closest_name():
     cfg = CFG
-    with pytest.raises(DataError, match=r"^rows.jsonl: line 2: unknown feature\(s\) \['itme_id'\] \(did you mean "
-                                        r"'item_id'\?\); the model reads \['user_id', "):
-        values.check_row({"itme_id": "i1"}, cfg, "rows.jsonl: line 2")
+    with pytest.raises(DataError, match=r"^rows.jsonl: line 2: unknown feature\(s\) \['itme_id', 'usr_id'\] \(did you "
+                                        r"mean 'itme_id' -> 'item_id', 'usr_id' -> 'user_id'\?\); the model reads "
+                                        r"\['user_id', "):
+        values.check_row({"itme_id": "i1", "usr_id": "u1"}, cfg, "rows.jsonl: line 2")
+    with pytest.raises(DataError) as err:  # the row already has item_id: no guess of a feature it holds
+        values.check_row({"item_id": "i1", "item_idd": "i1"}, cfg, "request 0")
+    assert "unknown feature(s) ['item_idd']" in str(err.value) and "'item_idd' -> 'item_id'" not in str(err.value)
     with pytest.raises(DataError) as err:  # nothing close: no guess
         values.check_row({"zzz": "1", "user_id": "u1"}, cfg, "request 0")
     assert "unknown feature(s) ['zzz']; the model reads" in str(err.value) and "did you mean" not in str(err.value)

@@ -229,8 +229,7 @@ def run_fn(fn_args) -> None:
         log.info("worker done; the chief exports")
         return
     if best.best_epoch >= 0:  # BestEpoch restored that epoch's weights: the last epoch printed may not be the export
-        print(f"          Trainer kept epoch {best.best_epoch + 1}/{epochs} (the best mean eval AUC, "
-              f"{best.best:.4f}); it is exported", flush=True)
+        say(f"kept epoch {best.best_epoch + 1}/{epochs} (the best mean eval AUC, {best.best:.4f}); it is exported")
     # The warm-start state of this model, for tomorrow's run: with optimizer slots when the optimizers live on this
     # machine (default and mirrored strategies), the weights alone otherwise.
     state_meta = {"model": tc.model, "hparams": hparams}
