@@ -42,24 +42,49 @@ def read_jsonl(path) -> tuple:
     return rows, lines
 
 
+def kept_fields(rows: list, lines: list, keep: list, path) -> list:
+    """The `--keep` fields of every row ([{field: value}], in `keep`'s order); a row without one is a CLIError naming
+    the file, line and field."""
+    from mdl_tf.cli import CLIError
+
+    for row, n in zip(rows, lines):
+        missing = [k for k in keep if k not in row]
+        if missing:
+            raise CLIError(f"{path}: line {n} has no '{missing[0]}' (--keep copies it into every output line); add it "
+                           f"to every row or leave it out of --keep")
+    return [{k: row[k] for k in keep} for row in rows]
+
+
 def cmd_predict(args) -> None:
     """Score a JSON-lines file: every row is checked against the model's features first (a bad value stops with the
-    file, line and feature, exit code 2, nothing written), then sent in batches."""
+    file, line and feature, exit code 2, nothing written), then sent in batches. `--keep` fields (a request id, the
+    user and item) are copied from each row into its output line; those the feature config does not declare are not
+    sent to the model."""
     from mdl_tf import config as cfgmod
+    from mdl_tf import values
     from mdl_tf.cli import CLIError
     from mdl_tf.serving.client import ServingClient, ServingError
 
     rows, lines = read_jsonl(args.input)
+    keep = list(dict.fromkeys(k.strip() for k in (args.keep or "").split(",") if k.strip()))
+    kept = kept_fields(rows, lines, keep, args.input) if keep else [{}] * len(rows)
     cfg = cfgmod.load(args.schema) if args.schema else None
     out_lines = []
     with ServingClient(args.server, args.model_name, signature=args.signature, timeout=args.timeout,
                        feature_config=cfg) as client:
         try:
+            if keep:  # pass-through fields are not features: the row check would refuse them as unknown
+                declared = set(values.column_rules(client.feature_config()))
+                rows = [{k: v for k, v in row.items() if k in declared or k not in keep} for row in rows]
             examples = client.examples(rows, [f"{args.input}: line {n}" for n in lines])
             for start in range(0, len(examples), args.batch_size):
                 outputs = client.predict_examples(examples[start:start + args.batch_size])
+                clash = sorted(set(keep) & set(outputs))
+                if clash:
+                    raise CLIError(f"--keep {','.join(clash)}: the model's outputs have that name; keep another field")
                 count = len(next(iter(outputs.values())))
-                out_lines += [json.dumps({k: float(v[i]) for k, v in sorted(outputs.items())}) for i in range(count)]
+                out_lines += [json.dumps({**kept[start + i], **{k: float(v[i]) for k, v in sorted(outputs.items())}})
+                              for i in range(count)]
         except ServingError as e:
             raise CLIError(f"{args.server} model '{args.model_name}': {e}") from None
     text = "\n".join(out_lines) + "\n"
@@ -104,6 +129,8 @@ def add_serving_parsers(sub, bench) -> None:
     p.add_argument("--signature", default="serving_default")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--timeout", type=positive_float, default=10.0, help="deadline per request in seconds")
+    p.add_argument("--keep", metavar="FIELDS", help="comma-separated fields of each input row copied into its output "
+                   "line (e.g. request_id,user_id,item_id), so predictions can be joined back")
     p.set_defaults(func=cmd_predict)
 
     p = bench.add_parser("serving", help="latency and throughput in-process and over gRPC at batch 1, 64, 512")

@@ -189,6 +189,24 @@ def test_predict_cli_jsonl_round_trip(server, rows, synth_cfg, tmp_path, capsys)
     assert len(lines) == 10 and all(set(x) == {"click_probability", "purchase_probability"} for x in lines)
     np.testing.assert_allclose([x["click_probability"] for x in lines], [x["click_probability"] for x in expected],
                                atol=1e-6)
+    # --keep: a request id (not a feature: never sent) and the user (a feature: sent and copied) lead each line.
+    inp.write_text("".join(json.dumps({"request_id": f"r{i}", **r}) + "\n" for i, r in enumerate(records)))
+    assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--output", str(out),
+                 "--batch-size", "4", "--keep", "request_id,user_id"]) == 0
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [list(x)[:2] for x in kept] == [["request_id", "user_id"]] * 10
+    assert [(x["request_id"], x["user_id"]) for x in kept] == [(f"r{i}", r["user_id"]) for i, r in enumerate(records)]
+    assert [x["click_probability"] for x in kept] == [x["click_probability"] for x in lines]
+    capsys.readouterr()
+    inp.write_text(json.dumps({"request_id": "r0", **records[0]}) + "\n" + json.dumps(records[1]) + "\n")
+    assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--keep", "request_id"]) == 2
+    assert capsys.readouterr().err == (f"mdl-tf: error: {inp}: line 2 has no 'request_id' (--keep copies it into every "
+                                       f"output line); add it to every row or leave it out of --keep\n")
+    inp.write_text(json.dumps({"click_probability": 0.5, **records[0]}) + "\n")
+    assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--output", str(out),
+                 "--keep", "click_probability"]) == 2
+    assert "--keep click_probability: the model's outputs have that name" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 10  # the earlier output stays whole
     inp.write_text(json.dumps(records[0]) + "\n{oops\n")
     assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp)]) == 2
     assert "line 2" in capsys.readouterr().err
