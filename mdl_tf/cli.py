@@ -317,13 +317,32 @@ def cmd_notebooks(args) -> None:
         print(f"executed {path}")
 
 
+def comma_list(text) -> list:
+    """The items of a comma-separated flag value: stripped, blanks and repeats dropped, in their order."""
+    return list(dict.fromkeys(item.strip() for item in (text or "").split(",") if item.strip()))
+
+
 def _names_among(text: str, known, flag: str, what: str, also: str = "") -> list:
-    """The comma-separated names of `text` (blanks dropped); CLIError naming `flag` and every name not in `known`."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    """The comma-separated names of `text`; CLIError naming `flag` and every name not in `known`, or an empty list."""
+    names = comma_list(text)
     unknown = [n for n in names if n not in known]
-    if unknown:
-        raise CLIError(f"{flag}: unknown {what}(s) {unknown}; available: {', '.join(known)}{also}")
+    if unknown or not names:
+        raise CLIError(f"{flag}: " + (f"unknown {what}(s) {unknown}" if unknown else f"no {what} given")
+                       + f"; available: {', '.join(known)}{also}")
     return names
+
+
+def _integers(text: str, flag: str, example: str, least: int | None = None) -> list:
+    """The integers of the comma-separated `text`; CLIError naming `flag` for anything else, an empty list or a
+    number below `least`."""
+    try:
+        numbers = [int(n) for n in comma_list(text)]
+    except ValueError:
+        numbers = []
+    if not numbers or (least is not None and min(numbers) < least):
+        raise CLIError(f"{flag} {text!r}: expected comma-separated integers"
+                       f"{'' if least is None else f' >= {least}'}, e.g. {example}")
+    return numbers
 
 
 def cmd_bench_quality(args) -> None:
@@ -346,15 +365,8 @@ def cmd_bench_quality(args) -> None:
 def cmd_bench_pipeline(args) -> None:
     from mdl_tf.bench.pipeline import ID_MODES, run_pipeline_bench
 
-    try:
-        rows = [positive_int(n.strip()) for n in args.rows.split(",")]
-    except argparse.ArgumentTypeError as e:
-        raise CLIError(f"--rows {args.rows!r}: {e}; expected comma-separated row counts, e.g. 10000,100000") from None
-    ids = list(dict.fromkeys(m.strip() for m in args.ids.split(",") if m.strip()))
-    unknown = [m for m in ids if m not in ID_MODES]
-    if unknown or not ids:
-        raise CLIError(f"--ids {args.ids!r}: {', '.join(unknown) or 'empty'} is not an id encoding; expected a "
-                       f"comma-separated list of {', '.join(ID_MODES)}, e.g. vocabulary,hashed")
+    rows = _integers(args.rows, "--rows", "10000,100000", least=1)
+    ids = _names_among(args.ids, ID_MODES, "--ids", "id encoding")
     run_pipeline_bench(args.out, rows=rows, train_steps=args.train_steps, workers=args.workers, ids=ids)
     print((Path(args.out) / "pipeline.md").read_text())
 
@@ -577,13 +589,7 @@ def cmd_bench_onboarding(args) -> None:
     from mdl_tf.bench import onboarding as bench
     from mdl_tf.models import available_models
 
-    try:
-        rows_list = sorted({int(r) for r in args.rows_list.split(",") if r.strip()})
-    except ValueError:
-        rows_list = []
-    if not rows_list or rows_list[0] < 1:
-        raise CLIError(f"--rows-list {args.rows_list!r}: expected comma-separated positive integers, e.g. "
-                       f"1000,5000,20000")
+    rows_list = sorted(_integers(args.rows_list, "--rows-list", "1000,5000,20000", least=1))
     if args.baseline not in available_models() or args.baseline == "mdl":
         raise CLIError(f"--baseline {args.baseline}: not a baseline; choose one of "
                        f"{', '.join(m for m in available_models() if m != 'mdl')}")
@@ -608,13 +614,10 @@ def cmd_bench_movielens1m(args) -> None:
     from mdl_tf.bench import movielens1m as bench
     from mdl_tf.models import available_models
 
-    protocols = tuple(p for p in (args.protocols or ("random" if args.probe else "random,temporal")).split(",") if p)
-    models = tuple(m for m in (args.models or ("mdl" if args.probe else ",".join(bench.MODELS))).split(",") if m)
-    bad = [p for p in protocols if p not in ("random", "temporal")] + [m for m in models if m not in
-                                                                       available_models()]
-    if bad or not protocols or not models:
-        raise CLIError(f"--protocols/--models: unknown {bad or 'empty list'}; protocols are random, temporal; "
-                       f"models are {', '.join(available_models())}")
+    protocols = tuple(_names_among(args.protocols or ("random" if args.probe else "random,temporal"),
+                                   ("random", "temporal"), "--protocols", "protocol"))
+    models = tuple(_names_among(args.models or ("mdl" if args.probe else ",".join(bench.MODELS)), available_models(),
+                                "--models", "model"))
     out = Path(args.out)
     if not args.probe and (args.probe_fixed_width or args.probe_seeds != "0"):
         raise CLIError("--probe-fixed-width and --probe-seeds change a probe; give the flag to change with --probe "
@@ -630,10 +633,7 @@ def cmd_bench_movielens1m(args) -> None:
             if unknown:
                 raise CLIError(f"--probe {', '.join(unknown)}: not a flag of {model}; its flags are "
                                f"{', '.join(sorted(bench.trial_keys(model)))}")
-        try:
-            seeds = tuple(int(s) for s in args.probe_seeds.split(",") if s)
-        except ValueError:
-            raise CLIError(f"--probe-seeds {args.probe_seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+        seeds = tuple(_integers(args.probe_seeds, "--probe-seeds", "0,1,2", least=0))
         for model in models:
             for protocol in protocols:
                 bench.probe(out, args.cache, model, overrides, protocol, seeds, keep_width=args.probe_fixed_width)

@@ -62,11 +62,11 @@ def cmd_predict(args) -> None:
     sent to the model."""
     from mdl_tf import config as cfgmod
     from mdl_tf import values
-    from mdl_tf.cli import CLIError
+    from mdl_tf.cli import CLIError, comma_list
     from mdl_tf.serving.client import ServingClient, ServingError
 
     rows, lines = read_jsonl(args.input)
-    keep = list(dict.fromkeys(k.strip() for k in (args.keep or "").split(",") if k.strip()))
+    keep = comma_list(args.keep)
     kept = kept_fields(rows, lines, keep, args.input) if keep else [{}] * len(rows)
     cfg = cfgmod.load(args.schema) if args.schema else None
     out_lines = []

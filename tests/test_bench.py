@@ -176,8 +176,8 @@ def test_bench_pipeline_merges_comparable_runs_and_keeps_the_newest(tmp_path):
 
 def test_bench_pipeline_rejects_an_unknown_id_mode(tmp_path, capsys):
     assert main(["bench", "pipeline", "--rows", "1500", "--ids", "hashed,bloom", "--out", str(tmp_path)]) == 2
-    assert ("--ids 'hashed,bloom': bloom is not an id encoding; expected a comma-separated list of vocabulary, "
-            "hashed" in capsys.readouterr().err)
+    assert "mdl-tf: error: --ids: unknown id encoding(s) ['bloom']; available: vocabulary, hashed" in \
+        capsys.readouterr().err
     assert not (tmp_path / "pipeline.json").exists()  # only the command log is written
 
 

@@ -118,3 +118,26 @@ def test_bounded_number_flags_keep_their_bounds_and_wording(parse, good, bad, ru
             parse(text)
     with pytest.raises(argparse.ArgumentTypeError, match="'x' is not a number"):
         parse("x")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "pipeline", "--rows", "1500,x"], "--rows '1500,x': expected comma-separated integers >= 1, e.g. 10000,"),
+    (["bench", "pipeline", "--rows", "1500", "--ids", " , "], "--ids: no id encoding given; available: vocabulary, "
+                                                              "hashed"),
+    (["bench", "onboarding", "--rows-list", "250,0"], "--rows-list '250,0': expected comma-separated integers >= 1"),
+    (["bench", "movielens1m", "--protocols", "random,daily"], "--protocols: unknown protocol(s) ['daily']; available: "
+                                                              "random, temporal"),
+    (["bench", "movielens1m", "--models", "mdl,gpt"], "--models: unknown model(s) ['gpt']; available: "),
+    (["bench", "movielens1m", "--probe", "dropout=0.1", "--probe-seeds", "0,one"],
+     "--probe-seeds '0,one': expected comma-separated integers >= 0, e.g. 0,1,2"),
+    (["bench", "quality", "--models", ","], "--models: no model given; available: "),
+])
+def test_comma_separated_flags_are_read_and_refused_alike(argv, message, tmp_path, capsys):
+    from mdl_tf.cli import comma_list, main
+
+    assert comma_list(" a, b,,a ,") == ["a", "b"] and comma_list(None) == []
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"mdl-tf: error: {message}"), err
+    assert not (tmp_path / "o").exists() or [p.name for p in (tmp_path / "o").iterdir()] in ([], [
+        f"mdl-tf-{argv[0]}-{argv[1]}.log"])  # refused before any work
