@@ -55,18 +55,51 @@ def kept_fields(rows: list, lines: list, keep: list, path) -> list:
     return [{k: row[k] for k in keep} for row in rows]
 
 
+def refuse_output_names(keep: list, outputs) -> None:
+    """CLIError for `--keep` fields named like a model output (the output line would hold the name twice)."""
+    from mdl_tf.cli import CLIError
+
+    clash = [k for k in keep if k in outputs]
+    if clash:
+        raise CLIError(f"--keep {','.join(clash)}: the model's outputs have that name; keep another field")
+
+
+def pass_through(rows: list, lines: list, keep: list, cfg, path) -> list:
+    """The rows without the `--keep` fields the feature config does not declare (they are copied, not sent). A kept
+    name that looks like a misspelt feature some row lacks is a CLIError: it would silently score that row without
+    the feature."""
+    from mdl_tf import values
+    from mdl_tf.cli import CLIError
+    from mdl_tf.export import OUTPUT_SUFFIX
+
+    rules = values.column_rules(cfg)
+    refuse_output_names(keep, [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names])
+    copied = [k for k in keep if k not in rules]
+    served = [c for c, r in rules.items() if r.serving]
+    for row, n in zip(rows, lines):
+        guesses = values.closest_features(copied, served, row)
+        if guesses:
+            name, feature = next(iter(guesses.items()))
+            raise CLIError(f"--keep {name}: not a feature, so it is copied and not sent to the model, but {path}: "
+                           f"line {n} has no '{feature}'; did you mean '{feature}'? (a kept feature is both copied "
+                           f"and sent)")
+    return [{k: v for k, v in row.items() if k not in copied} for row in rows]
+
+
 def cmd_predict(args) -> None:
     """Score a JSON-lines file: every row is checked against the model's features first (a bad value stops with the
     file, line and feature, exit code 2, nothing written), then sent in batches. `--keep` fields (a request id, the
     user and item) are copied from each row into its output line; those the feature config does not declare are not
     sent to the model."""
     from mdl_tf import config as cfgmod
-    from mdl_tf import values
     from mdl_tf.cli import CLIError, comma_list
+    from mdl_tf.errors import UnknownFeatures
     from mdl_tf.serving.client import ServingClient, ServingError
 
     rows, lines = read_jsonl(args.input)
     keep = comma_list(args.keep)
+    if args.keep is not None and not keep:
+        raise CLIError(f"--keep {args.keep!r}: no field given; e.g. --keep request_id,user_id")
     kept = kept_fields(rows, lines, keep, args.input) if keep else [{}] * len(rows)
     cfg = cfgmod.load(args.schema) if args.schema else None
     out_lines = []
@@ -74,14 +107,16 @@ def cmd_predict(args) -> None:
                        feature_config=cfg) as client:
         try:
             if keep:  # pass-through fields are not features: the row check would refuse them as unknown
-                declared = set(values.column_rules(client.feature_config()))
-                rows = [{k: v for k, v in row.items() if k in declared or k not in keep} for row in rows]
-            examples = client.examples(rows, [f"{args.input}: line {n}" for n in lines])
+                rows = pass_through(rows, lines, keep, client.feature_config(), args.input)
+            try:
+                examples = client.examples(rows, [f"{args.input}: line {n}" for n in lines])
+            except UnknownFeatures as e:
+                carry = [k for k in e.names if k not in e.guesses]
+                raise CLIError(f"{e}" + (f"; to copy a field that is not a feature into the output, pass --keep "
+                                         f"{','.join(keep + carry)}" if carry else "")) from None
             for start in range(0, len(examples), args.batch_size):
                 outputs = client.predict_examples(examples[start:start + args.batch_size])
-                clash = sorted(set(keep) & set(outputs))
-                if clash:
-                    raise CLIError(f"--keep {','.join(clash)}: the model's outputs have that name; keep another field")
+                refuse_output_names(keep, outputs)  # another signature's outputs may differ from the config's
                 count = len(next(iter(outputs.values())))
                 out_lines += [json.dumps({**kept[start + i], **{k: float(v[i]) for k, v in sorted(outputs.items())}})
                               for i in range(count)]
@@ -129,8 +164,9 @@ def add_serving_parsers(sub, bench) -> None:
     p.add_argument("--signature", default="serving_default")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--timeout", type=positive_float, default=10.0, help="deadline per request in seconds")
-    p.add_argument("--keep", metavar="FIELDS", help="comma-separated fields of each input row copied into its output "
-                   "line (e.g. request_id,user_id,item_id), so predictions can be joined back")
+    p.add_argument("--keep", metavar="FIELDS", help="comma-separated fields of each input row copied to the front of "
+                   "its output line (e.g. request_id,user_id,item_id), to join predictions back; fields that are not "
+                   "features are not sent to the model; a row without one stops the command")
     p.set_defaults(func=cmd_predict)
 
     p = bench.add_parser("serving", help="latency and throughput in-process and over gRPC at batch 1, 64, 512")

@@ -23,6 +23,19 @@ class DataError(UserError):
     """Bad input data; the message names the file (or request), the row and the column."""
 
 
+class UnknownFeatures(DataError):
+    """A row (a request or a JSON line) holding keys that are not the model's features: `names` lists them and
+    `guesses` maps those that look misspelt to the feature meant, so a caller can add its own way out (`mdl-tf
+    predict --keep` for a field meant to pass through)."""
+
+    def __init__(self, message: str, names: list, guesses: dict):
+        super().__init__(message)
+        self.names, self.guesses = list(names), dict(guesses)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.names, self.guesses)
+
+
 class InvalidValue(DataError):
     """One value that does not fit its column's rule (`mdl_tf.values`).
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.errors import DataError, InvalidValue
+from mdl_tf.errors import DataError, InvalidValue, UnknownFeatures
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -262,11 +262,11 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
         unknown = sorted(str(k) for k in row if k not in rules)
         if unknown:
             served = [c for c, r in rules.items() if r.serving]
-            absent = [c for c in served if c not in row]  # a guess the row already holds would not help
-            guesses = {k: difflib.get_close_matches(k, absent, n=1) for k in unknown}
-            hint = ", ".join(f"'{k}' -> '{g[0]}'" for k, g in guesses.items() if g)
-            raise DataError(f"{where}: unknown feature(s) {unknown}" + (f" (did you mean {hint}?)" if hint else "")
-                            + f"; the model reads {served}")
+            guesses = closest_features(unknown, served, row)
+            hint = ("" if not guesses else f" (did you mean '{guesses[unknown[0]]}'?)" if len(unknown) == 1 else
+                    " (did you mean " + ", ".join(f"'{g}' for '{k}'" for k, g in guesses.items()) + "?)")
+            raise UnknownFeatures(f"{where}: unknown feature(s) {unknown}{hint}; the model reads {served}", unknown,
+                                  guesses)
     out = {}
     for col, rule in rules.items():
         if rule.serving:
@@ -275,6 +275,15 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
             except InvalidValue as e:
                 raise DataError(f"{where}, feature '{col}': value {_short(e.value)} {e.reason}") from None
     return out
+
+
+def closest_features(names, features, row) -> dict:
+    """{name: the feature of `features` it most likely misspells} for the names of `names` that have one; a feature
+    `row` already holds is never a guess."""
+    absent = [f for f in features if f not in row]
+    # 0.8, not difflib's 0.6: 'itme_id' (0.86 to item_id) is a slip, 'item_idd' is not one of item_price (0.67)
+    guesses = {k: difflib.get_close_matches(k, absent, n=1, cutoff=0.8) for k in names}
+    return {k: g[0] for k, g in guesses.items() if g}
 
 
 def _short(value) -> str:

@@ -17,6 +17,7 @@ from mdl_tf import values
 from mdl_tf.cli import main
 from mdl_tf.data import synthetic
 from mdl_tf.data.io import DataError, read_csv_checked, split_path
+from mdl_tf.errors import UnknownFeatures
 from mdl_tf.schema import build_schema
 from tests.conftest import SHARED, fuzz_examples
 from tfx_pipeline import preflight
@@ -96,13 +97,18 @@ def test_labels_scenario_and_time():
 
 def test_a_row_with_an_unknown_feature_is_refused_with_the_closest_name():
     cfg = CFG
-    with pytest.raises(DataError, match=r"^rows.jsonl: line 2: unknown feature\(s\) \['itme_id', 'usr_id'\] \(did you "
-                                        r"mean 'itme_id' -> 'item_id', 'usr_id' -> 'user_id'\?\); the model reads "
-                                        r"\['user_id', "):
-        values.check_row({"itme_id": "i1", "usr_id": "u1"}, cfg, "rows.jsonl: line 2")
+    with pytest.raises(DataError, match=r"^rows.jsonl: line 2: unknown feature\(s\) \['itme_id'\] \(did you mean "
+                                        r"'item_id'\?\); the model reads \['user_id', "):
+        values.check_row({"itme_id": "i1"}, cfg, "rows.jsonl: line 2")
+    with pytest.raises(UnknownFeatures) as err:
+        values.check_row({"itme_id": "i1", "usr_id": "u1", "request_id": "r"}, cfg, "rows.jsonl: line 2")
+    assert str(err.value).startswith("rows.jsonl: line 2: unknown feature(s) ['itme_id', 'request_id', 'usr_id'] "
+                                     "(did you mean 'item_id' for 'itme_id', 'user_id' for 'usr_id'?); the model reads")
+    assert err.value.names == ["itme_id", "request_id", "usr_id"]
+    assert err.value.guesses == {"itme_id": "item_id", "usr_id": "user_id"}
     with pytest.raises(DataError) as err:  # the row already has item_id: no guess of a feature it holds
         values.check_row({"item_id": "i1", "item_idd": "i1"}, cfg, "request 0")
-    assert "unknown feature(s) ['item_idd']" in str(err.value) and "'item_idd' -> 'item_id'" not in str(err.value)
+    assert "unknown feature(s) ['item_idd']" in str(err.value) and "did you mean" not in str(err.value)
     with pytest.raises(DataError) as err:  # nothing close: no guess
         values.check_row({"zzz": "1", "user_id": "u1"}, cfg, "request 0")
     assert "unknown feature(s) ['zzz']; the model reads" in str(err.value) and "did you mean" not in str(err.value)
@@ -317,7 +323,7 @@ MISTAKES = [
     (["predict", "--server", "h:1", "--model-name", "m", "--input", "/nonexistent/rows.jsonl"],
      "/nonexistent/rows.jsonl: cannot read the input (No such file or directory)"),
     (["train", "--data", "/nonexistent", "--out", "o"], "/nonexistent: feature config not found"),
-    (["bench", "pipeline", "--rows", "10k"], "--rows '10k': '10k' is not an integer"),
+    (["bench", "pipeline", "--rows", "10k"], "--rows '10k': expected comma-separated integers >= 1, e.g. 10000,100000"),
 ]
 
 
