@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger("mdl_tf.predict")
 
 
 def cmd_serve(args) -> None:
@@ -47,11 +50,15 @@ def kept_fields(rows: list, lines: list, keep: list, path) -> list:
     the file, line and field."""
     from mdl_tf.cli import CLIError
 
+    from mdl_tf.values import closest_features
+
     for row, n in zip(rows, lines):
         missing = [k for k in keep if k not in row]
         if missing:
-            raise CLIError(f"{path}: line {n} has no '{missing[0]}' (--keep copies it into every output line); add it "
-                           f"to every row or leave it out of --keep")
+            guess = closest_features(missing[:1], list(row), {})
+            hint = f" (did you mean '{guess[missing[0]]}'?)" if guess else ""
+            raise CLIError(f"{path}: line {n} has no '{missing[0]}'{hint} (--keep copies it into every output line); "
+                           f"add it to every row or leave it out of --keep")
     return [{k: row[k] for k in keep} for row in rows]
 
 
@@ -65,24 +72,22 @@ def refuse_output_names(keep: list, outputs) -> None:
 
 
 def pass_through(rows: list, lines: list, keep: list, cfg, path) -> list:
-    """The rows without the `--keep` fields the feature config does not declare (they are copied, not sent). A kept
-    name that looks like a misspelt feature some row lacks is a CLIError: it would silently score that row without
-    the feature."""
+    """The rows without the `--keep` fields the feature config does not declare (they are copied, not sent).
+
+    A kept field that looks like a misspelt feature no row holds ('itme_id' in a file without 'item_id') gets a
+    warning, as every row is then scored without that feature; it is not refused, since a pass-through field may
+    legitimately resemble an optional feature (device_id beside device)."""
     from mdl_tf import values
-    from mdl_tf.cli import CLIError
     from mdl_tf.export import OUTPUT_SUFFIX
 
     rules = values.column_rules(cfg)
     refuse_output_names(keep, [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names])
     copied = [k for k in keep if k not in rules]
-    served = [c for c, r in rules.items() if r.serving]
-    for row, n in zip(rows, lines):
-        guesses = values.closest_features(copied, served, row)
-        if guesses:
-            name, feature = next(iter(guesses.items()))
-            raise CLIError(f"--keep {name}: not a feature, so it is copied and not sent to the model, but {path}: "
-                           f"line {n} has no '{feature}'; did you mean '{feature}'? (a kept feature is both copied "
-                           f"and sent)")
+    held = set().union(*rows)
+    for name, feature in values.closest_features(copied, values.served_features(rules), held).items():
+        log.warning("%s: the rows have '%s' and no row has '%s': --keep copies '%s' and does not send it, so every "
+                    "row is scored without '%s'; if it is a misspelling, rename the field in the input", path, name,
+                    feature, name, feature)
     return [{k: v for k, v in row.items() if k not in copied} for row in rows]
 
 

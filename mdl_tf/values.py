@@ -261,7 +261,7 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
     if not ignore_unknown:
         unknown = sorted(str(k) for k in row if k not in rules)
         if unknown:
-            served = [c for c, r in rules.items() if r.serving]
+            served = served_features(rules)
             guesses = closest_features(unknown, served, row)
             hint = ("" if not guesses else f" (did you mean '{guesses[unknown[0]]}'?)" if len(unknown) == 1 else
                     " (did you mean " + ", ".join(f"'{g}' for '{k}'" for k, g in guesses.items()) + "?)")
@@ -275,6 +275,11 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
             except InvalidValue as e:
                 raise DataError(f"{where}, feature '{col}': value {_short(e.value)} {e.reason}") from None
     return out
+
+
+def served_features(rules: dict) -> list:
+    """The columns of `column_rules` the model reads, in config order."""
+    return [c for c, r in rules.items() if r.serving]
 
 
 def closest_features(names, features, row) -> dict:

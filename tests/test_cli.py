@@ -120,6 +120,12 @@ def test_bounded_number_flags_keep_their_bounds_and_wording(parse, good, bad, ru
         parse("x")
 
 
+def test_comma_list_strips_and_drops_blanks_and_repeats_in_order():
+    from mdl_tf.cli import comma_list
+
+    assert comma_list(" a, b,,a ,") == ["a", "b"] and comma_list(None) == [] and comma_list(" , ") == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["bench", "pipeline", "--rows", "1500,x"], "--rows '1500,x': expected comma-separated integers >= 1, e.g. 10000,"),
     (["bench", "pipeline", "--rows", "1500", "--ids", " , "], "--ids: no id encoding given; available: vocabulary, "
@@ -133,9 +139,8 @@ def test_bounded_number_flags_keep_their_bounds_and_wording(parse, good, bad, ru
     (["bench", "quality", "--models", ","], "--models: no model given; available: "),
 ])
 def test_comma_separated_flags_are_read_and_refused_alike(argv, message, tmp_path, capsys):
-    from mdl_tf.cli import comma_list, main
+    from mdl_tf.cli import main
 
-    assert comma_list(" a, b,,a ,") == ["a", "b"] and comma_list(None) == []
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"mdl-tf: error: {message}"), err

@@ -205,15 +205,23 @@ def test_predict_cli_jsonl_round_trip(server, rows, synth_cfg, tmp_path, capsys)
     typo = {k: v for k, v in records[0].items() if k != "item_id"}
     inp.write_text(json.dumps({"request_id": "r0", "itme_id": records[0]["item_id"], **typo}) + "\n")
     assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--keep",
-                 "request_id,itme_id"]) == 2  # copying the misspelt id would score the row without its item
-    assert capsys.readouterr().err.startswith(f"mdl-tf: error: --keep itme_id: not a feature, so it is copied and not "
-                                              f"sent to the model, but {inp}: line 1 has no 'item_id'; did you mean")
+                 "request_id,itme_id"]) == 0  # scored without its item: said, not refused
+    assert (f"mdl-tf: warning: mdl_tf.predict: {inp}: the rows have 'itme_id' and no row has 'item_id': --keep copies "
+            f"'itme_id' and does not send it, so every row is scored without 'item_id'") in capsys.readouterr().err
+    assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--keep",
+                 "request_id,itme_idd"]) == 2  # a misspelt --keep name
+    assert f"{inp}: line 1 has no 'itme_idd' (did you mean 'itme_id'?)" in capsys.readouterr().err
     assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp)]) == 2  # without --keep
     err = capsys.readouterr().err
     assert "unknown feature(s) ['itme_id', 'request_id'] (did you mean 'item_id' for 'itme_id'?)" in err
     assert err.rstrip().endswith("to copy a field that is not a feature into the output, pass --keep request_id")
     assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--keep", " ,"]) == 2
     assert "--keep ' ,': no field given" in capsys.readouterr().err
+    # A pass-through field like an optional feature that rows do hold (device_id beside device): no warning.
+    inp.write_text(json.dumps({"device_id": "d1", **records[0]}) + "\n" + json.dumps({"device_id": "d2", **typo,
+                                                                                        "item_id": "i1"}) + "\n")
+    assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--keep", "device_id"]) == 0
+    assert "warning" not in capsys.readouterr().err
     inp.write_text(json.dumps({"click_probability": 0.5, **records[0]}) + "\n")
     assert main(["predict", "--server", target, "--model-name", MODEL, "--input", str(inp), "--output", str(out),
                  "--keep", "click_probability"]) == 2
