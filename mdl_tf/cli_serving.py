@@ -49,7 +49,6 @@ def kept_fields(rows: list, lines: list, keep: list, path) -> list:
     """The `--keep` fields of every row ([{field: value}], in `keep`'s order); a row without one is a CLIError naming
     the file, line and field."""
     from mdl_tf.cli import CLIError
-
     from mdl_tf.values import closest_features
 
     for row, n in zip(rows, lines):
@@ -78,10 +77,10 @@ def pass_through(rows: list, lines: list, keep: list, cfg, path) -> list:
     warning, as every row is then scored without that feature; it is not refused, since a pass-through field may
     legitimately resemble an optional feature (device_id beside device)."""
     from mdl_tf import values
-    from mdl_tf.export import OUTPUT_SUFFIX
+    from mdl_tf.export import output_name
 
     rules = values.column_rules(cfg)
-    refuse_output_names(keep, [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names])
+    refuse_output_names(keep, [output_name(t) for t in cfg.task_names])
     copied = [k for k in keep if k not in rules]
     held = set().union(*rows)
     for name, feature in values.closest_features(copied, values.served_features(rules), held).items():

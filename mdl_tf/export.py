@@ -21,6 +21,11 @@ from mdl_tf.models.base import OPTIMIZERS, with_all_hparams
 from mdl_tf.utils import is_uri, join
 
 OUTPUT_SUFFIX = "_probability"
+
+
+def output_name(task: str) -> str:
+    """The serving output of `task`'s probability ([B] float32), e.g. click -> click_probability."""
+    return f"{task}{OUTPUT_SUFFIX}"
 METADATA_FILE = "mdl_metadata.json"
 
 
@@ -72,7 +77,7 @@ class ServingModule(tf.Module):
 
     def _outputs(self, transformed):
         probs = self.model(transformed, training=False)
-        return {f"{t}{OUTPUT_SUFFIX}": tf.cast(probs[t], tf.float32) for t in self._cfg.task_names}
+        return {output_name(t): tf.cast(probs[t], tf.float32) for t in self._cfg.task_names}
 
     def signatures(self) -> dict:
         # autograph=False: the model and transforms are plain TF (see mdl_tf.models.base._plain_python); skipping the
@@ -146,7 +151,7 @@ def _save(path: str, model, transform, cfg: FeatureConfig, metadata, raw_spec, w
     with keras_option_scope(save_traces=False), _without_optimizers(model):
         tf.saved_model.save(module, path, signatures=module.signatures())
     meta = {"feature_config": cfg.to_dict(), "tasks": cfg.task_names, "scenarios": cfg.scenario_names,
-            "outputs": [f"{t}{OUTPUT_SUFFIX}" for t in cfg.task_names], "hparams": {}, **(metadata or {})}
+            "outputs": [output_name(t) for t in cfg.task_names], "hparams": {}, **(metadata or {})}
     # Every hparam the model was built with, not only the ones a user passed: a later change of a default must not
     # rebuild this model differently (`rebuild_model`).
     meta = with_all_hparams(model, meta)

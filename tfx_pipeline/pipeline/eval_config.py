@@ -9,17 +9,13 @@ from __future__ import annotations
 import tensorflow_model_analysis as tfma
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.export import OUTPUT_SUFFIX
+from mdl_tf.export import output_name
 from tfx_pipeline.pipeline import configs
 
 # Declared explicitly: a tf.saved_model.save model is evaluated as `tf_generic`, so compiled Keras metrics are ignored.
 HEAD_METRICS = ("ExampleCount", "AUCPrecisionRecall", "BinaryCrossentropy", "Calibration", "MeanLabel",
                 "MeanPrediction", "CalibrationPlot")
 AUC = "AUC"
-
-
-def output_name(task: str) -> str:
-    return f"{task}{OUTPUT_SUFFIX}"
 
 
 def slicing_specs(cfg: FeatureConfig) -> list:
