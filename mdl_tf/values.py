@@ -219,7 +219,18 @@ def _label(rule: ColumnRule, value) -> int:
         return int(value)
     if isinstance(value, (str, bytes)) and _text(rule, value).strip() in ("0", "1"):
         return int(_text(rule, value).strip())
+    if _is_decimal_zero_or_one(rule, value):  # 0.0/1.0: the right label in the wrong form (pandas after a NaN)
+        raise InvalidValue(rule.column, value, f"is 0 or 1 written as a decimal; {rule.expects}")
     raise InvalidValue(rule.column, value, f"is not 0 or 1; {rule.expects}")
+
+
+def _is_decimal_zero_or_one(rule: ColumnRule, value) -> bool:
+    """Whether a label cell is a float 0.0/1.0 or its text ("1.0", "0.", "1e0")."""
+    try:
+        number = float(_text(rule, value) if isinstance(value, (str, bytes)) else value)
+    except (TypeError, ValueError, InvalidValue):
+        return False
+    return number in (0.0, 1.0)
 
 
 def check_value(rule: ColumnRule, value):

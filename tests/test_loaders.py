@@ -128,5 +128,5 @@ def test_aliccp_ids_stay_exact_and_labels_are_0_or_1(tmp_path):
     shutil.rmtree(tmp_path / "src")
     src = _copy_ali(tmp_path, lambda f: f.assign(click=f["click"].str.replace("1", "1.0")))
     with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row \d+ \(line \d+\), column 'click': "
-                                        r"value '1.0' is not 0 or 1"):
+                                        r"value '1.0' is 0 or 1 written as a decimal"):
         aliccp.write(tmp_path / "o2", src)

@@ -89,6 +89,12 @@ def test_labels_scenario_and_time():
     for bad in ("1.0", 1.0, "2", -1, "true", True, "yes"):
         reason = _refusal(label, bad)
         assert "0 or 1 written as an integer" in reason and "astype('Int64')" in reason, bad
+        # The right label in the wrong form says so; anything else is simply not 0 or 1.
+        decimal = isinstance(bad, float) or bad == "1.0"
+        assert reason.startswith("is 0 or 1 written as a decimal;" if decimal else "is "), bad
+        assert ("written as a decimal" in reason) == decimal, bad
+    assert _refusal(label, "0.").startswith("is 0 or 1 written as a decimal;")
+    assert _refusal(label, "0.5").startswith("is not 0 or 1;")
     assert "is required in every row" in _refusal(scenario, None)
     assert "is required in every row" in _refusal(scenario, "")
     assert values.check_value(RULES["ts"], "1700000853") == 1700000853
@@ -248,7 +254,7 @@ def test_float_labels_are_refused_up_front_by_the_check_train_and_the_pipeline(t
     cfg = load(FLOAT_LABELS)
     with pytest.raises(DataError) as err:
         preflight.check_input(FLOAT_LABELS, cfg)
-    expected = (f"{FLOAT_LABELS / 'train' / 'data.csv'}: row 1 (line 2), column 'click': value '0.0' is not 0 or 1; "
+    expected = (f"{FLOAT_LABELS / 'train' / 'data.csv'}: row 1 (line 2), column 'click': value '0.0' is 0 or 1 written as a decimal; "
                 f"expected the label 0 or 1 written as an integer")
     assert str(err.value).startswith(expected)
     root = tmp_path / "root"
