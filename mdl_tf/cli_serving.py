@@ -49,13 +49,12 @@ def kept_fields(rows: list, lines: list, keep: list, path) -> list:
     """The `--keep` fields of every row ([{field: value}], in `keep`'s order); a row without one is a CLIError naming
     the file, line and field."""
     from mdl_tf.cli import CLIError
-    from mdl_tf.values import closest_features
+    from mdl_tf.values import closest_features, did_you_mean
 
     for row, n in zip(rows, lines):
-        missing = [k for k in keep if k not in row]
+        missing = [k for k in keep if k not in row][:1]
         if missing:
-            guess = closest_features(missing[:1], list(row), {})
-            hint = f" (did you mean '{guess[missing[0]]}'?)" if guess else ""
+            hint = did_you_mean(missing, closest_features(missing, list(row), {}))
             raise CLIError(f"{path}: line {n} has no '{missing[0]}'{hint} (--keep copies it into every output line); "
                            f"add it to every row or leave it out of --keep")
     return [{k: row[k] for k in keep} for row in rows]

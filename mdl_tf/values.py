@@ -274,10 +274,8 @@ def check_row(row, cfg: FeatureConfig, where: str, rules: dict | None = None, ig
         if unknown:
             served = served_features(rules)
             guesses = closest_features(unknown, served, row)
-            hint = ("" if not guesses else f" (did you mean '{guesses[unknown[0]]}'?)" if len(unknown) == 1 else
-                    " (did you mean " + ", ".join(f"'{g}' for '{k}'" for k, g in guesses.items()) + "?)")
-            raise UnknownFeatures(f"{where}: unknown feature(s) {unknown}{hint}; the model reads {served}", unknown,
-                                  guesses)
+            raise UnknownFeatures(f"{where}: unknown feature(s) {unknown}{did_you_mean(unknown, guesses)}; the "
+                                  f"model reads {served}", unknown, guesses)
     out = {}
     for col, rule in rules.items():
         if rule.serving:
@@ -300,6 +298,16 @@ def closest_features(names, features, row) -> dict:
     # 0.8, not difflib's 0.6: 'itme_id' (0.86 to item_id) is a slip, 'item_idd' is not one of item_price (0.67)
     guesses = {k: difflib.get_close_matches(k, absent, n=1, cutoff=0.8) for k in names}
     return {k: g[0] for k, g in guesses.items() if g}
+
+
+def did_you_mean(names: list, guesses: dict) -> str:
+    """The hint for misspelt `names` from `closest_features`' guesses: " (did you mean 'item_id'?)" for one name,
+    " (did you mean 'item_id' for 'itme_id', 'user_id' for 'usr_id'?)" for several, "" without a guess."""
+    if not guesses:
+        return ""
+    if len(names) == 1:
+        return f" (did you mean '{guesses[names[0]]}'?)"
+    return " (did you mean " + ", ".join(f"'{g}' for '{k}'" for k, g in guesses.items()) + "?)"
 
 
 def _short(value) -> str:
