@@ -81,11 +81,6 @@ def cluster_start(tmp_path, cluster: dict, roles: dict) -> tuple:
     return procs, logs
 
 
-def cluster_run(tmp_path, cluster: dict, roles: dict) -> None:
-    """Run the cluster of `roles` until every process has ended by itself (exit code 0)."""
-    wait_all(*cluster_start(tmp_path, cluster, roles))
-
-
 @pytest.fixture(scope="module")
 def dist_data(tmp_path_factory):
     from mdl_tf.data import synthetic
@@ -113,6 +108,17 @@ def single_process_auc(dist_data, tmp_path_factory):
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["train_steps"] == STEPS
     return metrics["mean_scenario_task_auc"]
+
+
+def assert_stages(log_text: str, strategy: str) -> None:
+    """The chief printed each stage after `fit`, in order, with its seconds (the silence after the last epoch once
+    hid a 13-59 s wait, in no stage anyone could name)."""
+    import re
+
+    stages = [f"trained {STEPS:,} steps", f"copied the weights out of the {strategy} strategy",
+              "evaluated ", "exported "]
+    found = [m.group(1) for m in re.finditer(r"^(.+) \(\d+\.\d s\)$", log_text, re.M)]
+    assert len(found) == len(stages) and all(f.startswith(s) for f, s in zip(found, stages)), found
 
 
 def assert_exported(model_dir, metrics: dict) -> None:
@@ -152,6 +158,7 @@ def test_multi_worker_mirrored_matches_single_process(dist_data, request, tmp_pa
     assert abs(metrics["mean_scenario_task_auc"] - single_process_auc) <= SYNC_TOLERANCE, (
         metrics["mean_scenario_task_auc"], single_process_auc)
     assert_exported(tmp_path / "out0", metrics)
+    assert_stages(logs["worker:0"].read_text(), "multi_worker_mirrored")
 
 
 @pytest.mark.serial
@@ -168,7 +175,8 @@ def test_parameter_server_matches_single_process(dist_data, single_process_auc, 
     roles = {"worker:0": server, "worker:1": server, **{f"ps:{i}": server for i in range(num_ps)},
              "chief:0": ["train", "--data", str(dist_data), "--out", str(tmp_path / "out"),
                          "--strategy", "parameter_server", *shard, *TRAIN]}
-    cluster_run(tmp_path, cluster, roles)  # the servers exit 0 once the chief is gone
+    procs, logs = cluster_start(tmp_path, cluster, roles)
+    wait_all(procs, logs)  # the servers exit 0 once the chief is gone
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     where = metrics["distribution"]
@@ -183,6 +191,7 @@ def test_parameter_server_matches_single_process(dist_data, single_process_auc, 
     assert abs(metrics["mean_scenario_task_auc"] - single_process_auc) <= ASYNC_TOLERANCE, (
         metrics["mean_scenario_task_auc"], single_process_auc)
     assert_exported(tmp_path / "out", metrics)
+    assert_stages(logs["chief:0"].read_text(), "parameter_server")
 
 
 @pytest.mark.slow

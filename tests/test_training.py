@@ -1,5 +1,6 @@
 """End-to-end training: the CLI, metrics.json, SavedModel round trip and learning on data with a known signal."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -15,13 +16,30 @@ from mdl_tf.training.trainer import TrainConfig, predict_frame, train
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """`mdl-tf data synth` + `mdl-tf train` through the CLI on 12,000 rows."""
+    """`mdl-tf data synth` + `mdl-tf train` through the CLI on 12,000 rows; what `train` printed is in
+    out/../stdout.txt."""
+    import contextlib
+    import io
+
     root = tmp_path_factory.mktemp("train")
     data, out = root / "data", root / "out"
     assert main(["data", "synth", "--out", str(data), "--rows", "12000", "--seed", "2"]) == 0
-    assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "3", "--batch-size", "256",
-                 "--d-model", "32", "--hparam", "ffn_multiplier=2"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--data", str(data), "--out", str(out), "--epochs", "3", "--batch-size", "256",
+                     "--d-model", "32", "--hparam", "ffn_multiplier=2"]) == 0
+    (root / "stdout.txt").write_text(printed.getvalue())
     return data, out
+
+
+def test_train_prints_each_stage_after_fit_with_its_seconds(trained):
+    data, out = trained
+    rows = {s: json.loads((data / "dataset.json").read_text())["rows"][s] for s in ("eval", "test")}
+    steps = json.loads((out / "metrics.json").read_text())["train_steps"]
+    stages = [line for line in (out.parent / "stdout.txt").read_text().splitlines() if line.endswith(" s)")]
+    assert [re.sub(r" \(\d+\.\d s\)$", "", line) for line in stages] == [
+        f"trained {steps:,} steps", f"evaluated {rows['eval']:,} eval rows and the diagnostics",
+        f"evaluated {rows['test']:,} test rows", f"exported {out / 'saved_model'}"]  # no strategy: nothing to copy
 
 
 def test_metrics_json_has_the_documented_shape(trained):

@@ -93,6 +93,16 @@ class BestEpoch(tf.keras.callbacks.Callback):
                 var.assign(value)
 
 
+def _stage(tc: TrainConfig, line: str, since: float) -> float:
+    """Report one post-training stage ("evaluated 4,000 eval rows (3.1 s)"): printed when `tc.verbose` (the command
+    line; benchmarks train quietly), always logged with its timestamp. Returns the time, the next stage's start."""
+    line = f"{line} ({time.time() - since:.1f} s)"
+    if tc.verbose:
+        print(line, flush=True)
+    log.info("train: %s", line)
+    return time.time()
+
+
 def sized_hparams(tc: TrainConfig, cfg, sizes: dict, hparams: dict) -> dict:
     """hparams with the width knobs set to meet `tc.dense_params` (unchanged when no budget is given)."""
     if not tc.dense_params:
@@ -190,8 +200,12 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
         return {"model": tc.model, "role": "worker", "train_seconds": round(train_seconds, 2)}
     where = distribute.placement(model)
     train_steps = int(model.optimizer.iterations.numpy())  # read before the plain copy replaces the model
-    model = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
+    stage = _stage(tc, f"trained {train_steps:,} steps", started)
+    plain = distribute.undistributed(model, strategy, lambda: build_model(  # same SavedModel whatever trained it
         tc.model, cfg, sizes, precision=tc.precision, **hparams))
+    if plain is not model:
+        stage = _stage(tc, f"copied the weights out of the {tc.strategy} strategy", stage)
+    model = plain
 
     out.mkdir(parents=True, exist_ok=True)
     save_stats(stats, out)
@@ -207,6 +221,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     if hasattr(model, "attention_maps"):
         metrics["attention_entropy"] = diagnostics.attention_entropy(model, features)
     metrics["diagnostics"] = diagnostics.diagnose(model, features, targets, history.history)
+    stage = _stage(tc, f"evaluated {len(frames['eval']):,} eval rows and the diagnostics", stage)
     dead = sorted(k for k, v in metrics["diagnostics"]["gradient_norms"].items() if v == 0.0)
     if dead:  # a weight no gradient reaches never learns (how DFFM's dynamic weights once stayed at zero)
         log.warning("no gradient reaches component %s (gradient norm 0 over all its weights, on an eval batch after "
@@ -217,6 +232,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
         test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)
         test, probs = evaluate_frame(model, test_frame, cfg, transform, return_probs=True)
         metrics["test"] = {**test, "mean_scenario_task_auc": mean_auc(test)}
+        stage = _stage(tc, f"evaluated {len(test_frame):,} test rows", stage)
         if tc.save_test_predictions:
             from mdl_tf.utils import atomic_save_npz
 
@@ -229,6 +245,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
                        metadata={"model": tc.model, "feature_config_version": cfg.version, "hparams": hparams,
                                  "vocab_sizes": sizes},
                        warmup=rows_to_examples(frames["eval"].iloc[:16], cfg))
+    _stage(tc, f"exported {out / 'saved_model'}", stage)
     write_json(out / "train_config.json", {**dataclasses.asdict(tc), "data_dir": str(data_dir),
                                            "schema_dir": str(schema_dir), "hparams": hparams})
     write_json(out / "metrics.json", metrics)
