@@ -43,8 +43,8 @@ def add_onboarding_parsers(sub) -> None:
         p.add_argument("--model-dir", required=True, help="an `mdl-tf train` output folder (or an earlier "
                        "onboarding's --out)")
         p.add_argument("--name", required=True)
-        p.add_argument("--data", required=True, help="dataset folder in the model's schema: train/data.csv "
-                       "(eval/data.csv optional, for the report)")
+        p.add_argument("--data", required=True, help="dataset folder in the model's schema: train/*.csv "
+                       "(eval/*.csv optional, for the report)")
         p.add_argument("--out", required=True, help="a new folder for the onboarded model (same layout as --model-dir)")
         p.add_argument("--epochs", type=positive_int, default=defaults.epochs)
         p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)

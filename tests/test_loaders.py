@@ -113,8 +113,34 @@ def test_read_split_errors_name_file_row_and_column(synth_dir, synth_cfg, tmp_pa
     two.to_csv(tmp_path / "train" / "data.csv", index=False)
     with pytest.raises(DataError, match=r"row 1 \(line 2\), column 'click': value '2' is not 0 or 1"):
         read_split(tmp_path, "train", synth_cfg)
-    with pytest.raises(DataError, match=r"eval/data.csv: file not found"):
+    with pytest.raises(DataError, match=r"/eval: no CSV file; expected <data dir>/eval/\*\.csv"):
         read_split(tmp_path, "eval", synth_cfg)
+
+
+def test_a_split_is_every_csv_file_of_its_folder_with_one_header_and_no_byte_order_mark(synth_dir, synth_cfg,
+                                                                                         tmp_path):
+    """`mdl-tf train` reads a split as the pipeline's CsvExampleGen does (train/*, in name order), and refuses what
+    CsvExampleGen would misread: files of one split with different headers, and a byte-order mark, which pandas skips
+    but CsvExampleGen keeps in the first column's name (that column, a label here, then silently vanished)."""
+    frame = pd.read_csv(split_path(synth_dir, "train"), dtype=str, keep_default_na=False)
+    (tmp_path / "train").mkdir()
+    frame.iloc[:700].to_csv(tmp_path / "train" / "part-0.csv", index=False)
+    frame.iloc[700:].to_csv(tmp_path / "train" / "part-1.csv", index=False)
+    (tmp_path / "train" / "notes.txt").write_text("not data")
+    whole, parts = read_split(synth_dir, "train", synth_cfg), read_split(tmp_path, "train", synth_cfg)
+    pd.testing.assert_frame_equal(parts, whole)
+    frame.iloc[700:, ::-1].to_csv(tmp_path / "train" / "part-1.csv", index=False)
+    with pytest.raises(DataError, match=r"part-1.csv: header differs from part-0.csv's"):
+        read_split(tmp_path, "train", synth_cfg)
+    (tmp_path / "train" / "part-1.csv").unlink()
+    first = tmp_path / "train" / "part-0.csv"
+    text = first.read_text()
+    first.write_text("\ufeff" + text, encoding="utf-8")  # what Excel's "CSV UTF-8" and encoding="utf-8-sig" write
+    with pytest.raises(DataError, match=r"part-0.csv: starts with a UTF-8 byte-order mark .* lose it\. Save the file "
+                                        r"without it"):
+        read_split(tmp_path, "train", synth_cfg)
+    first.write_text(text, encoding="utf-8")
+    assert len(read_split(tmp_path, "train", synth_cfg)) == 700
 
 
 def test_aliccp_ids_stay_exact_and_labels_are_0_or_1(tmp_path):

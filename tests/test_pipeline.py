@@ -171,7 +171,7 @@ def test_bad_input_errors_name_the_column_and_the_file(synth_dir, tmp_path, caps
             fn(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
         return mutate
 
-    check(lambda d: [p.unlink() for p in (d / "train").glob("*.csv")], "train", "no CSV files")
+    check(lambda d: [p.unlink() for p in (d / "train").glob("*.csv")], "train", "no CSV file")
     check(frame_edit("train", lambda f: f.assign(item_price="cheap")), "item_price", "not a number", "data.csv")
     check(frame_edit("train", lambda f: f.assign(click="")), "click", "every label is missing")
     check(frame_edit("eval", lambda f: f.assign(device="7")), "device", "only integers", "dtype: int")

@@ -153,7 +153,7 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
                       epochs: int = 10, batch_size: int = 512, patience: int = 2, ablations=tuple(ABLATIONS),
                       rows: int = 50_000, d_model_reference: int = 64) -> dict:
     from mdl_tf import config as cfgmod
-    from mdl_tf.data.io import read_split, split_path
+    from mdl_tf.data.io import has_split, read_split
     from mdl_tf.data.transform import fit_stats, vocab_sizes
     from mdl_tf.models.sizing import dense_params as count_dense
     from mdl_tf.models.sizing import size_to_budget
@@ -167,7 +167,7 @@ def run_quality_bench(dataset: str, models: list, seeds: int, out_dir, dense_par
         data = _prepare(dataset, work, rows)
         cfg = cfgmod.load(data)
         # Read and validated once: every (model, seed) trains on these frames.
-        frames = {s: read_split(data, s, cfg) for s in ("train", "eval", "test") if split_path(data, s).exists()}
+        frames = {s: read_split(data, s, cfg) for s in ("train", "eval", "test") if has_split(data, s)}
         sizes = vocab_sizes(cfg, fit_stats(frames["train"], cfg))
         if dense_params is None:  # the budget: MDL at the reference width
             dense_params = count_dense("mdl", cfg, sizes, d_model=d_model_reference)

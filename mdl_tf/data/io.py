@@ -1,4 +1,7 @@
-"""Dataset files on disk: `<dir>/{train,eval,test}/data.csv` plus `features.yaml`, `schema.pbtxt`, `dataset.json`.
+"""Dataset files on disk: `<dir>/{train,eval,test}/*.csv` plus `features.yaml`, `schema.pbtxt`, `dataset.json`.
+
+A split is every CSV file of its folder, read in name order (as the pipeline's CsvExampleGen reads `train/*`), all
+with one header; the writers here write one file per split, `data.csv`.
 
 Reading validates against the feature config with the value contract of `mdl_tf.values` (the same rules the pipeline's
 pre-run check, the serving client and the development server apply) and stops at the first problem with a message
@@ -24,10 +27,21 @@ from mdl_tf.utils import write_json
 
 SPLITS = ("train", "eval", "test")
 DATA_FILE = "data.csv"
+BOM = b"\xef\xbb\xbf"
 
 
 def split_path(data_dir, split: str) -> Path:
+    """The file the writers here write for `split`."""
     return Path(data_dir) / split / DATA_FILE
+
+
+def split_files(data_dir, split: str) -> list:
+    """The CSV files of `split`, in name order (empty when the split folder is missing or holds none)."""
+    return sorted((Path(data_dir) / split).glob("*.csv"))
+
+
+def has_split(data_dir, split: str) -> bool:
+    return bool(split_files(data_dir, split))
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -83,14 +97,34 @@ def parse_numbers(frame: pd.DataFrame, col: str, path, allow_empty: bool = True)
 
 
 def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
-    """Read one split and check it against the config (`mdl_tf.values.check_frame`). Returns a frame with typed
-    columns: id columns as their canonical text (empty string when missing; int ids without sign or leading zeros),
-    numeric and label columns as float (NaN when missing), the time column as int64."""
-    path = split_path(data_dir, split)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; expected <data dir>/{split}/{DATA_FILE} (make one with "
-                        f"`mdl-tf data synth|movielens|aliccp --out DIR`)")
-    return read_csv_checked(path, cfg, split)
+    """Read one split (every CSV file of `<data_dir>/<split>/`) and check it against the config
+    (`mdl_tf.values.check_frame`). Returns a frame with typed columns: id columns as their canonical text (empty string
+    when missing; int ids without sign or leading zeros), numeric and label columns as float (NaN when missing), the
+    time column as int64. Raises DataError naming the file, row and column of the first problem."""
+    frames = [frame for _, frame in read_split_files(data_dir, split, cfg)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_split_files(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> list:
+    """[(path, checked frame)] for every CSV file of a split (see read_split); the files must share one header, as
+    CsvExampleGen reads them with the first one's."""
+    files = split_files(data_dir, split)
+    if not files:
+        raise DataError(f"{Path(data_dir) / split}: no CSV file; expected <data dir>/{split}/*.csv, one or more "
+                        f"files with one header (make an example with `mdl-tf data synth --out DIR`)")
+    first = _header(files[0])
+    out = []
+    for path in files:
+        if _header(path) != first:
+            raise DataError(f"{path}: header differs from {files[0].name}'s; every file of a split needs the same "
+                            f"header (the same columns in the same order: CsvExampleGen reads them all with one)")
+        out.append((path, read_csv_checked(path, cfg, split)))
+    return out
+
+
+def _header(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.readline().rstrip("\r\n")
 
 
 def _check_field_counts(path, width: int) -> None:
@@ -104,6 +138,11 @@ def _check_field_counts(path, width: int) -> None:
 
 def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFrame:
     """One CSV file of `split`, checked against the config (see read_split)."""
+    with open(path, "rb") as fh:
+        if fh.read(3) == BOM:  # pandas would skip it; CsvExampleGen keeps it in the first column's name
+            raise DataError(f"{path}: starts with a UTF-8 byte-order mark (Excel's \"CSV UTF-8\" writes one); the "
+                            f"pipeline would read the first column as '\\ufeff' + its name and lose it. Save the file "
+                            f"without it (plain UTF-8), e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except pd.errors.EmptyDataError:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from mdl_tf import config as cfgmod
 from mdl_tf.config import with_scenario, with_task  # noqa: F401  (onboarding's names for them)
-from mdl_tf.data.io import read_split, split_path
+from mdl_tf.data.io import has_split, read_split, split_files
 from mdl_tf.data.transform import SCENARIO_MASK, STATS_FILE, FeatureTransform, save_stats
 from mdl_tf.errors import UserError
 from mdl_tf.evaluation import task_metrics
@@ -173,7 +173,7 @@ def _check_name(name: str, what: str, taken: list, separator: str | None = None)
 
 def _read_splits(data_dir, cfg) -> dict:
     frames = {"train": read_split(data_dir, "train", cfg)}
-    if split_path(data_dir, "eval").exists():
+    if has_split(data_dir, "eval"):
         frames["eval"] = read_split(data_dir, "eval", cfg)
     return frames
 
@@ -291,7 +291,7 @@ def add_scenario(model_dir, name: str, data_dir, out_dir, oc: OnboardConfig = On
     transform = FeatureTransform(cfg, trained.stats)
     new_rows = _new_scenario_rows(frames["train"], cfg, transform)
     if new_rows.sum() < MIN_SCENARIO_ROWS:
-        raise OnboardingError(f"{split_path(data_dir, 'train')}: {int(new_rows.sum())} rows of scenario {name!r} "
+        raise OnboardingError(f"{Path(data_dir) / 'train'}: {int(new_rows.sum())} rows of scenario {name!r} "
                               f"(column '{sc.column}'{', ' + repr(sc.membership_column) if sc.membership_column else ''}"
                               f"); onboarding needs at least {MIN_SCENARIO_ROWS}: add rows of the new scenario")
     trained = load_trained(model_dir)
@@ -347,7 +347,7 @@ def add_task(model_dir, name: str, label: str, data_dir, out_dir, oc: OnboardCon
     y = frames["train"][label].to_numpy()
     labelled = y[np.isfinite(y)]
     if len(labelled) < MIN_TASK_ROWS or labelled.min() == labelled.max():
-        raise OnboardingError(f"{split_path(data_dir, 'train')}: column '{label}' has {len(labelled)} labelled rows"
+        raise OnboardingError(f"{Path(data_dir) / 'train'}: column '{label}' has {len(labelled)} labelled rows"
                               f"{' all ' + str(int(labelled[0])) if len(labelled) and labelled.min() == labelled.max() else ''}"
                               f"; a new task needs at least {MIN_TASK_ROWS} with both 0 and 1")
     transform = FeatureTransform(cfg, trained.stats)
@@ -376,9 +376,10 @@ def add_task(model_dir, name: str, label: str, data_dir, out_dir, oc: OnboardCon
 def _check_label_column(data_dir, label: str) -> None:
     import pandas as pd
 
-    path = split_path(data_dir, "train")
-    if not path.exists():
-        return  # read_split names the missing file
+    files = split_files(data_dir, "train")
+    if not files:
+        return  # read_split names the missing files
+    path = files[0]  # every file of a split has its header (read_split checks)
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
     except (ValueError, OSError):

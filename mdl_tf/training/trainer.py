@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import read_split, split_path
+from mdl_tf.data.io import has_split, read_split
 from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, raw_columns,
                                    save_stats, vocab_sizes)
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
@@ -227,7 +227,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
         log.warning("no gradient reaches component %s (gradient norm 0 over all its weights, on an eval batch after "
                     "training): it never learns; check how the model reads it (metrics.json: "
                     "diagnostics.gradient_norms)", ", ".join(dead))
-    if "test" in frames or split_path(data_dir, "test").exists():
+    if "test" in frames or has_split(data_dir, "test"):
         # Held out from model selection (early stopping reads the eval split): what benchmarks report.
         test_frame = frames["test"] if "test" in frames else read_split(data_dir, "test", cfg)
         test, probs = evaluate_frame(model, test_frame, cfg, transform, return_probs=True)
