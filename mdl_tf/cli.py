@@ -130,6 +130,12 @@ def cmd_schema_export(args) -> None:
     from mdl_tf.data import DATASETS
     from mdl_tf.schema import write_schema
 
+    if args.schema:  # the user's own folder: its schema.pbtxt from its features.yaml, in place
+        if args.dataset:
+            raise CLIError("--schema DIR rewrites DIR/schema.pbtxt from DIR/features.yaml; --dataset NAME writes a "
+                           "built-in dataset's: give one of them")
+        print(write_schema(cfgmod.load(args.schema), args.schema))
+        return
     names = [args.dataset] if args.dataset else sorted(DATASETS)
     for name in names:
         out = Path(args.out) / name
@@ -457,13 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data)
 
-    schema = sub.add_parser("schema", help="write features.yaml + schema.pbtxt of the built-in datasets"
+    schema = sub.add_parser("schema", help="write schema.pbtxt from a features.yaml (yours, or the built-in datasets')"
                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = schema.add_parser("export", help="regenerate schemas/<dataset>/ from the dataset definitions")
+    p = schema.add_parser("export", help="--schema DIR: rewrite DIR/schema.pbtxt from DIR/features.yaml; otherwise "
+                          "regenerate schemas/<dataset>/ from the built-in dataset definitions")
     p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_priors",
                                          "movielens1m_temporal", "movielens1m_temporal_priors", "synthetic"),
                    help="one dataset (default: all)")
-    p.add_argument("--out", default=str(REPO_SCHEMAS))
+    p.add_argument("--out", default=str(REPO_SCHEMAS), help="where the built-in datasets' folders go")
+    p.add_argument("--schema", help="your own schema folder: rewrite its schema.pbtxt from its features.yaml")
     p.set_defaults(func=cmd_schema_export)
 
     p = sub.add_parser("train", help="train a model on a dataset folder, evaluate on its eval split, export")

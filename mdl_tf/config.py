@@ -414,7 +414,8 @@ def load(path) -> FeatureConfig:
         path = path / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"{path}: feature config not found; a schema directory holds {CONFIG_FILE} and "
-                          f"schema.pbtxt (see schemas/README.md)")
+                          f"schema.pbtxt (README, 'Datasets and the feature config'; `mdl-tf schema export --schema "
+                          f"DIR` writes schema.pbtxt from DIR/features.yaml)")
     with open(path) as fh:
         try:
             raw = yaml.safe_load(fh)

@@ -1,7 +1,9 @@
 """Derive the TFMD schema (`schema.pbtxt`, what ImportSchemaGen and TFDV read) from the feature config.
 
 The feature config is the source of truth; the schema is generated from it so the two can never disagree.
-`mdl-tf schema export --schema schemas/<name>` rewrites it.
+`mdl-tf schema export --schema DIR` rewrites DIR/schema.pbtxt from DIR/features.yaml (your own data);
+`mdl-tf schema export [--dataset NAME]` rewrites the built-in ones under schemas/. `check_schema_file` stops a pipeline
+whose schema.pbtxt was not regenerated after an edit of features.yaml.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from mdl_tf.config import FeatureConfig
+from mdl_tf.config import ConfigError, FeatureConfig
 from mdl_tf.utils import atomic_write_text
 
 SCHEMA_FILE = "schema.pbtxt"
@@ -56,6 +58,31 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
         lab.int_domain.min = 0
         lab.int_domain.max = 1
     return schema
+
+
+def check_schema_file(cfg: FeatureConfig, schema_file) -> None:
+    """Raise ConfigError when `schema_file` disagrees with what `cfg` generates: a column missing, or declared with
+    another type or presence (the pipeline would validate, parse and transform with the stale one: an anomaly warning,
+    then a Transform failure minutes later). Extra columns and other additions (domains, comparators) are left alone."""
+    try:
+        found = {f.name: f for f in text_format.Parse(Path(schema_file).read_text(), schema_pb2.Schema()).feature}
+    except text_format.ParseError as e:
+        raise ConfigError(f"{schema_file}: not a valid schema.pbtxt ({e}); regenerate it: mdl-tf schema export "
+                          f"--schema {Path(schema_file).parent}") from None
+    problems = []
+    for want in build_schema(cfg).feature:
+        have = found.get(want.name)
+        if have is None:
+            problems.append(f"'{want.name}' is missing")
+        elif have.type != want.type:
+            problems.append(f"'{want.name}' is {schema_pb2.FeatureType.Name(have.type)}, features.yaml makes it "
+                            f"{schema_pb2.FeatureType.Name(want.type)}")
+        elif have.HasField("shape") != want.HasField("shape"):
+            problems.append(f"'{want.name}' is {'required' if have.HasField('shape') else 'optional'} (shape), "
+                            f"features.yaml makes it {'required' if want.HasField('shape') else 'optional'}")
+    if problems:
+        raise ConfigError(f"{schema_file}: out of date with features.yaml: {'; '.join(problems)}; regenerate it: "
+                          f"mdl-tf schema export --schema {Path(schema_file).parent}")
 
 
 def schema_text(cfg: FeatureConfig) -> str:

@@ -351,7 +351,7 @@ def check_csv_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
             fix = "write at least one value with a decimal point (e.g. 3.0; pandas does for a float column)"
         elif rule.csv_type == "STRING":
             fix = (f"declare `dtype: int` for '{col}' if they are integer ids (and regenerate schema.pbtxt with "
-                   f"`mdl-tf schema export`), or make them text (e.g. prefix 'id')")
+                   f"`mdl-tf schema export --schema <schema dir>`), or make them text (e.g. prefix 'id')")
         else:
             fix = "fix the values (see the README, Accepted values)"
         raise DataError(f"{path}: column '{col}' holds {held}, so CsvExampleGen reads it as {inferred}, but "

@@ -307,6 +307,34 @@ def test_an_edited_schema_is_a_new_import_path(tmp_path):
     assert second != first and second.read_text() == path.read_text() and first.exists()
 
 
+def test_a_schema_not_regenerated_after_features_yaml_changed_stops_the_run_before_the_data(tmp_path, capsys):
+    """features.yaml edited (a column's dtype), schema.pbtxt not: the run stops at once naming the column, both types
+    and the command that regenerates it (it once warned in ExampleValidator, then failed in the Transform with a
+    100-line Beam traceback); after that command the schema matches again."""
+    from mdl_tf import config as cfgmod
+    from mdl_tf.schema import check_schema_file
+
+    schema_dir = tmp_path / "schema"
+    shutil.copytree(SCHEMA, schema_dir)
+    yaml_path = schema_dir / "features.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("name: hour\n", "name: hour\n  dtype: int\n", 1))
+    assert cfgmod.load(schema_dir).feature("hour").dtype == "int"
+    assert _run_with_schema(schema_dir, tmp_path / "root") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"mdl-tf: error: {schema_dir / 'schema.pbtxt'}: out of date with features.yaml: 'hour' is BYTES, "
+                   f"features.yaml makes it INT; regenerate it: mdl-tf schema export --schema {schema_dir}"), err
+    assert not (tmp_path / "root").exists()  # stopped before anything was written
+    assert main(["schema", "export", "--schema", str(schema_dir)]) == 0
+    check_schema_file(cfgmod.load(schema_dir), schema_dir / "schema.pbtxt")
+    assert main(["schema", "export", "--schema", str(schema_dir), "--dataset", "synthetic"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+def _run_with_schema(schema_dir, root):
+    return main(["pipeline", "run", "--data", "/nonexistent", "--schema", str(schema_dir), "--root", str(root),
+                 "--train-steps", "5"])
+
+
 def test_beam_profiles(tmp_path):
     from tfx_pipeline.local_runner import beam_args
 

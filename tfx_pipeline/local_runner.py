@@ -12,13 +12,24 @@ from pathlib import Path
 import yaml
 
 from mdl_tf import config as cfgmod
+from mdl_tf.schema import SCHEMA_FILE, check_schema_file
 from mdl_tf.utils import atomic_write_text
 from tfx_pipeline import artifacts, preflight
 from tfx_pipeline.pipeline import configs
 from tfx_pipeline.pipeline.pipeline import create_pipeline
 
 log = logging.getLogger(__name__)
-SCHEMA_FILE = "schema.pbtxt"
+
+
+
+def schema_source(schema_dir) -> Path:
+    """`<schema_dir>/schema.pbtxt`; ConfigError when there is none."""
+    src = Path(schema_dir) / SCHEMA_FILE
+    if not src.exists():
+        raise cfgmod.ConfigError(f"{src}: schema not found; a schema directory holds features.yaml and "
+                                 f"{SCHEMA_FILE} (`mdl-tf schema export --schema {schema_dir}` writes it from the "
+                                 f"features.yaml there)")
+    return src
 
 
 def versioned_schema(schema_dir, pipeline_root) -> Path:
@@ -26,11 +37,7 @@ def versioned_schema(schema_dir, pipeline_root) -> Path:
 
     ImportSchemaGen's cache key holds only the file path (TFX_NOTES §7); a content-addressed path makes an edit in
     place a cache miss while an unchanged schema still resumes from the cache."""
-    src = Path(schema_dir) / SCHEMA_FILE
-    if not src.exists():
-        raise cfgmod.ConfigError(f"{src}: schema not found; a schema directory holds features.yaml and "
-                                 f"{SCHEMA_FILE} (`mdl-tf schema export` writes both for the built-in datasets)")
-    text = src.read_text()
+    text = schema_source(schema_dir).read_text()
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     dst = Path(pipeline_root) / "schemas" / digest / SCHEMA_FILE
     if not dst.exists():
@@ -38,16 +45,6 @@ def versioned_schema(schema_dir, pipeline_root) -> Path:
     return dst
 
 
-def check_schema_covers_config(schema_file: Path, cfg: cfgmod.FeatureConfig) -> None:
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    schema = text_format.Parse(schema_file.read_text(), schema_pb2.Schema())
-    names = {f.name for f in schema.feature}
-    missing = [c for c in cfg.required_columns if c not in names]
-    if missing:
-        raise cfgmod.ConfigError(f"{schema_file}: column(s) {missing} of features.yaml are not in the schema; "
-                                 f"regenerate it with `mdl-tf schema export` or add them")
 
 
 def load_profile(args_file) -> list:
@@ -120,10 +117,10 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
     cfg = cfgmod.load(schema)
     root = Path(root).resolve()
     serving_root = Path(serving_root).resolve() if serving_root else root / "serving"
+    check_schema_file(cfg, schema_source(schema))  # before the data: an edited features.yaml needs a new schema
     rows = preflight.check_input(data, cfg, input_format)
     root.mkdir(parents=True, exist_ok=True)
     schema_file = versioned_schema(schema, root)
-    check_schema_covers_config(schema_file, cfg)
     pipeline = create_pipeline(
         pipeline_name=pipeline_name, pipeline_root=str(root / "pipeline"), data_root=str(Path(data).resolve()),
         schema_file=str(schema_file), feature_config=cfg, serving_root=str(serving_root), model=model,

@@ -37,7 +37,8 @@ def dense_raw_columns(inputs: dict, cfg: FeatureConfig) -> dict:
     for col in cfg.raw_feature_columns:
         if col not in inputs:
             raise KeyError(f"raw column '{col}' declared in feature config '{cfg.name}' is not in the input schema; "
-                           f"regenerate schema.pbtxt with `mdl-tf schema export` or fix features.yaml")
+                           f"regenerate schema.pbtxt with `mdl-tf schema export --schema <schema dir>` or fix "
+                           f"features.yaml")
         float_col = dtypes.get(col) == "float"
         out[col] = dense_column(inputs[col], dtypes.get(col), float("nan") if float_col else "")
     return out
