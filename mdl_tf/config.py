@@ -211,11 +211,46 @@ def _default_dtype(kind: str) -> str:
     return "float" if kind == "numeric" else "string"
 
 
-def _int_field(mapping: dict, key: str, default: int, where: str) -> int:
-    """An integer field of the YAML (default when absent); text, floats and booleans are refused by name."""
+# The keys each level of features.yaml may hold: anything else is refused (a misspelt `hash_bucket:` or
+# `min_freq:` would otherwise load and silently do nothing).
+KEYS = {
+    "top": ("name", "version", "embedding_dim", "token_groups", "scenario", "tasks", "features", "user_column",
+            "query_column", "time_column", "slice_columns"),
+    "scenario": ("column", "values", "dtype", "membership_column", "separator"),
+    "task": ("name", "label"),
+    "feature": tuple(f.name for f in dataclasses.fields(FeatureSpec)),
+}
+
+
+def _known_keys(mapping, level: str, where: str) -> None:
+    """ConfigError for a key `KEYS[level]` does not list, with the closest known key when one is near."""
+    import difflib
+
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping of {', '.join(KEYS[level])}; got {mapping!r}")
+    unknown = [str(k) for k in mapping if k not in KEYS[level]]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, KEYS[level], n=1, cutoff=0.6) for k in unknown}
+        hint = "; ".join(f"did you mean '{g[0]}' for '{k}'?" for k, g in close.items() if g)
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{' (' + hint + ')' if hint else ''}; the keys here "
+                          f"are {', '.join(KEYS[level])}")
+
+
+def _int_field(mapping: dict, key: str, default: int, where: str, least: int | None = None) -> int:
+    """An integer field of the YAML (default when absent); text, floats and booleans are refused by name, and so is
+    a value below `least`."""
     value = mapping.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+    if least is not None and value < least:
+        raise ConfigError(f"{where}: '{key}' must be at least {least}, got {value}")
+    return value
+
+
+def _separator(mapping: dict, where: str) -> str:
+    value = mapping.get("separator", "|")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: 'separator' must be a non-empty text, got {value!r} (the default is '|')")
     return value
 
 
@@ -261,32 +296,48 @@ def _require(mapping: dict, key: str, where: str):
 def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    _known_keys(raw, "top", source)
     groups = tuple(_require(raw, "token_groups", source))
     if not groups or len(set(groups)) != len(groups):
         raise ConfigError(f"{source}: 'token_groups' must be a non-empty list of distinct names")
 
     sc = _require(raw, "scenario", source)
+    _known_keys(sc, "scenario", f"{source} scenario")
     scenario = ScenarioSpec(column=str(_require(sc, "column", f"{source} scenario")),
                             values=tuple(str(v) for v in _require(sc, "values", f"{source} scenario")),
-                            membership_column=sc.get("membership_column"), separator=sc.get("separator", "|"),
-                            dtype=sc.get("dtype", "string"))
+                            membership_column=sc.get("membership_column"),
+                            separator=_separator(sc, f"{source} scenario"), dtype=sc.get("dtype", "string"))
     if scenario.dtype not in ("string", "int"):
         raise ConfigError(f"{source}: scenario.dtype must be 'string' or 'int'")
     if not scenario.values or len(set(scenario.values)) != len(scenario.values):
         raise ConfigError(f"{source}: 'scenario.values' must list at least one distinct scenario value")
+    # Unquoted yes/no/on/off/true/null are YAML booleans/null: str() would make them 'True', 'False', 'None'.
+    odd = [v for v in _require(sc, "values", source) if isinstance(v, bool) or v is None]
+    if odd:
+        raise ConfigError(f"{source}: scenario.values {odd} are YAML booleans or null, not names; quote them "
+                          f"(e.g. 'yes', 'no', 'on')")
+    if scenario.dtype == "int":  # a cell matches a value by its canonical text: 7, never 07 or +7
+        bad = [v for v in scenario.values if not (v.lstrip("-").isdigit() and v == str(int(v)))]
+        if bad:
+            raise ConfigError(f"{source}: scenario.dtype is int, so scenario.values must be integers written "
+                              f"plainly (7, not 07, +7 or home); got {bad}")
 
     tasks = []
     for i, t in enumerate(_require(raw, "tasks", source)):
+        _known_keys(t, "task", f"{source} tasks[{i}]")
         tasks.append(TaskSpec(name=str(_require(t, "name", f"{source} tasks[{i}]")),
                               label=str(t.get("label", t.get("name")))))
     if not tasks:
         raise ConfigError(f"{source}: 'tasks' must declare at least one task")
     if len({t.name for t in tasks}) != len(tasks):
         raise ConfigError(f"{source}: task names must be distinct")
+    if len({t.label for t in tasks}) != len(tasks):
+        raise ConfigError(f"{source}: tasks must read distinct label columns; got {[t.label for t in tasks]}")
 
     features = []
     for i, f in enumerate(_require(raw, "features", source)):
         where = f"{source} features[{i}]"
+        _known_keys(f, "feature", where)
         name = str(_require(f, "name", where))
         kind = _require(f, "kind", f"{where} ({name})")
         if kind not in FEATURE_KINDS:
@@ -294,7 +345,10 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         group = _require(f, "group", f"{where} ({name})")
         if group not in groups:
             raise ConfigError(f"{where} ({name}): group '{group}' is not in token_groups {list(groups)}")
-        important = tuple(f.get("important_for", ()))
+        important = f.get("important_for", ())
+        if isinstance(important, str):  # iterating "scenario" would check 's', 'c', ...
+            raise ConfigError(f"{where} ({name}): important_for must be a list, e.g. [{important}]")
+        important = tuple(important)
         for d in important:
             if d not in DOMAINS:
                 raise ConfigError(f"{where} ({name}): important_for '{d}' must be one of {DOMAINS}")
@@ -310,10 +364,10 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         if kind in ("multi_hot", "sequence") and dtype != "string":
             raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}': its values are ids "
                               f"joined with the separator (\"3|7\"), which is text; declare it `dtype: string`")
-        min_frequency = _int_field(f, "min_frequency", 1, f"{where} ({name})")
+        min_frequency = _int_field(f, "min_frequency", 1, f"{where} ({name})", least=1)
         features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
                                     min_frequency=min_frequency, max_len=max_len,
-                                    separator=str(f.get("separator", "|")),
+                                    separator=_separator(f, f"{where} ({name})"),
                                     shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype,
                                     hash_buckets=_hash_buckets(f, kind, min_frequency, f"{where} ({name})"),
                                     prior_for=_prior_for(f, kind, f"{where} ({name})")))
@@ -323,7 +377,7 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
                         token_groups=groups, features=tuple(features), scenario=scenario, tasks=tuple(tasks),
                         user_column=raw.get("user_column"), query_column=raw.get("query_column"),
                         time_column=raw.get("time_column"),
-                        embedding_dim=_int_field(raw, "embedding_dim", 16, source),
+                        embedding_dim=_int_field(raw, "embedding_dim", 16, source, least=1),
                         slice_columns=tuple(str(c) for c in raw.get("slice_columns", ())))
     validate(cfg, source)
     return cfg

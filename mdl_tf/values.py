@@ -349,6 +349,13 @@ def check_csv_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
         held = "only integers" if inferred == "INT" else "only numbers" if inferred == "FLOAT" else "text"
         if rule.csv_type == "FLOAT":
             fix = "write at least one value with a decimal point (e.g. 3.0; pandas does for a float column)"
+        elif rule.csv_type == "STRING" and rule.kind == "ids":  # multi_hot / sequence: `dtype: string` only
+            fix = (f"'{col}' holds separator-joined ids, which are text: write them so (e.g. prefix the ids, "
+                   f"'t5{rule.separator}t7'); a column whose every cell is one integer reads as INT")
+        elif rule.csv_type == "STRING" and not rule.serving:  # user_column / query_column: no dtype of their own
+            fix = (f"'{col}' is the config's user or query column, whose ids are text: make them text (e.g. prefix "
+                   f"'u'), or declare '{col}' also as a categorical feature with `dtype: int` (the model then reads "
+                   f"it; regenerate schema.pbtxt with `mdl-tf schema export --schema <schema dir>`)")
         elif rule.csv_type == "STRING":
             fix = (f"declare `dtype: int` for '{col}' if they are integer ids (and regenerate schema.pbtxt with "
                    f"`mdl-tf schema export --schema <schema dir>`), or make them text (e.g. prefix 'id')")

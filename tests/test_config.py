@@ -50,6 +50,33 @@ def test_unknown_group_and_kind_name_the_feature():
         cfgmod.from_dict(raw, "t.yaml")
 
 
+@pytest.mark.parametrize("edit, message", [
+    # a misspelt key once loaded and did nothing
+    (lambda r: r["features"][3].update(hash_bucket=4096),
+     r"features\[3\]: unknown key\(s\) \['hash_bucket'\] \(did you mean 'hash_buckets' for 'hash_bucket'\?\); the "
+     r"keys here are name, kind, group, "),
+    (lambda r: r.update(embeding_dim=8), r"t.yaml: unknown key\(s\) \['embeding_dim'\] \(did you mean 'embedding_dim'"),
+    (lambda r: r["scenario"].update(colum="x"), r"t.yaml scenario: unknown key\(s\) \['colum'\] \(did you mean 'column'"),
+    (lambda r: r["tasks"][0].update(weight=2), r"tasks\[0\]: unknown key\(s\) \['weight'\]; the keys here are name, label$"),
+    (lambda r: r.update(embedding_dim=0), r"'embedding_dim' must be at least 1, got 0"),
+    (lambda r: r["features"][0].update(min_frequency=0), r"\(user_id\): 'min_frequency' must be at least 1, got 0"),
+    (lambda r: r["features"][6].update(separator=""), r"features\[6\] \(item_tags\): 'separator' must be a non-empty"),
+    (lambda r: r["scenario"].update(separator=""), r"scenario: 'separator' must be a non-empty text"),
+    # a bare string was checked letter by letter ("important_for 's' must be one of ...")
+    (lambda r: r["features"][0].update(important_for="scenario"), r"important_for must be a list, e.g. \[scenario\]"),
+    (lambda r: r["tasks"][1].update(label="click"), r"tasks must read distinct label columns; got \['click', 'click'\]"),
+    (lambda r: r["scenario"].update(values=["home", False]), r"scenario.values \[False\] are YAML booleans or null"),
+    (lambda r: r["scenario"].update(dtype="int", values=[1, "07", "+2", "home"]),
+     r"scenario.values must be integers written plainly \(7, not 07, \+7 or home\); got \['07', '\+2', 'home'\]"),
+])
+def test_config_mistakes_are_refused_at_load_with_the_key_and_the_fix(edit, message):
+    raw = _raw()
+    assert raw["features"][3]["name"] == "item_id" and raw["features"][6]["name"] == "item_tags"
+    edit(raw)
+    with pytest.raises(cfgmod.ConfigError, match=message):
+        cfgmod.from_dict(raw, "t.yaml")
+
+
 def test_domain_tokens_need_an_important_feature():
     raw = _raw()
     for f in raw["features"]:

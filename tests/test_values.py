@@ -268,6 +268,22 @@ def test_float_labels_are_refused_up_front_by_the_check_train_and_the_pipeline(t
     assert not (tmp_path / "model" / "saved_model").exists()
 
 
+def test_integer_ids_in_a_user_column_that_is_no_feature_get_a_fix_that_applies(synth_dir, synth_cfg, tmp_path):
+    """A user column outside `features` has no `dtype` key: the refusal of its integer ids offers what is possible."""
+    from mdl_tf.config import from_dict
+
+    cfg = from_dict({**synth_cfg.to_dict(), "user_column": "visitor"}, "t.yaml")
+    data = tmp_path / "visitor"
+    shutil.copytree(synth_dir, data)
+    for split in ("train", "eval"):
+        frame = pd.read_csv(split_path(data, split), dtype=str, keep_default_na=False)
+        frame.assign(visitor=[str(i) for i in range(len(frame))]).to_csv(split_path(data, split), index=False)
+    with pytest.raises(DataError, match=r"column 'visitor' holds only integers, .* 'visitor' is the config's user or "
+                                        r"query column, whose ids are text: make them text \(e.g. prefix 'u'\), or "
+                                        r"declare 'visitor' also as a categorical feature with `dtype: int`"):
+        preflight.check_input(data, cfg)
+
+
 def test_csv_shapes_the_pipeline_cannot_read_are_refused(synth_dir, synth_cfg, tmp_path):
     frame = pd.read_csv(split_path(synth_dir, "eval"), dtype=str, keep_default_na=False)
 
@@ -285,7 +301,9 @@ def test_csv_shapes_the_pipeline_cannot_read_are_refused(synth_dir, synth_cfg, t
     refused(lambda p: frame.assign(user_age=frame["user_age"].map(lambda v: str(int(float(v))))).to_csv(p, index=False),
             "column 'user_age' holds only integers", "reads it as INT", "declares it FLOAT", "decimal point")
     refused(lambda p: frame.assign(item_tags="5").to_csv(p, index=False), "column 'item_tags' holds only integers",
-            "dtype: int")
+            "holds separator-joined ids, which are text", "prefix the ids, 't5|t7'")
+    refused(lambda p: frame.assign(device="7").to_csv(p, index=False), "column 'device' holds only integers",
+            "declare `dtype: int` for 'device'")
     refused(lambda p: frame.assign(scenario="").to_csv(p, index=False), "row 1 (line 2), column 'scenario'",
             "required in every row")
     refused(lambda p: frame.assign(ts="1.5").to_csv(p, index=False), "column 'ts': value '1.5' is not an integer")
