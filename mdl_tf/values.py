@@ -294,10 +294,16 @@ def served_features(rules: dict) -> list:
 def closest_features(names, features, row) -> dict:
     """{name: the feature of `features` it most likely misspells} for the names of `names` that have one; a feature
     `row` already holds is never a guess."""
-    absent = [f for f in features if f not in row]
-    # 0.8, not difflib's 0.6: 'itme_id' (0.86 to item_id) is a slip, 'item_idd' is not one of item_price (0.67)
-    guesses = {k: difflib.get_close_matches(k, absent, n=1, cutoff=0.8) for k in names}
-    return {k: g[0] for k, g in guesses.items() if g}
+    folded = {f.casefold(): f for f in features if f not in row}  # 'd508' for 'D508' is a slip
+    out = {}
+    for name in names:
+        # 0.8, not difflib's 0.6: 'itme_id' (0.86 to item_id) is a slip, 'item_idd' is not one of item_price (0.67).
+        # A short name is one slip below that ('2O5' for '205': one changed character of n scores 1 - 1/n).
+        cutoff = min(0.8, 1 - 1 / max(len(name), 3)) - 1e-9
+        guess = difflib.get_close_matches(name.casefold(), folded, n=1, cutoff=cutoff)
+        if guess:
+            out[name] = folded[guess[0]]
+    return out
 
 
 def did_you_mean(names: list, guesses: dict) -> str:

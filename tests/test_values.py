@@ -118,6 +118,9 @@ def test_a_row_with_an_unknown_feature_is_refused_with_the_closest_name():
     with pytest.raises(DataError) as err:  # nothing close: no guess
         values.check_row({"zzz": "1", "user_id": "u1"}, cfg, "request 0")
     assert "unknown feature(s) ['zzz']; the model reads" in str(err.value) and "did you mean" not in str(err.value)
+    # Short and upper-case names (Ali-CCP's '205', 'D508'): one slip of a 3- or 4-character name is still a guess.
+    assert values.closest_features(["d508", "D5O8", "2O5", "item_idd"], ["D508", "205", "item_price"], {}) == \
+        {"d508": "D508", "D5O8": "D508", "2O5": "205"}
     kept = values.check_row({"zzz": "1", "scenario": "feed"}, cfg, "x", ignore_unknown=True)  # a table's extra column
     assert "zzz" not in kept and kept["scenario"] == "feed" and kept["item_id"] is None
 
