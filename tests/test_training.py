@@ -208,3 +208,59 @@ def test_scenario_tokens_help_the_minority_scenarios(tmp_path):
         results[name] = np.mean([m["per_scenario"][s][t]["auc"] for s in ("feed", "search")
                                  for t in ("click", "purchase")])
     assert results["mdl"] > results["no_scenario_tokens"] + 0.005, results
+
+
+def test_an_auc_over_one_class_is_undefined_not_zero():
+    from mdl_tf.training.metrics import DefinedAUC
+
+    probs = tf.constant([0.1, 0.4, 0.35, 0.8])
+    auc, keras = DefinedAUC(num_thresholds=500), tf.keras.metrics.AUC(num_thresholds=500)
+    for m in (auc, keras):
+        m.update_state(tf.constant([0.0, 0.0, 1.0, 1.0]), probs)
+    assert float(auc.result()) == pytest.approx(float(keras.result())) == pytest.approx(0.75, abs=0.01)
+    for labels in ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]):
+        auc.reset_state()
+        keras.reset_state()
+        auc.update_state(tf.constant(labels), probs)
+        keras.update_state(tf.constant(labels), probs)
+        assert np.isnan(float(auc.result())) and float(keras.result()) == 0.0  # Keras' 0.0 read as a bad model
+    auc.reset_state()  # weights: rows of one class that carry no weight do not count
+    auc.update_state(tf.constant([0.0, 1.0, 1.0, 1.0]), probs, sample_weight=tf.constant([0.0, 1.0, 1.0, 1.0]))
+    assert np.isnan(float(auc.result()))
+
+
+def test_epoch_choice_skips_an_undefined_auc_and_says_so(caplog):
+    from mdl_tf.training.trainer import BestEpoch
+
+    class Weights:
+        def __init__(self):
+            self.w = [tf.Variable(0.0)]
+
+        def model_weights(self):
+            return self.w
+
+    best = BestEpoch(["click", "purchase"], patience=0)
+    best.set_model(Weights())
+    for epoch, (click, weight) in enumerate([(0.70, 1.0), (0.72, 2.0), (0.71, 3.0)]):
+        best.model.w[0].assign(weight)
+        best.on_epoch_end(epoch, {"val_auc_click": click, "val_auc_purchase": float("nan")})
+    with caplog.at_level("WARNING"):
+        best.on_train_end()
+    assert best.best_epoch == 1 and best.best == pytest.approx(0.72) and float(best.model.w[0]) == 2.0
+    assert "task(s) ['purchase'] hold one class only" in caplog.text and "other tasks' mean AUC" in caplog.text
+
+    none = BestEpoch(["purchase"], patience=0)
+    none.set_model(Weights())
+    none.on_epoch_end(0, {"val_auc_purchase": float("nan")})
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        none.on_train_end()
+    assert none.best_epoch == -1 and "no epoch could be chosen and the last one is kept" in caplog.text
+
+
+def test_the_trainer_epoch_line_shows_an_undefined_auc_as_such(capsys):
+    from tfx_pipeline.models.model import EpochLine
+
+    EpochLine(2).on_epoch_end(0, {"loss": 0.5, "val_auc_click": 0.71234, "val_auc_purchase": float("nan")})
+    assert capsys.readouterr().out.startswith("          Trainer epoch 1/2: loss 0.5000, eval AUC click 0.7123, "
+                                              "purchase n/a (one class) (")

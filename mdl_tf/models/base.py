@@ -18,6 +18,7 @@ from mdl_tf.errors import InvalidSetting
 from mdl_tf.training.settings import check_optimizer_settings, finite_number
 from mdl_tf.data.transform import FIRST_ID, OOV_ID, PAD_ID, SCENARIO_INDEX, SCENARIO_MASK
 from mdl_tf.training.losses import LOSS_NORMS, masked_multitask_loss, per_task_bce
+from mdl_tf.training.metrics import DefinedAUC
 
 
 # RMSprop for dense weights. MDL_SPEC §5.2 starts at 1e-2 and falls back to 1e-3 "if attention diverges": at 1e-2
@@ -170,7 +171,7 @@ class MultiDistributionModel(tf.keras.Model):
         self._loss_scale = None
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         # Every task owns its metric state: its own AUC and its own masked-BCE mean.
-        self.task_auc = [tf.keras.metrics.AUC(num_thresholds=500, name=f"auc_{t}") for t in self.task_names]
+        self.task_auc = [DefinedAUC(num_thresholds=500, name=f"auc_{t}") for t in self.task_names]
         self.task_bce = [tf.keras.metrics.Mean(name=f"bce_{t}") for t in self.task_names]
 
     def build_feature_tokens(self, d_model: int, embedding_dim=None, seq_encoder: str = "din",

@@ -15,12 +15,19 @@ import tensorflow as tf
 from mdl_tf.training.data import make_dataset
 
 
+def finite_or_none(value) -> float | None:
+    """A metric value for JSON: the float, or None where it is undefined (NaN: an AUC over one class)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def learning_curves(history: dict) -> dict:
-    """Keras' `History.history` -> {"train": {metric: [per epoch]}, "eval": {metric: [per epoch]}} (val_ stripped)."""
+    """Keras' `History.history` -> {"train": {metric: [per epoch]}, "eval": {metric: [per epoch]}} (val_ stripped;
+    an undefined value is None)."""
     curves = {"train": {}, "eval": {}}
     for name, values in history.items():
         split, metric = ("eval", name[4:]) if name.startswith("val_") else ("train", name)
-        curves[split][metric] = [round(float(v), 6) for v in values]
+        curves[split][metric] = [None if finite_or_none(v) is None else round(float(v), 6) for v in values]
     return curves
 
 

@@ -68,16 +68,22 @@ class TrainConfig:
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
-    """Tracks the mean validation AUC over tasks, keeps the best weights, stops after `patience` bad epochs."""
+    """Tracks the mean validation AUC over tasks, keeps the best weights, stops after `patience` bad epochs.
+
+    A task whose eval rows hold one class has no AUC (NaN, `DefinedAUC`): the mean is over the others, and the end of
+    training warns about it. With no defined AUC at all no epoch is chosen and the last one stays."""
 
     def __init__(self, task_names, patience: int):
         super().__init__()
         self.keys = [f"val_auc_{t}" for t in task_names]
         self.patience = patience
         self.best, self.best_epoch, self.best_weights, self.bad = -np.inf, -1, None, 0
+        self.undefined = set()  # tasks whose eval AUC was undefined in some epoch
 
     def on_epoch_end(self, epoch, logs=None):
         vals = [logs[k] for k in self.keys if logs and k in logs]
+        self.undefined |= {k[len("val_auc_"):] for k in self.keys if logs and k in logs and not np.isfinite(logs[k])}
+        vals = [v for v in vals if np.isfinite(v)]
         score = float(np.mean(vals)) if vals else -np.inf
         if score > self.best:
             self.best, self.best_epoch, self.bad = score, epoch, 0
@@ -88,6 +94,11 @@ class BestEpoch(tf.keras.callbacks.Callback):
                 self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        if self.undefined:
+            log.warning("the eval rows of task(s) %s hold one class only (no positive or no negative label): their "
+                        "AUC is undefined, so %s; put rows of both classes in the eval split", sorted(self.undefined),
+                        "the epoch was chosen by the other tasks' mean AUC" if self.best_epoch >= 0 else
+                        "no epoch could be chosen and the last one is kept")
         if self.best_weights is not None:
             for var, value in zip(self.model.model_weights(), self.best_weights):
                 var.assign(value)

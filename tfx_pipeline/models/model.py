@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 
 import mdl_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -40,6 +41,7 @@ from mdl_tf.serving.examples import rows_to_examples
 from mdl_tf.serving.warmup import synthetic_rows
 from mdl_tf.training import distribute
 from mdl_tf.training import warm_start as ws
+from mdl_tf.training.diagnostics import finite_or_none
 from mdl_tf.training.trainer import BestEpoch, TrainConfig, sized_hparams
 from mdl_tf.utils import join, write_json
 from tfx_pipeline.models.preprocessing import LABEL_MASK, LABELS, vocabulary_name
@@ -64,7 +66,8 @@ class EpochLine(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        aucs = ", ".join(f"{k[len('val_auc_'):]} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("val_auc_"))
+        aucs = ", ".join(f"{k[len('val_auc_'):]} {v:.4f}" if math.isfinite(v) else f"{k[len('val_auc_'):]} n/a (one "
+                         f"class)" for k, v in sorted(logs.items()) if k.startswith("val_auc_"))
         print(f"          Trainer epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f}"
               f"{f', eval AUC {aucs}' if aucs else ''} ({time.time() - self.started:.1f} s)", flush=True)
 
@@ -250,7 +253,7 @@ def run_fn(fn_args) -> None:
     write_json(join(run_dir, TRAINER_METRICS), {
         "model": tc.model, "params": params, "best_epoch": best.best_epoch + 1,
         "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "history": {k: [finite_or_none(x) for x in v] for k, v in history.history.items()},  # NaN AUC -> null
         "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
         "hparams": hparams, "train": dataclasses.asdict(tc), "warm_start": warm})
 
