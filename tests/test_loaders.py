@@ -156,3 +156,25 @@ def test_aliccp_ids_stay_exact_and_labels_are_0_or_1(tmp_path):
     with pytest.raises(DataError, match=r"ali_ccp_train_sample.csv: row \d+ \(line \d+\), column 'click': "
                                         r"value '1.0' is 0 or 1 written as a decimal"):
         aliccp.write(tmp_path / "o2", src)
+
+
+def test_training_rows_of_an_undeclared_scenario_are_warned_about(synth_dir, synth_cfg, tmp_path, caplog):
+    """A scenario value features.yaml does not list trains the global token only: the pipeline's check and `mdl-tf
+    train` say so, with the value and the row count (it was silent)."""
+    from tfx_pipeline import preflight
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    frame = pd.read_csv(split_path(data, "train"), dtype=str, keep_default_na=False)
+    frame.loc[:9, "scenario"] = "promo"
+    frame.to_csv(split_path(data, "train"), index=False)
+    with caplog.at_level("WARNING", logger="mdl_tf.data.io"):
+        preflight.check_input(data, synth_cfg)
+    assert len(caplog.records) == 1  # the train split only
+    assert (f"{split_path(data, 'train')}: 10 of {len(frame):,} rows (0.2%) have a scenario that features.yaml's "
+            f"scenario.values ['home', 'feed', 'search'] does not list ('promo': 10); they train the global token "
+            f"only") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mdl_tf.data.io"):
+        preflight.check_input(synth_dir, synth_cfg)
+    assert "scenario.values" not in caplog.text

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mdl_tf.config import FeatureConfig
-from mdl_tf.data.io import DataError, read_split_files
+from mdl_tf.data.io import DataError, read_split_files, warn_unseen_scenarios
 
 SPLITS = ("train", "eval")
 
@@ -32,6 +32,8 @@ def check_input(data_root, cfg: FeatureConfig, input_format: str = "csv") -> dic
     for split in SPLITS:
         rows[split] = 0
         for path, frame in read_split_files(root, split, cfg):
+            if split == "train":
+                warn_unseen_scenarios(frame, cfg, path)
             if split == "eval":
                 for col in cfg.label_columns:
                     if frame[col].isna().any():

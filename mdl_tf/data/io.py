@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ from mdl_tf.schema import write_schema
 from mdl_tf.utils import write_json
 
 SPLITS = ("train", "eval", "test")
+log = logging.getLogger(__name__)
 DATA_FILE = "data.csv"
 BOM = b"\xef\xbb\xbf"
 
@@ -164,6 +166,22 @@ def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFram
         if split == "train" and frame[col].isna().all():
             raise DataError(f"{path}: column '{col}': every label is missing; task '{col}' cannot be trained")
     return frame
+
+
+def warn_unseen_scenarios(frame: pd.DataFrame, cfg: cfgmod.FeatureConfig, where) -> dict:
+    """Warn when training rows carry a scenario value `scenario.values` does not list (a surface added to the data
+    and not to features.yaml): such a row trains the global token only, its own scenario token never exists. Returns
+    {value: rows}. Unseen scenarios are expected at serving and in test splits, not in training data."""
+    column = frame[cfg.scenario.column].astype(str)
+    unseen = column[~column.isin(cfg.scenario.values)].value_counts()
+    counts = {str(v): int(n) for v, n in unseen.items()}
+    if counts:
+        shown = ", ".join(f"'{v}': {n:,}" for v, n in list(counts.items())[:5]) + (", ..." if len(counts) > 5 else "")
+        log.warning("%s: %s of %s rows (%.1f%%) have a scenario that features.yaml's scenario.values %s does not list "
+                    "(%s); they train the global token only: add the value(s) to scenario.values (and regenerate "
+                    "schema.pbtxt) or drop those rows", where, f"{int(unseen.sum()):,}", f"{len(frame):,}",
+                    100 * unseen.sum() / len(frame), list(cfg.scenario.values), shown)
+    return counts
 
 
 def read_info(data_dir) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf import config as cfgmod
-from mdl_tf.data.io import has_split, read_split
+from mdl_tf.data.io import has_split, read_split, warn_unseen_scenarios
 from mdl_tf.data.transform import (SCENARIO_MASK, FeatureTransform, fit_stats, labels_and_mask, raw_columns,
                                    save_stats, vocab_sizes)
 from mdl_tf.evaluation import evaluate_predictions, mean_auc
@@ -193,6 +193,7 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     tf.keras.utils.set_random_seed(tc.seed)
 
     frames = dict(frames) if frames else {s: read_split(data_dir, s, cfg) for s in ("train", "eval")}
+    warn_unseen_scenarios(frames["train"], cfg, Path(data_dir) / "train")
     stats = fit_stats(frames["train"], cfg)
     transform = FeatureTransform(cfg, stats)
     sizes = vocab_sizes(cfg, stats)
