@@ -268,11 +268,11 @@ def cmd_run(args) -> None:
     if not summary["pushed"]:
         # Not blessed (for example, worse than the model already pushed): the gate did its job; serve what is there.
         served = artifacts.pushed_versions(Path(summary["serving_model_base"]).parent, "mdl")
+        why = "; ".join(summary.get("not_blessed_because", [])) or f"see {summary['evaluation']}"
         if not served:
-            raise CLIError(f"the pipeline ran but no model was ever blessed; see the Evaluator output "
-                           f"{summary['evaluation']} (notebooks/tfma_sliced_evaluation.ipynb shows why)")
-        print(f"      the new model was not blessed (see {summary['evaluation']}); version {served[-1].name} stays "
-              f"the served one")
+            raise CLIError(f"the pipeline ran but no model was ever blessed ({why}); the Evaluator output "
+                           f"{summary['evaluation']} has the rest (notebooks/tfma_sliced_evaluation.ipynb shows it)")
+        print(f"      the new model was not blessed ({why}); version {served[-1].name} stays the served one")
     print(f"[3/3] serve {summary['serving_model_base']} over TF Serving's gRPC API (development server on "
           f"loopback) and score test rows with the client")
     cfg = synthetic.feature_config()

@@ -70,6 +70,8 @@ def cmd_pipeline_run(args) -> dict:
     # rebuild is not theirs to be named for.
     with contextlib.nullcontext() if args.add_scenario else naming_hparam_flags(args, hparams):
         summary = _run(local_runner, args, hparams)
+    for reason in summary.get("not_blessed_because", []):
+        print(f"      not blessed: {reason}")
     _print(summary)
     return summary
 

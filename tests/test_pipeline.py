@@ -335,6 +335,27 @@ def _run_with_schema(schema_dir, root):
                  "--train-steps", "5"])
 
 
+def test_a_model_that_is_not_blessed_is_told_why(tmp_path):
+    """The Evaluator's failed thresholds, read from its validations file, become one sentence each: the task, its AUC
+    and the flag that set the bound (a run printed only "blessed": false)."""
+    from tensorflow_model_analysis.proto import validation_result_pb2
+
+    from tfx_pipeline.local_runner import not_blessed_because
+
+    result = validation_result_pb2.ValidationResult(validation_ok=False)
+    overall = result.metric_validations_per_slice.add()
+    for output, diff, value in (("purchase_probability", False, 0.0), ("click_probability", True, -0.0312)):
+        failure = overall.failures.add()
+        failure.metric_key.name, failure.metric_key.output_name, failure.metric_key.is_diff = "auc", output, diff
+        failure.metric_value.double_value.value = value
+    with tf.io.TFRecordWriter(str(tmp_path / "validations.tfrecord")) as w:
+        w.write(result.SerializeToString())
+    assert not_blessed_because(tmp_path, 0.55, 0.01) == [
+        "purchase: auc 0.0000 is below --auc-floor 0.55 (0 is what the Evaluator reports when the eval rows hold one "
+        "class)",
+        "click: auc changed by -0.0312 against the blessed model, more than --max-auc-drop 0.01 allows"]
+
+
 def test_beam_profiles(tmp_path):
     from tfx_pipeline.local_runner import beam_args
 

@@ -104,6 +104,19 @@ def evaluation_metrics(eval_uri, model: str = "candidate") -> dict:
     return out
 
 
+def validation_failures(eval_uri) -> list:
+    """The Evaluator's failed thresholds (why a model was not blessed): [{"slice", "output", "metric", "diff",
+    "value"}], "diff" True for a change against the baseline (the blessed model), False for an absolute bound."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(str(eval_uri))
+    return [{"slice": " & ".join(f"{c.column}:{c.bytes_value.decode() or c.int64_value}"
+                                 for c in per_slice.slice_key.single_slice_keys) or "Overall",
+             "output": f.metric_key.output_name, "metric": f.metric_key.name, "diff": f.metric_key.is_diff,
+             "value": f.metric_value.double_value.value}
+            for per_slice in result.metric_validations_per_slice for f in per_slice.failures]
+
+
 def component_seconds(pipeline_root) -> dict:
     """Wall seconds of each component's newest execution, from ML Metadata's start and last-update times, in the
     order the components ran: {component: seconds}."""

@@ -133,7 +133,27 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
     quiet_dill_trace()
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return summary(root, serving_root, model_name, before, rows, time.time() - started)
+    out = summary(root, serving_root, model_name, before, rows, time.time() - started)
+    if out["evaluation"] and not out["blessed"]:
+        out["not_blessed_because"] = not_blessed_because(out["evaluation"], auc_floor, max_auc_drop)
+    return out
+
+
+def not_blessed_because(eval_uri, auc_floor: float, max_auc_drop: float) -> list:
+    """One sentence per threshold the candidate failed, naming the task, its AUC and the flag that set the bound."""
+    from mdl_tf.export import OUTPUT_SUFFIX
+
+    reasons = []
+    for f in artifacts.validation_failures(eval_uri):
+        task = f["output"][:-len(OUTPUT_SUFFIX)] if f["output"].endswith(OUTPUT_SUFFIX) else f["output"]
+        where = "" if f["slice"] == "Overall" else f" on slice {f['slice']}"
+        if f["diff"]:
+            reasons.append(f"{task}: {f['metric']} changed by {f['value']:+.4f} against the blessed model{where}, "
+                           f"more than --max-auc-drop {max_auc_drop} allows")
+        else:
+            one_class = " (0 is what the Evaluator reports when the eval rows hold one class)" if f["value"] == 0 else ""
+            reasons.append(f"{task}: {f['metric']} {f['value']:.4f}{where} is below --auc-floor {auc_floor}{one_class}")
+    return reasons
 
 
 def summary(root: Path, serving_root: Path, model_name: str, before: set, rows: dict, seconds: float) -> dict:
