@@ -394,8 +394,10 @@ def _add_train_args(p) -> None:
     from mdl_tf.constants import MODEL_NAMES, PRECISIONS
 
     p.add_argument("--model", default="mdl", choices=MODEL_NAMES, help="registered model name")
-    p.add_argument("--batch-size", type=positive_int, default=512)
-    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=512, help="rows per training step (default 512)")
+    p.add_argument("--epochs", type=positive_int, default=3,
+                   help="passes over the training rows, each ending with an eval pass; the best epoch by mean eval "
+                        "AUC is exported (default 3). `pipeline run`: the rounds --train-steps is split into")
     p.add_argument("--dense-lr", type=positive_float, help="RMSprop learning rate for dense weights (default 1e-3)")
     p.add_argument("--sparse-lr", type=positive_float, help="Adagrad learning rate for embedding tables (default 0.05)")
     p.add_argument("--sparse-accumulator", type=positive_float,

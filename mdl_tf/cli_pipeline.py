@@ -118,7 +118,9 @@ def add_pipeline_parser(sub, add_train_args) -> None:
     def common(p):
         add_train_args(p)
         p.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name")
-        p.add_argument("--train-steps", type=positive_int, default=configs.TRAIN_STEPS)
+        p.add_argument("--train-steps", type=positive_int, default=configs.TRAIN_STEPS,
+                       help=f"training steps in all, whatever the number of rows (default {configs.TRAIN_STEPS}), "
+                            f"split into --epochs rounds that each end with an eval pass; the best is exported")
         p.add_argument("--beam-args", metavar="YAML", help="file of Beam pipeline arguments (runner profile)")
         p.add_argument("--fail-on-anomalies", action="store_true",
                        help="stop before training when ExampleValidator finds anomalies")
@@ -140,9 +142,10 @@ def add_pipeline_parser(sub, add_train_args) -> None:
                    help="eval batches per validation (default: the whole eval split)")
     p.add_argument("--workers", type=positive_int, default=1, help="Beam DirectRunner processes (1 = in-memory)")
     p.add_argument("--auc-floor", type=float, default=configs.AUC_FLOOR,
-                   help="per task, overall slice: the AUC a model needs to be blessed")
+                   help=f"per task, overall slice: the AUC a model needs to be blessed (default {configs.AUC_FLOOR})")
     p.add_argument("--max-auc-drop", type=float, default=configs.MAX_AUC_DROP,
-                   help="per task, overall slice: allowed AUC drop against the last blessed model")
+                   help=f"per task, overall slice: allowed AUC drop against the last blessed model (default "
+                        f"{configs.MAX_AUC_DROP})")
     p.add_argument("--input-format", choices=("csv", "tfrecord"), default="csv")
     common(p)
     p.add_argument("--no-cache", action="store_true", help="re-run every component")
