@@ -44,6 +44,9 @@ NOISE = tuple(re.compile(p) for p in (
     # TFX's Pusher when it has no model_blessing input; ours runs only inside Cond(blessed == 1), after the Evaluator
     # (tfx_pipeline/pipeline/pipeline.py), so the push *is* validated and the advice is wrong for it.
     r"Pusher is going to push the model without validation",
+    # absl, for a column named like a number (Ali-CCP's `101`): the traced function's argument is renamed, the
+    # signature's input keeps its name.
+    r"is not a valid tf\.function parameter name\. Sanitizing",
 ))
 OWN_LOGGERS = ("mdl_tf", "tfx_pipeline")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

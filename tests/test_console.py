@@ -67,6 +67,7 @@ def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_li
         logging.getLogger("absl").info("Component Trainer is running.")
         logging.getLogger("absl").warning("Pusher is going to push the model without validation. Consider using "
                                           "Evaluator or InfraValidator in your pipeline.")
+        logging.getLogger("absl").warning("`101` is not a valid tf.function parameter name. Sanitizing to `arg_101`.")
         logging.getLogger("tfx.components").warning("Split 'eval' has\nno examples")
         warnings.warn("an old thing", FutureWarning)
         warnings.warn_explicit("support ends", FutureWarning, "/x/google/api_core/_python_version_support.py", 246)
@@ -77,7 +78,7 @@ def test_known_noise_goes_to_the_file_and_genuine_warnings_are_one_attributed_li
     assert len(err) == 3, err
     text = log.read_text()
     for needle in ("==== mdl-tf test", "property_predicate", "Tables initialized", "Component Trainer is running",
-                   "support ends", "an old thing", "without validation"):
+                   "support ends", "an old thing", "without validation", "Sanitizing to `arg_101`"):
         assert needle in text, needle
     assert logging.getLogger().handlers == before  # the set-up is restored
 
@@ -129,3 +130,14 @@ def test_building_the_parser_does_not_load_tensorflow():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "False", "building the CLI parser imported TensorFlow"
+
+
+def test_importing_the_client_shows_no_python_version_future_warning():
+    """A user's script that imports the serving client saw google-api-core's FutureWarning about Python 3.10, which
+    our pinned platform requires; the package silences exactly that warning."""
+    code = ("import warnings; warnings.simplefilter('default'); import mdl_tf.serving.client; "
+            "import google.api_core")
+    res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "FutureWarning" not in res.stderr, res.stderr[-2000:]
