@@ -155,7 +155,10 @@ def test_cli_names_a_hyperparameter_the_model_refuses(synth_dir, tmp_path, capsy
     assert "--hparam rnak=2: dffm has no hyperparameter rnak (did you mean rank?)" in capsys.readouterr().err
     assert error_of("--hparam", "d_model=18") == (
         "mdl-tf: error: --hparam d_model=18: d_model=18 must be divisible by N_f=4 (the feature tokens of "
-        "'synthetic'); TokenMixing splits every token into N_f slices")
+        "'synthetic'): try 16 or 20; TokenMixing splits every token into N_f slices")
+    assert error_of("--d-model", "20", "--hparam", "attn_heads=8") == (  # both checked at once, with widths that work
+        "mdl-tf: error: --d-model 20: d_model=20 must be divisible by N_f=4 (the feature tokens of 'synthetic') and "
+        "by attn_heads=8: try 16 or 24; TokenMixing splits every token into N_f slices")
     assert error_of("--d-model", "18").startswith("mdl-tf: error: --d-model 18: d_model=18 must be divisible")
     assert error_of("--model", "rankmixer", "--hparam", "hidden=-3") == (
         "mdl-tf: error: --hparam hidden=-3: hidden must be a whole number >= 1, got -3")

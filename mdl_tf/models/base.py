@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -175,7 +176,8 @@ class MultiDistributionModel(tf.keras.Model):
         self.task_bce = [tf.keras.metrics.Mean(name=f"bce_{t}") for t in self.task_names]
 
     def build_feature_tokens(self, d_model: int, embedding_dim=None, seq_encoder: str = "din",
-                             tokenizer: str = "group", feature_tokens: int | None = None) -> int:
+                             tokenizer: str = "group", feature_tokens: int | None = None,
+                             attn_heads: int | None = None) -> int:
         """Create `self.embedder` and `self.feature_tokenizer` (T_f, MDL_SPEC §3.1), shared by MDL and every
         baseline; returns N_f (the token groups, or `feature_tokens` slices with tokenizer="slice"). d must be
         divisible by N_f (RankMixer's token mixing cuts tokens into N_f slices)."""
@@ -188,9 +190,14 @@ class MultiDistributionModel(tf.keras.Model):
         self.feature_tokenizer = FeatureTokenizer(cfg, d_model, widths, mode=tokenizer, num_tokens=feature_tokens,
                                                   name="feature_tokenizer")
         n_f = self.feature_tokenizer.num_tokens
-        if d_model % n_f:
+        # attn_heads (MDL): the attention splits d into heads too; one check names both and the widths that work.
+        step = math.lcm(n_f, attn_heads or 1)
+        if d_model % step:
+            lower, upper = d_model // step * step, (d_model // step + 1) * step
+            heads = f" and by attn_heads={attn_heads}" if step != n_f else ""
             raise InvalidSetting("d_model", f"d_model={d_model} must be divisible by N_f={n_f} (the feature tokens "
-                                 f"of '{cfg.name}'); TokenMixing splits every token into N_f slices")
+                                 f"of '{cfg.name}'){heads}: try {f'{lower} or ' if lower else ''}{upper}; "
+                                 f"TokenMixing splits every token into N_f slices")
         return n_f
 
     # -- to implement --------------------------------------------------------------------------------------------

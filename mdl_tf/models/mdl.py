@@ -108,7 +108,7 @@ class MDLModel(MultiDistributionModel):
         # Not in the paper, both off by default: the domain tokens' FFN width (tokenizers and blocks) as a multiple
         # of d, and dropout on their hidden units (MDL over-fits MovieLens-1M from epoch 5, FINDINGS).
         domain_mult = int(domain_ffn_multiplier or ffn_multiplier)
-        n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer, feature_tokens)
+        n_f = self.build_feature_tokens(d_model, emb_dim, seq_encoder, tokenizer, feature_tokens, attn_heads)
 
         chosen = important_choice(cfg, important_features, imp_tables)
         # ê_spec^k / ê_task^n (MDL_SPEC §3.2-3.3): the id row of the token, and the numeric priors the config
