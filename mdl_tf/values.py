@@ -343,8 +343,10 @@ def csv_cell_type(text: str):
 
 
 def check_csv_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
-    """Refuse a column whose cells make CsvExampleGen infer another type than schema.pbtxt declares (the pipeline
-    would fail in the Transform); `frame` holds the file's cells as text."""
+    """Refuse columns whose cells make CsvExampleGen infer another type than schema.pbtxt declares (the pipeline
+    would fail in the Transform); `frame` holds the file's cells as text. One error names every such column of the
+    file, so a file with several is fixed in one go."""
+    problems = []
     for col, rule in column_rules(cfg).items():
         types = {csv_cell_type(v) for v in pd.unique(frame[col])} - {None}
         if not types:
@@ -367,9 +369,14 @@ def check_csv_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
                    f"`mdl-tf schema export --schema <schema dir>`), or make them text (e.g. prefix 'id')")
         else:
             fix = "fix the values (see the README, Accepted values)"
-        raise DataError(f"{path}: column '{col}' holds {held}, so CsvExampleGen reads it as {inferred}, but "
-                        f"schema.pbtxt declares it {rule.csv_type} (features.yaml: {rule.kind}, dtype {rule.dtype}) "
-                        f"and the pipeline would fail; {fix}")
+        problems.append(f"column '{col}' holds {held}, so CsvExampleGen reads it as {inferred}, but schema.pbtxt "
+                        f"declares it {rule.csv_type} (features.yaml: {rule.kind}, dtype {rule.dtype}) and the "
+                        f"pipeline would fail; {fix}")
+    if len(problems) == 1:
+        raise DataError(f"{path}: {problems[0]}")
+    if problems:
+        raise DataError(f"{path}: {len(problems)} columns: " + " | ".join(f"({i}) {p}" for i, p in
+                                                                         enumerate(problems, 1)))
 
 
 def check_frame(frame: pd.DataFrame, cfg: FeatureConfig, path) -> pd.DataFrame:

@@ -307,6 +307,10 @@ def test_csv_shapes_the_pipeline_cannot_read_are_refused(synth_dir, synth_cfg, t
             "holds separator-joined ids, which are text", "prefix the ids, 't5|t7'")
     refused(lambda p: frame.assign(device="7").to_csv(p, index=False), "column 'device' holds only integers",
             "declare `dtype: int` for 'device'")
+    # Several such columns: one error names them all (a user once re-ran once per column).
+    refused(lambda p: frame.assign(device="7", user_age="30", item_price="5").to_csv(p, index=False),
+            "eval/data.csv: 3 columns: (1) column 'user_age' holds only integers", "(2) column 'item_price' holds "
+            "only integers", "(3) column 'device' holds only integers")
     refused(lambda p: frame.assign(scenario="").to_csv(p, index=False), "row 1 (line 2), column 'scenario'",
             "required in every row")
     refused(lambda p: frame.assign(ts="1.5").to_csv(p, index=False), "column 'ts': value '1.5' is not an integer")
