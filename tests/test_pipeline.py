@@ -324,6 +324,10 @@ def test_a_schema_not_regenerated_after_features_yaml_changed_stops_the_run_befo
     assert err == (f"mdl-tf: error: {schema_dir / 'schema.pbtxt'}: out of date with features.yaml: 'hour' is BYTES, "
                    f"features.yaml makes it INT; regenerate it: mdl-tf schema export --schema {schema_dir}"), err
     assert not (tmp_path / "root").exists()  # stopped before anything was written
+    assert main(["pipeline", "compile", "--image", "i", "--out", str(tmp_path / "p.json"), "--schema", str(schema_dir),
+                 "--data", "gs://d", "--root", "gs://r", "--serving-root", "gs://s"]) == 2  # the image ships it
+    assert "out of date with features.yaml: 'hour' is BYTES" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
     assert main(["schema", "export", "--schema", str(schema_dir)]) == 0
     check_schema_file(cfgmod.load(schema_dir), schema_dir / "schema.pbtxt")
     assert main(["schema", "export", "--schema", str(schema_dir), "--dataset", "synthetic"]) == 2

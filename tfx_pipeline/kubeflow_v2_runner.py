@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from mdl_tf import config as cfgmod
+from mdl_tf.schema import SCHEMA_FILE, check_schema_file
 from tfx_pipeline.pipeline import configs
 from tfx_pipeline.pipeline.pipeline import create_pipeline
 
@@ -32,6 +33,9 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
 
     check_trainer_settings(model, hparams, train)  # names and training settings: refused before a spec is written
     cfg = cfgmod.load(schema_dir)
+    local_schema = Path(schema_dir) / SCHEMA_FILE
+    if local_schema.exists():  # the image ships this folder: a stale schema.pbtxt would fail in the cluster's Transform
+        check_schema_file(cfg, local_schema)
     schema_uri = schema_uri or f"/app/schemas/{Path(schema_dir).name}/schema.pbtxt"
     pipeline = create_pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root, data_root=data_root, schema_file=schema_uri,
