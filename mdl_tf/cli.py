@@ -128,14 +128,20 @@ def cmd_data(args) -> None:
 def cmd_schema_export(args) -> None:
     from mdl_tf import config as cfgmod
     from mdl_tf.data import DATASETS
-    from mdl_tf.schema import write_schema
+    from mdl_tf.schema import SCHEMA_FILE, schema_text, write_schema
 
     if args.schema:  # the user's own folder: its schema.pbtxt from its features.yaml, in place
-        if args.dataset:
-            raise CLIError("--schema DIR rewrites DIR/schema.pbtxt from DIR/features.yaml; --dataset NAME writes a "
-                           "built-in dataset's: give one of them")
-        print(write_schema(cfgmod.load(args.schema), args.schema))
+        if args.dataset or args.out:
+            raise CLIError(f"--schema DIR rewrites DIR/schema.pbtxt from DIR/features.yaml; --dataset/--out write the "
+                           f"built-in datasets' under {REPO_SCHEMAS}: give --schema alone, or those")
+        cfg = cfgmod.load(args.schema)
+        old = Path(args.schema) / SCHEMA_FILE
+        kept = old.exists() and old.read_text() != schema_text(cfg)  # write_schema keeps it as schema.pbtxt.bak
+        print(write_schema(cfg, args.schema, keep_old=True))
+        if kept:
+            print(f"kept the previous {SCHEMA_FILE}, which differed, as {old}.bak (copy back any hand or TFDV edits)")
         return
+    args.out = args.out or str(REPO_SCHEMAS)
     names = [args.dataset] if args.dataset else sorted(DATASETS)
     for name in names:
         out = Path(args.out) / name
@@ -472,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("aliccp", "movielens", "movielens1m", "movielens1m_priors",
                                          "movielens1m_temporal", "movielens1m_temporal_priors", "synthetic"),
                    help="one dataset (default: all)")
-    p.add_argument("--out", default=str(REPO_SCHEMAS), help="where the built-in datasets' folders go")
+    p.add_argument("--out", help=f"where the built-in datasets' folders go (default {REPO_SCHEMAS})")
     p.add_argument("--schema", help="your own schema folder: rewrite its schema.pbtxt from its features.yaml")
     p.set_defaults(func=cmd_schema_export)
 

@@ -8,6 +8,7 @@ and the evaluator all read it through `FeatureConfig`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -222,13 +223,14 @@ KEYS = {
 }
 
 
-def _known_keys(mapping, level: str, where: str) -> None:
-    """ConfigError for a key `KEYS[level]` does not list, with the closest known key when one is near."""
+def _known_keys(mapping, level: str, where: str, strict: bool) -> None:
+    """ConfigError unless `mapping` is a mapping; when `strict`, also for a key `KEYS[level]` does not list, with the
+    closest known key when one is near."""
     import difflib
 
     if not isinstance(mapping, dict):
         raise ConfigError(f"{where}: expected a mapping of {', '.join(KEYS[level])}; got {mapping!r}")
-    unknown = [str(k) for k in mapping if k not in KEYS[level]]
+    unknown = [str(k) for k in mapping if k not in KEYS[level]] if strict else []
     if unknown:
         close = {k: difflib.get_close_matches(k, KEYS[level], n=1, cutoff=0.6) for k in unknown}
         hint = "; ".join(f"did you mean '{g[0]}' for '{k}'?" for k, g in close.items() if g)
@@ -247,11 +249,24 @@ def _int_field(mapping: dict, key: str, default: int, where: str, least: int | N
     return value
 
 
-def _separator(mapping: dict, where: str) -> str:
+def _list(mapping: dict, key: str, where: str, default=None) -> list:
+    """A list field of the YAML; a text or a mapping is refused (iterating `values: home` gave h, o, m, e)."""
+    value = _require(mapping, key, where) if default is None else mapping.get(key, default)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: '{key}' must be a list, e.g. [{value}]; got {value!r}")
+    return list(value)
+
+
+def is_plain_int(text: str) -> bool:
+    """Whether `text` is an integer as `str(int)` writes it (7, -7, 0; not 07, +7, --7, or a non-ASCII digit)."""
+    return re.fullmatch(r"-?(0|[1-9][0-9]*)", text) is not None
+
+
+def _separator(mapping: dict, where: str, strict: bool) -> str:
     value = mapping.get("separator", "|")
-    if not isinstance(value, str) or not value:
+    if strict and (not isinstance(value, str) or not value):
         raise ConfigError(f"{where}: 'separator' must be a non-empty text, got {value!r} (the default is '|')")
-    return value
+    return str(value)
 
 
 def _hash_buckets(mapping: dict, kind: str, min_frequency: int, where: str) -> Optional[int]:
@@ -293,51 +308,57 @@ def _require(mapping: dict, key: str, where: str):
     return mapping[key]
 
 
-def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
+def from_dict(raw: dict, source: str = "<dict>", strict: bool = False) -> FeatureConfig:
+    """The FeatureConfig of a features.yaml mapping; ConfigError naming `source`, the key and the fix.
+
+    strict: a file a person wrote (`load`): unknown keys, values below a key's floor (min_frequency 0), empty
+    separators, YAML booleans or non-plain integers as scenario values and two tasks on one label are refused too.
+    Without it (the configs stored in SavedModels and pipeline specs, written by `to_dict` of this or an older
+    version) those pass as they always did, so an older model still loads, serves and onboards."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    _known_keys(raw, "top", source)
-    groups = tuple(_require(raw, "token_groups", source))
+    _known_keys(raw, "top", source, strict)
+    groups = tuple(_list(raw, "token_groups", source))
     if not groups or len(set(groups)) != len(groups):
         raise ConfigError(f"{source}: 'token_groups' must be a non-empty list of distinct names")
 
     sc = _require(raw, "scenario", source)
-    _known_keys(sc, "scenario", f"{source} scenario")
-    scenario = ScenarioSpec(column=str(_require(sc, "column", f"{source} scenario")),
-                            values=tuple(str(v) for v in _require(sc, "values", f"{source} scenario")),
+    _known_keys(sc, "scenario", f"{source} scenario", strict)
+    values = _list(sc, "values", f"{source} scenario")
+    # Unquoted yes/no/on/off/true/null are YAML booleans/null: str() would make them 'True', 'False', 'None'.
+    odd = [v for v in values if isinstance(v, bool) or v is None]
+    if strict and odd:
+        raise ConfigError(f"{source}: scenario.values {odd} are YAML booleans or null, not names; quote them "
+                          f"(e.g. 'yes', 'no', 'on')")
+    scenario = ScenarioSpec(column=str(_require(sc, "column", f"{source} scenario")), values=tuple(map(str, values)),
                             membership_column=sc.get("membership_column"),
-                            separator=_separator(sc, f"{source} scenario"), dtype=sc.get("dtype", "string"))
+                            separator=_separator(sc, f"{source} scenario", strict), dtype=sc.get("dtype", "string"))
     if scenario.dtype not in ("string", "int"):
         raise ConfigError(f"{source}: scenario.dtype must be 'string' or 'int'")
     if not scenario.values or len(set(scenario.values)) != len(scenario.values):
         raise ConfigError(f"{source}: 'scenario.values' must list at least one distinct scenario value")
-    # Unquoted yes/no/on/off/true/null are YAML booleans/null: str() would make them 'True', 'False', 'None'.
-    odd = [v for v in _require(sc, "values", source) if isinstance(v, bool) or v is None]
-    if odd:
-        raise ConfigError(f"{source}: scenario.values {odd} are YAML booleans or null, not names; quote them "
-                          f"(e.g. 'yes', 'no', 'on')")
-    if scenario.dtype == "int":  # a cell matches a value by its canonical text: 7, never 07 or +7
-        bad = [v for v in scenario.values if not (v.lstrip("-").isdigit() and v == str(int(v)))]
+    if strict and scenario.dtype == "int":  # a cell matches a value by its canonical text: 7, never 07 or +7
+        bad = [v for v in scenario.values if not is_plain_int(v)]
         if bad:
             raise ConfigError(f"{source}: scenario.dtype is int, so scenario.values must be integers written "
                               f"plainly (7, not 07, +7 or home); got {bad}")
 
     tasks = []
-    for i, t in enumerate(_require(raw, "tasks", source)):
-        _known_keys(t, "task", f"{source} tasks[{i}]")
+    for i, t in enumerate(_list(raw, "tasks", source)):
+        _known_keys(t, "task", f"{source} tasks[{i}]", strict)
         tasks.append(TaskSpec(name=str(_require(t, "name", f"{source} tasks[{i}]")),
                               label=str(t.get("label", t.get("name")))))
     if not tasks:
         raise ConfigError(f"{source}: 'tasks' must declare at least one task")
     if len({t.name for t in tasks}) != len(tasks):
         raise ConfigError(f"{source}: task names must be distinct")
-    if len({t.label for t in tasks}) != len(tasks):
+    if strict and len({t.label for t in tasks}) != len(tasks):
         raise ConfigError(f"{source}: tasks must read distinct label columns; got {[t.label for t in tasks]}")
 
     features = []
-    for i, f in enumerate(_require(raw, "features", source)):
+    for i, f in enumerate(_list(raw, "features", source)):
         where = f"{source} features[{i}]"
-        _known_keys(f, "feature", where)
+        _known_keys(f, "feature", where, strict)
         name = str(_require(f, "name", where))
         kind = _require(f, "kind", f"{where} ({name})")
         if kind not in FEATURE_KINDS:
@@ -345,10 +366,7 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         group = _require(f, "group", f"{where} ({name})")
         if group not in groups:
             raise ConfigError(f"{where} ({name}): group '{group}' is not in token_groups {list(groups)}")
-        important = f.get("important_for", ())
-        if isinstance(important, str):  # iterating "scenario" would check 's', 'c', ...
-            raise ConfigError(f"{where} ({name}): important_for must be a list, e.g. [{important}]")
-        important = tuple(important)
+        important = tuple(_list(f, "important_for", f"{where} ({name})", default=()))  # "scenario" was 's', 'c', ...
         for d in important:
             if d not in DOMAINS:
                 raise ConfigError(f"{where} ({name}): important_for '{d}' must be one of {DOMAINS}")
@@ -364,10 +382,10 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
         if kind in ("multi_hot", "sequence") and dtype != "string":
             raise ConfigError(f"{where} ({name}): dtype '{dtype}' does not fit kind '{kind}': its values are ids "
                               f"joined with the separator (\"3|7\"), which is text; declare it `dtype: string`")
-        min_frequency = _int_field(f, "min_frequency", 1, f"{where} ({name})", least=1)
+        min_frequency = _int_field(f, "min_frequency", 1, f"{where} ({name})", least=1 if strict else None)
         features.append(FeatureSpec(name=name, kind=kind, group=group, important_for=important,
                                     min_frequency=min_frequency, max_len=max_len,
-                                    separator=_separator(f, f"{where} ({name})"),
+                                    separator=_separator(f, f"{where} ({name})", strict),
                                     shares_vocab_with=f.get("shares_vocab_with"), dtype=dtype,
                                     hash_buckets=_hash_buckets(f, kind, min_frequency, f"{where} ({name})"),
                                     prior_for=_prior_for(f, kind, f"{where} ({name})")))
@@ -377,8 +395,8 @@ def from_dict(raw: dict, source: str = "<dict>") -> FeatureConfig:
                         token_groups=groups, features=tuple(features), scenario=scenario, tasks=tuple(tasks),
                         user_column=raw.get("user_column"), query_column=raw.get("query_column"),
                         time_column=raw.get("time_column"),
-                        embedding_dim=_int_field(raw, "embedding_dim", 16, source, least=1),
-                        slice_columns=tuple(str(c) for c in raw.get("slice_columns", ())))
+                        embedding_dim=_int_field(raw, "embedding_dim", 16, source, least=1 if strict else None),
+                        slice_columns=tuple(str(c) for c in _list(raw, "slice_columns", source, default=())))
     validate(cfg, source)
     return cfg
 
@@ -475,7 +493,7 @@ def load(path) -> FeatureConfig:
             raw = yaml.safe_load(fh)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    return from_dict(raw, str(path))
+    return from_dict(raw, str(path), strict=True)
 
 
 def dump(cfg: FeatureConfig, path) -> None:

@@ -61,9 +61,10 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
 
 
 def check_schema_file(cfg: FeatureConfig, schema_file) -> None:
-    """Raise ConfigError when `schema_file` disagrees with what `cfg` generates: a column missing, or declared with
-    another type or presence (the pipeline would validate, parse and transform with the stale one: an anomaly warning,
-    then a Transform failure minutes later). Extra columns and other additions (domains, comparators) are left alone."""
+    """Raise ConfigError when `schema_file` disagrees with what `cfg` generates: a column missing or declared with
+    another type (the pipeline would validate, parse and transform with the stale one: an anomaly warning, then a
+    Transform failure minutes later). Everything a curator may change is left alone: extra columns, domains,
+    comparators, presence and shapes (TFDV's `infer_schema` gives an always-filled column a shape)."""
     try:
         found = {f.name: f for f in text_format.Parse(Path(schema_file).read_text(), schema_pb2.Schema()).feature}
     except text_format.ParseError as e:
@@ -77,19 +78,22 @@ def check_schema_file(cfg: FeatureConfig, schema_file) -> None:
         elif have.type != want.type:
             problems.append(f"'{want.name}' is {schema_pb2.FeatureType.Name(have.type)}, features.yaml makes it "
                             f"{schema_pb2.FeatureType.Name(want.type)}")
-        elif have.HasField("shape") != want.HasField("shape"):
-            problems.append(f"'{want.name}' is {'required' if have.HasField('shape') else 'optional'} (shape), "
-                            f"features.yaml makes it {'required' if want.HasField('shape') else 'optional'}")
     if problems:
         raise ConfigError(f"{schema_file}: out of date with features.yaml: {'; '.join(problems)}; regenerate it: "
-                          f"mdl-tf schema export --schema {Path(schema_file).parent}")
+                          f"mdl-tf schema export --schema {Path(schema_file).parent} (it keeps the old file as "
+                          f"{SCHEMA_FILE}.bak: copy back any hand or TFDV edits), or fix those columns by hand")
 
 
 def schema_text(cfg: FeatureConfig) -> str:
     return text_format.MessageToString(build_schema(cfg))
 
 
-def write_schema(cfg: FeatureConfig, schema_dir) -> Path:
+def write_schema(cfg: FeatureConfig, schema_dir, keep_old: bool = False) -> Path:
+    """Write `<schema_dir>/schema.pbtxt` generated from `cfg`; returns its path. keep_old: a file there that differs
+    (a curated one) is first kept as schema.pbtxt.bak."""
     path = Path(schema_dir) / SCHEMA_FILE
-    atomic_write_text(path, schema_text(cfg))
+    text = schema_text(cfg)
+    if keep_old and path.exists() and path.read_text() != text:
+        atomic_write_text(path.with_name(SCHEMA_FILE + ".bak"), path.read_text())
+    atomic_write_text(path, text)
     return path

@@ -63,17 +63,45 @@ def test_unknown_group_and_kind_name_the_feature():
     (lambda r: r["features"][6].update(separator=""), r"features\[6\] \(item_tags\): 'separator' must be a non-empty"),
     (lambda r: r["scenario"].update(separator=""), r"scenario: 'separator' must be a non-empty text"),
     # a bare string was checked letter by letter ("important_for 's' must be one of ...")
-    (lambda r: r["features"][0].update(important_for="scenario"), r"important_for must be a list, e.g. \[scenario\]"),
+    (lambda r: r["features"][0].update(important_for="scenario"), r"'important_for' must be a list, e.g. \[scenario\]"),
     (lambda r: r["tasks"][1].update(label="click"), r"tasks must read distinct label columns; got \['click', 'click'\]"),
     (lambda r: r["scenario"].update(values=["home", False]), r"scenario.values \[False\] are YAML booleans or null"),
-    (lambda r: r["scenario"].update(dtype="int", values=[1, "07", "+2", "home"]),
-     r"scenario.values must be integers written plainly \(7, not 07, \+7 or home\); got \['07', '\+2', 'home'\]"),
+    (lambda r: r["scenario"].update(dtype="int", values=[1, "07", "+2", "home", "--7", "²", "-3"]),
+     r"scenario.values must be integers written plainly \(7, not 07, \+7 or home\); got \['07', '\+2', 'home', "
+     r"'--7', '²'\]"),
+    (lambda r: r["scenario"].update(values=[True, "True"]), r"scenario.values \[True\] are YAML booleans"),
 ])
 def test_config_mistakes_are_refused_at_load_with_the_key_and_the_fix(edit, message):
     raw = _raw()
     assert raw["features"][3]["name"] == "item_id" and raw["features"][6]["name"] == "item_tags"
     edit(raw)
     with pytest.raises(cfgmod.ConfigError, match=message):
+        cfgmod.from_dict(raw, "t.yaml", strict=True)
+
+
+def test_a_stored_config_of_an_older_version_still_loads(tmp_path):
+    """The strict checks are for a features.yaml a person writes (`load`); a config an older version stored in a
+    SavedModel or a pipeline spec (`to_dict` wrote min_frequency 0, which acted as 1) still loads, so that model still
+    serves, onboards and warm-starts."""
+    import yaml
+
+    raw = _raw()
+    raw["features"][0]["min_frequency"] = 0
+    assert cfgmod.from_dict(raw, "metadata").feature("user_id").min_frequency == 0
+    (tmp_path / "features.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(cfgmod.ConfigError, match=r"'min_frequency' must be at least 1, got 0"):
+        cfgmod.load(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("token_groups", "user"), ("slice_columns", "scenario"), ("tasks", "click")])
+def test_a_text_where_a_list_belongs_is_refused(key, value):
+    raw = _raw()
+    raw[key] = value
+    with pytest.raises(cfgmod.ConfigError, match=rf"'{key}' must be a list, e.g. \[{value}\]"):
+        cfgmod.from_dict(raw, "t.yaml")
+    raw = _raw()
+    raw["scenario"]["values"] = "home"  # once 4 scenarios: h, o, m, e
+    with pytest.raises(cfgmod.ConfigError, match=r"scenario: 'values' must be a list, e.g. \[home\]"):
         cfgmod.from_dict(raw, "t.yaml")
 
 

@@ -141,6 +141,16 @@ def test_a_split_is_every_csv_file_of_its_folder_with_one_header_and_no_byte_ord
         read_split(tmp_path, "train", synth_cfg)
     first.write_text(text, encoding="utf-8")
     assert len(read_split(tmp_path, "train", synth_cfg)) == 700
+    second = tmp_path / "train" / "part-1.csv"  # a second file from Excel: the mark is named, not "header differs"
+    second.write_text("\ufeff" + frame.iloc[700:].to_csv(index=False), encoding="utf-8")
+    with pytest.raises(DataError, match=r"part-1.csv: starts with a UTF-8 byte-order mark"):
+        read_split(tmp_path, "train", synth_cfg)
+    # Labels are a split's: a file from before a task existed is fine when another file labels it; none is not.
+    frame.iloc[700:].assign(purchase="").to_csv(second, index=False)
+    assert read_split(tmp_path, "train", synth_cfg)["purchase"].iloc[700:].isna().all()
+    frame.iloc[:700].assign(purchase="").to_csv(first, index=False)
+    with pytest.raises(DataError, match=r"/train: column 'purchase': every label is missing; task 'purchase' cannot"):
+        read_split(tmp_path, "train", synth_cfg)
 
 
 def test_aliccp_ids_stay_exact_and_labels_are_0_or_1(tmp_path):

@@ -322,16 +322,30 @@ def test_a_schema_not_regenerated_after_features_yaml_changed_stops_the_run_befo
     assert _run_with_schema(schema_dir, tmp_path / "root") == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"mdl-tf: error: {schema_dir / 'schema.pbtxt'}: out of date with features.yaml: 'hour' is BYTES, "
-                   f"features.yaml makes it INT; regenerate it: mdl-tf schema export --schema {schema_dir}"), err
+                   f"features.yaml makes it INT; regenerate it: mdl-tf schema export --schema {schema_dir} (it keeps "
+                   f"the old file as schema.pbtxt.bak: copy back any hand or TFDV edits), or fix those columns by "
+                   f"hand"), err
     assert not (tmp_path / "root").exists()  # stopped before anything was written
     assert main(["pipeline", "compile", "--image", "i", "--out", str(tmp_path / "p.json"), "--schema", str(schema_dir),
                  "--data", "gs://d", "--root", "gs://r", "--serving-root", "gs://s"]) == 2  # the image ships it
     assert "out of date with features.yaml: 'hour' is BYTES" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+    stale = (schema_dir / "schema.pbtxt").read_text()
     assert main(["schema", "export", "--schema", str(schema_dir)]) == 0
+    assert f"kept the previous schema.pbtxt, which differed, as {schema_dir / 'schema.pbtxt.bak'}" in \
+        capsys.readouterr().out
+    assert (schema_dir / "schema.pbtxt.bak").read_text() == stale  # curated edits are never lost
+    check_schema_file(cfgmod.load(schema_dir), schema_dir / "schema.pbtxt")
+    assert main(["schema", "export", "--schema", str(schema_dir)]) == 0  # unchanged: no backup line
+    assert "kept" not in capsys.readouterr().out
+    # A curated schema (TFDV gives an always-filled column a shape, adds domains) is not "out of date".
+    curated = (schema_dir / "schema.pbtxt").read_text().replace(
+        'name: "device"\n  value_count {\n    min: 0\n    max: 1\n  }', 'name: "device"\n  shape { dim { size: 1 } }')
+    assert curated.count("shape {") == 2  # the scenario column's and device's
+    (schema_dir / "schema.pbtxt").write_text(curated)
     check_schema_file(cfgmod.load(schema_dir), schema_dir / "schema.pbtxt")
     assert main(["schema", "export", "--schema", str(schema_dir), "--dataset", "synthetic"]) == 2
-    assert "give one of them" in capsys.readouterr().err
+    assert "give --schema alone" in capsys.readouterr().err
 
 
 def _run_with_schema(schema_dir, root):

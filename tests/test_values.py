@@ -224,7 +224,7 @@ def test_loader_accepts_exactly_what_the_pipeline_parses(base_frame, tmp_path_fa
     path = tmp_path_factory.mktemp("fuzzcsv") / "data.csv"
     frame.to_csv(path, index=False)
     try:
-        typed = read_csv_checked(path, CFG, "eval")
+        typed = read_csv_checked(path, CFG)
     except DataError as e:
         message = str(e)
         assert message.startswith(f"{path}: ") and "column '" in message, message
@@ -338,7 +338,7 @@ def test_int_ids_are_normalised_the_way_csvexamplegen_reads_them(synth_dir, tmp_
     frame["hour"] = ["007", "+7", ""]
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
-    assert read_csv_checked(path, cfg, "eval")["hour"].tolist() == ["7", "7", ""]
+    assert read_csv_checked(path, cfg)["hour"].tolist() == ["7", "7", ""]
     assert _csv_example_gen(path, cfg).column(
         _csv_example_gen(path, cfg).schema.get_field_index("hour")).to_pylist()[:2] == [[7], [7]]
 

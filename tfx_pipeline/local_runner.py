@@ -115,6 +115,9 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
 
     check_trainer_settings(model, hparams, train)  # the model's name too
     cfg = cfgmod.load(schema)
+    if add_scenario is not None and cfg.scenario.dtype == "int" and not cfgmod.is_plain_int(add_scenario):
+        raise cfgmod.ConfigError(f"--add-scenario {add_scenario}: the scenario column holds integers (scenario dtype: "
+                                 f"int); name the new scenario by its integer written plainly, e.g. 7 (not 07 or +7)")
     root = Path(root).resolve()
     serving_root = Path(serving_root).resolve() if serving_root else root / "serving"
     check_schema_file(cfg, schema_source(schema))  # before the data: an edited features.yaml needs a new schema

@@ -1,6 +1,6 @@
 """Dataset files on disk: `<dir>/{train,eval,test}/*.csv` plus `features.yaml`, `schema.pbtxt`, `dataset.json`.
 
-A split is every CSV file of its folder, read in name order (as the pipeline's CsvExampleGen reads `train/*`), all
+A split is every CSV file of its folder, read in name order (as the pipeline's CsvExampleGen reads `train/*.csv`), all
 with one header; the writers here write one file per split, `data.csv`.
 
 Reading validates against the feature config with the value contract of `mdl_tf.values` (the same rules the pipeline's
@@ -107,21 +107,41 @@ def read_split(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def read_split_files(data_dir, split: str, cfg: cfgmod.FeatureConfig) -> list:
-    """[(path, checked frame)] for every CSV file of a split (see read_split); the files must share one header, as
-    CsvExampleGen reads them with the first one's."""
+def read_split_files(data_dir, split: str, cfg: cfgmod.FeatureConfig):
+    """Yield (path, checked frame) for every CSV file of a split, one at a time (a split larger than memory is still
+    checked by the pipeline's pre-run check); see read_split. The files must share one header, as CsvExampleGen
+    reads them with the first one's. After the last file, a training split with a task none of its rows labels is
+    refused (a file written before a task existed is fine when another file labels it)."""
     files = split_files(data_dir, split)
     if not files:
         raise DataError(f"{Path(data_dir) / split}: no CSV file; expected <data dir>/{split}/*.csv, one or more "
                         f"files with one header (make an example with `mdl-tf data synth --out DIR`)")
-    first = _header(files[0])
-    out = []
+    first = None
+    labelled = dict.fromkeys(cfg.label_columns, 0)
     for path in files:
-        if _header(path) != first:
+        _refuse_byte_order_mark(path)  # before the header comparison: the mark would look like another header
+        header = _header(path)
+        if first is not None and header != first:
             raise DataError(f"{path}: header differs from {files[0].name}'s; every file of a split needs the same "
                             f"header (the same columns in the same order: CsvExampleGen reads them all with one)")
-        out.append((path, read_csv_checked(path, cfg, split)))
-    return out
+        first = header
+        frame = read_csv_checked(path, cfg)
+        for col in labelled:
+            labelled[col] += int(frame[col].notna().sum())
+        yield path, frame
+    unlabelled = [col for col, n in labelled.items() if n == 0]
+    if split == "train" and unlabelled:
+        where = files[0] if len(files) == 1 else Path(data_dir) / split
+        raise DataError(f"{where}: column '{unlabelled[0]}': every label is missing; task '{unlabelled[0]}' cannot be "
+                        f"trained")
+
+
+def _refuse_byte_order_mark(path) -> None:
+    with open(path, "rb") as fh:
+        if fh.read(3) == BOM:  # pandas would skip it; CsvExampleGen keeps it in the first column's name
+            raise DataError(f"{path}: starts with a UTF-8 byte-order mark (Excel's \"CSV UTF-8\" writes one); the "
+                            f"pipeline would read the first column as '\\ufeff' + its name and lose it. Save the file "
+                            f"without it (plain UTF-8), e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
 
 
 def _header(path: Path) -> str:
@@ -138,13 +158,9 @@ def _check_field_counts(path, width: int) -> None:
                                 f"such a file (write an empty field for a missing value)")
 
 
-def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFrame:
-    """One CSV file of `split`, checked against the config (see read_split)."""
-    with open(path, "rb") as fh:
-        if fh.read(3) == BOM:  # pandas would skip it; CsvExampleGen keeps it in the first column's name
-            raise DataError(f"{path}: starts with a UTF-8 byte-order mark (Excel's \"CSV UTF-8\" writes one); the "
-                            f"pipeline would read the first column as '\\ufeff' + its name and lose it. Save the file "
-                            f"without it (plain UTF-8), e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
+def read_csv_checked(path, cfg: cfgmod.FeatureConfig) -> pd.DataFrame:
+    """One CSV file, checked against the config (see read_split; a split's own rules are read_split_files')."""
+    _refuse_byte_order_mark(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except pd.errors.EmptyDataError:
@@ -161,11 +177,7 @@ def read_csv_checked(path, cfg: cfgmod.FeatureConfig, split: str) -> pd.DataFram
     if missing:
         raise DataError(f"{path}: column(s) {missing} declared in the feature config are missing from the header")
 
-    frame = values.check_frame(frame, cfg, path)
-    for col in cfg.label_columns:
-        if split == "train" and frame[col].isna().all():
-            raise DataError(f"{path}: column '{col}': every label is missing; task '{col}' cannot be trained")
-    return frame
+    return values.check_frame(frame, cfg, path)
 
 
 def warn_unseen_scenarios(frame: pd.DataFrame, cfg: cfgmod.FeatureConfig, where) -> dict:

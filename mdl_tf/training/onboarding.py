@@ -162,10 +162,13 @@ def _check_out(out: Path) -> None:
                               f"version next to the old one)")
 
 
-def _check_name(name: str, what: str, taken: list, separator: str | None = None) -> None:
+def _check_name(name: str, what: str, taken: list, separator: str | None = None, int_values: bool = False) -> None:
     if not name or name != name.strip() or (separator and separator in name) or "/" in name:
         raise OnboardingError(f"--name {name!r}: not a valid {what} name; use a non-empty name without surrounding "
                               f"spaces, '/'{' or ' + repr(separator) if separator else ''}")
+    if int_values and not cfgmod.is_plain_int(name):  # the cells' canonical text: 7 matches 7, never 07
+        raise OnboardingError(f"--name {name}: this model's scenario column holds integers (scenario dtype: int); "
+                              f"name the new scenario by its integer written plainly, e.g. 7 (not 07 or +7)")
     if name in taken:
         raise OnboardingError(f"--name {name}: the model already has a {what} named {name!r} (it has {taken}); "
                               f"pick a new name")
@@ -285,7 +288,7 @@ def add_scenario(model_dir, name: str, data_dir, out_dir, oc: OnboardConfig = On
     _check_out(out)
     trained = read_trained(model_dir)
     sc = trained.cfg.scenario
-    _check_name(name, "scenario", list(sc.values), sc.separator)
+    _check_name(name, "scenario", list(sc.values), sc.separator, int_values=sc.dtype == "int")
     cfg = with_scenario(trained.cfg, name)
     frames = _read_splits(data_dir, cfg)
     transform = FeatureTransform(cfg, trained.stats)
