@@ -11,7 +11,7 @@ ensure_legacy_keras()
 # google-api-core (under the serving client and TFX) warns at import that its Python 3.10 support ends; TFX 1.16, the
 # newest that installs on our platform, needs 3.10, so no user of this package can act on it. Only that FutureWarning
 # of that package is silenced.
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\._python_version_support")
 
 __version__ = "0.1.0"
 __all__ = ["LegacyKerasError", "__version__"]

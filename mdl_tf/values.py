@@ -357,6 +357,9 @@ def check_csv_types(frame: pd.DataFrame, cfg: FeatureConfig, path) -> None:
         held = "only integers" if inferred == "INT" else "only numbers" if inferred == "FLOAT" else "text"
         if rule.csv_type == "FLOAT":
             fix = "write at least one value with a decimal point (e.g. 3.0; pandas does for a float column)"
+        elif rule.csv_type == "STRING" and col == cfg.scenario.membership_column:
+            fix = (f"write the rows of one scenario with an empty '{col}' (they fall back to the scenario column '"
+                   f"{cfg.scenario.column}'), so the column also holds joined lists such as 1{rule.separator}2")
         elif rule.csv_type == "STRING" and rule.kind == "ids":  # multi_hot / sequence: `dtype: string` only
             fix = (f"'{col}' holds separator-joined ids, which are text: write them so (e.g. prefix the ids, "
                    f"'t5{rule.separator}t7'); a column whose every cell is one integer reads as INT")

@@ -366,12 +366,16 @@ def test_a_model_that_is_not_blessed_is_told_why(tmp_path):
         failure = overall.failures.add()
         failure.metric_key.name, failure.metric_key.output_name, failure.metric_key.is_diff = "auc", output, diff
         failure.metric_value.double_value.value = value
+    result.missing_slices.add().feature_keys.append("scenario")
     with tf.io.TFRecordWriter(str(tmp_path / "validations.tfrecord")) as w:
         w.write(result.SerializeToString())
     assert not_blessed_because(tmp_path, 0.55, 0.01) == [
         "purchase: auc 0.0000 is below --auc-floor 0.55 (0 is what the Evaluator reports when the eval rows hold one "
         "class)",
-        "click: auc changed by -0.0312 against the blessed model, more than --max-auc-drop 0.01 allows"]
+        "click: auc changed by -0.0312 against the blessed model, more than --max-auc-drop 0.01 allows",
+        f"thresholds or slices of the eval config had no metrics to check (see {tmp_path})"]
+    assert not_blessed_because(tmp_path / "nowhere", 0.55, 0.01)[0].startswith(
+        "the Evaluator's validation result could not be read (")
 
 
 def test_beam_profiles(tmp_path):

@@ -260,6 +260,15 @@ def test_epoch_choice_skips_an_undefined_auc_and_says_so(caplog):
         none.on_train_end()
     assert none.best_epoch == -1 and "no epoch could be chosen and the last one is kept" in caplog.text
 
+    patient = BestEpoch(["click"], patience=1)  # an epoch without a defined AUC is not a bad epoch
+    patient.set_model(Weights())
+    patient.model.stop_training = False
+    patient.on_epoch_end(0, {"val_auc_click": 0.70})
+    patient.on_epoch_end(1, {"val_auc_click": float("nan")})
+    assert not patient.model.stop_training
+    patient.on_epoch_end(2, {"val_auc_click": 0.69})
+    assert patient.model.stop_training
+
 
 def test_the_trainer_epoch_line_shows_an_undefined_auc_as_such(capsys):
     from tfx_pipeline.models.model import EpochLine

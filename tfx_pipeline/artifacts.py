@@ -86,9 +86,7 @@ def evaluation_metrics(eval_uri, model: str = "candidate") -> dict:
 
     out = {}
     for record in tfma.load_metrics(str(eval_uri)):
-        parts = [f"{c.column}:{c.bytes_value.decode() if c.HasField('bytes_value') else c.int64_value if c.HasField('int64_value') else c.float_value}"
-                 for c in record.slice_key.single_slice_keys]
-        name = " & ".join(parts) or "Overall"
+        name = slice_name(record.slice_key)
         for kv in record.metric_keys_and_values:
             key = kv.key
             is_baseline = key.model_name == tfma.BASELINE_KEY
@@ -104,17 +102,28 @@ def evaluation_metrics(eval_uri, model: str = "candidate") -> dict:
     return out
 
 
+def slice_name(slice_key) -> str:
+    """"Overall", or "column:value" (" & "-joined) of a TFMA SliceKey; text values decoded, numbers as they are."""
+    parts = []
+    for c in slice_key.single_slice_keys:
+        kind = c.WhichOneof("kind")
+        value = getattr(c, kind) if kind else ""
+        parts.append(f"{c.column}:{value.decode('utf-8', errors='replace') if isinstance(value, bytes) else value}")
+    return " & ".join(parts) or "Overall"
+
+
 def validation_failures(eval_uri) -> list:
     """The Evaluator's failed thresholds (why a model was not blessed): [{"slice", "output", "metric", "diff",
-    "value"}], "diff" True for a change against the baseline (the blessed model), False for an absolute bound."""
+    "value"}], "diff" True for a change against the baseline (the blessed model), False for an absolute bound; plus
+    {"missing": True} when the validation had thresholds or slices it could not evaluate."""
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_validation_result(str(eval_uri))
-    return [{"slice": " & ".join(f"{c.column}:{c.bytes_value.decode() or c.int64_value}"
-                                 for c in per_slice.slice_key.single_slice_keys) or "Overall",
-             "output": f.metric_key.output_name, "metric": f.metric_key.name, "diff": f.metric_key.is_diff,
-             "value": f.metric_value.double_value.value}
-            for per_slice in result.metric_validations_per_slice for f in per_slice.failures]
+    out = [{"slice": slice_name(per_slice.slice_key), "output": f.metric_key.output_name,
+            "metric": f.metric_key.name, "diff": f.metric_key.is_diff, "value": f.metric_value.double_value.value}
+           for per_slice in result.metric_validations_per_slice for f in per_slice.failures]
+    missing = result.missing_thresholds or len(result.missing_slices) or len(result.missing_cross_slices)
+    return out + ([{"missing": True}] if missing else [])
 
 
 def component_seconds(pipeline_root) -> dict:

@@ -34,7 +34,7 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
     check_trainer_settings(model, hparams, train)  # names and training settings: refused before a spec is written
     cfg = cfgmod.load(schema_dir)
     local_schema = Path(schema_dir) / SCHEMA_FILE
-    if local_schema.exists():  # the image ships this folder: a stale schema.pbtxt would fail in the cluster's Transform
+    if schema_uri is None and local_schema.exists():  # the image ships this folder (schema_uri names another file)
         check_schema_file(cfg, local_schema)
     schema_uri = schema_uri or f"/app/schemas/{Path(schema_dir).name}/schema.pbtxt"
     pipeline = create_pipeline(

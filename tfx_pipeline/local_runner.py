@@ -133,11 +133,13 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
         beam_pipeline_args=beam_args(workers, beam_args_file), enable_cache=enable_cache, warm_start=warm_start,
         add_scenario=add_scenario)
     before = {p.name for p in artifacts.pushed_versions(serving_root, model_name)}
+    earlier = artifacts.latest_evaluation(root) if artifacts.metadata_path(root).exists() else None
     quiet_dill_trace()
     started = time.time()
     tfx.orchestration.LocalDagRunner().run(pipeline)
     out = summary(root, serving_root, model_name, before, rows, time.time() - started)
-    if out["evaluation"] and not out["blessed"]:
+    # Only this run's Evaluator explains this run (one stopped before it leaves an earlier run's output the latest).
+    if out["evaluation"] and not out["blessed"] and out["evaluation"] != (earlier or {}).get("uri"):
         out["not_blessed_because"] = not_blessed_because(out["evaluation"], auc_floor, max_auc_drop)
     return out
 
@@ -146,8 +148,15 @@ def not_blessed_because(eval_uri, auc_floor: float, max_auc_drop: float) -> list
     """One sentence per threshold the candidate failed, naming the task, its AUC and the flag that set the bound."""
     from mdl_tf.export import OUTPUT_SUFFIX
 
+    try:
+        failures = artifacts.validation_failures(eval_uri)
+    except Exception as e:  # noqa: BLE001  (the run is over: a reason that cannot be read is not a failure of it)
+        return [f"the Evaluator's validation result could not be read ({type(e).__name__}: {e}); see {eval_uri}"]
     reasons = []
-    for f in artifacts.validation_failures(eval_uri):
+    for f in failures:
+        if "missing" in f:
+            reasons.append(f"thresholds or slices of the eval config had no metrics to check (see {eval_uri})")
+            continue
         task = f["output"][:-len(OUTPUT_SUFFIX)] if f["output"].endswith(OUTPUT_SUFFIX) else f["output"]
         where = "" if f["slice"] == "Overall" else f" on slice {f['slice']}"
         if f["diff"]:

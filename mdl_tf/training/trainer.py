@@ -84,6 +84,8 @@ class BestEpoch(tf.keras.callbacks.Callback):
         vals = [logs[k] for k in self.keys if logs and k in logs]
         self.undefined |= {k[len("val_auc_"):] for k in self.keys if logs and k in logs and not np.isfinite(logs[k])}
         vals = [v for v in vals if np.isfinite(v)]
+        if not vals and self.keys and logs and any(k in logs for k in self.keys):
+            return  # no defined AUC this epoch: neither a best nor a bad epoch (patience would stop on it)
         score = float(np.mean(vals)) if vals else -np.inf
         if score > self.best:
             self.best, self.best_epoch, self.bad = score, epoch, 0
@@ -223,7 +225,8 @@ def train(data_dir, schema_dir, out_dir, tc: TrainConfig = TrainConfig(), hparam
     save_stats(stats, out)
     metrics = {"model": tc.model, "params": model.param_counts(),
                **evaluate_frame(model, frames["eval"], cfg, transform),
-               "split": "eval", "mean_scenario_task_auc": None, "best_epoch": best.best_epoch + 1,
+               "split": "eval", "mean_scenario_task_auc": None,
+               "best_epoch": best.best_epoch + 1 if best.best_epoch >= 0 else None,
                "epochs_run": len(history.history.get("loss", [])), "train_seconds": round(train_seconds, 2),
                "train_rows": int(len(frames["train"])), "train_steps": train_steps, "precision": tc.precision,
                "hparams": hparams,

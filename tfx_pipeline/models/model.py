@@ -251,7 +251,7 @@ def run_fn(fn_args) -> None:
     model.save_weights(join(run_dir, WEIGHTS))
     params = model.param_counts()
     write_json(join(run_dir, TRAINER_METRICS), {
-        "model": tc.model, "params": params, "best_epoch": best.best_epoch + 1,
+        "model": tc.model, "params": params, "best_epoch": best.best_epoch + 1 if best.best_epoch >= 0 else None,
         "best_mean_eval_auc": best.best if best.best_epoch >= 0 else None,
         "history": {k: [finite_or_none(x) for x in v] for k, v in history.history.items()},  # NaN AUC -> null
         "train_seconds": round(time.time() - started, 2), "train_steps": steps_per_epoch * epochs,
