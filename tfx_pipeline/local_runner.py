@@ -21,7 +21,6 @@ from tfx_pipeline.pipeline.pipeline import create_pipeline
 log = logging.getLogger(__name__)
 
 
-
 def schema_source(schema_dir) -> Path:
     """`<schema_dir>/schema.pbtxt`; ConfigError when there is none."""
     src = Path(schema_dir) / SCHEMA_FILE
@@ -43,8 +42,6 @@ def versioned_schema(schema_dir, pipeline_root) -> Path:
     if not dst.exists():
         atomic_write_text(dst, text)
     return dst
-
-
 
 
 def load_profile(args_file) -> list:
