@@ -128,12 +128,13 @@ def cmd_data(args) -> None:
 def cmd_schema_export(args) -> None:
     from mdl_tf import config as cfgmod
     from mdl_tf.data import DATASETS
-    from mdl_tf.schema import SCHEMA_FILE, schema_text, write_schema
+    from mdl_tf.schema import SCHEMA_FILE, schema_dir_of, schema_text, write_schema
 
     if args.schema:  # the user's own folder: its schema.pbtxt from its features.yaml, in place
         if args.dataset or args.out:
-            raise CLIError(f"--schema DIR rewrites DIR/schema.pbtxt from DIR/features.yaml; --dataset/--out write the "
-                           f"built-in datasets' under {REPO_SCHEMAS}: give --schema alone, or those")
+            raise CLIError("--schema DIR rewrites DIR/schema.pbtxt from DIR/features.yaml; --dataset and --out are "
+                           "for the built-in datasets: give --schema alone, or those")
+        args.schema = schema_dir_of(args.schema)
         cfg = cfgmod.load(args.schema)
         old = Path(args.schema) / SCHEMA_FILE
         kept = old.exists() and old.read_text() != schema_text(cfg)  # write_schema keeps it as schema.pbtxt.bak

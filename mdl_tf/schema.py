@@ -60,6 +60,13 @@ def build_schema(cfg: FeatureConfig) -> schema_pb2.Schema:
     return schema
 
 
+def schema_dir_of(path) -> Path:
+    """The schema folder of `path`: the folder itself, or the folder of a features.yaml / schema.pbtxt given as a file
+    (`--schema DIR/features.yaml` works wherever `--schema DIR` does)."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
 def check_schema_file(cfg: FeatureConfig, schema_file) -> None:
     """Raise ConfigError when `schema_file` disagrees with what `cfg` generates: a column missing or declared with
     another type (the pipeline would validate, parse and transform with the stale one: an anomaly warning, then a

@@ -319,7 +319,7 @@ def test_a_schema_not_regenerated_after_features_yaml_changed_stops_the_run_befo
     yaml_path = schema_dir / "features.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("name: hour\n", "name: hour\n  dtype: int\n", 1))
     assert cfgmod.load(schema_dir).feature("hour").dtype == "int"
-    assert _run_with_schema(schema_dir, tmp_path / "root") == 2
+    assert _run_with_schema(schema_dir / "features.yaml", tmp_path / "root") == 2  # a file names its folder
     err = capsys.readouterr().err.strip()
     assert err == (f"mdl-tf: error: {schema_dir / 'schema.pbtxt'}: out of date with features.yaml: 'hour' is BYTES, "
                    f"features.yaml makes it INT; regenerate it: mdl-tf schema export --schema {schema_dir} (it keeps "
@@ -346,6 +346,8 @@ def test_a_schema_not_regenerated_after_features_yaml_changed_stops_the_run_befo
     check_schema_file(cfgmod.load(schema_dir), schema_dir / "schema.pbtxt")
     assert main(["schema", "export", "--schema", str(schema_dir), "--dataset", "synthetic"]) == 2
     assert "give --schema alone" in capsys.readouterr().err
+    assert main(["schema", "export", "--schema", str(schema_dir / "features.yaml")]) == 0  # the file names its folder
+    assert capsys.readouterr().out.startswith(str(schema_dir / "schema.pbtxt"))
 
 
 def _run_with_schema(schema_dir, root):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from mdl_tf import config as cfgmod
-from mdl_tf.schema import SCHEMA_FILE, check_schema_file
+from mdl_tf.schema import SCHEMA_FILE, check_schema_file, schema_dir_of
 from tfx_pipeline.pipeline import configs
 from tfx_pipeline.pipeline.pipeline import create_pipeline
 
@@ -32,6 +32,7 @@ def compile_pipeline(*, image: str, out, data_root: str, schema_dir, pipeline_ro
     from tfx_pipeline.models.model import check_trainer_settings
 
     check_trainer_settings(model, hparams, train)  # names and training settings: refused before a spec is written
+    schema_dir = schema_dir_of(schema_dir)
     cfg = cfgmod.load(schema_dir)
     local_schema = Path(schema_dir) / SCHEMA_FILE
     if schema_uri is None and local_schema.exists():  # the image ships this folder (schema_uri names another file)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from mdl_tf import config as cfgmod
-from mdl_tf.schema import SCHEMA_FILE, check_schema_file
+from mdl_tf.schema import SCHEMA_FILE, check_schema_file, schema_dir_of
 from mdl_tf.utils import atomic_write_text
 from tfx_pipeline import artifacts, preflight
 from tfx_pipeline.pipeline import configs
@@ -111,6 +111,7 @@ def run(data, schema, root, model: str = "mdl", serving_root=None, model_name: s
     from tfx_pipeline.models.model import check_trainer_settings
 
     check_trainer_settings(model, hparams, train)  # the model's name too
+    schema = schema_dir_of(schema)
     cfg = cfgmod.load(schema)
     if add_scenario is not None and cfg.scenario.dtype == "int" and not cfgmod.is_plain_int(add_scenario):
         raise cfgmod.ConfigError(f"--add-scenario {add_scenario}: the scenario column holds integers (scenario dtype: "
